@@ -1,0 +1,144 @@
+"""CSI gRPC servicers: translate a message into a use-case call and the result back; nothing else."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import grpc
+
+from adapters.csi.v1 import csi_pb2 as csi
+from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
+from adapters.grpc.errors import translate_errors
+from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
+from domain.errors import InvalidArgument
+from domain.identity import PluginInfo, Probe
+from domain.model import AccessMode, CapacityRange, VolumeCapability
+from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
+
+
+def capability_from(message: csi.VolumeCapability) -> VolumeCapability:
+    access = message.WhichOneof("access_type")
+    if access is None:
+        raise InvalidArgument("volume capability must set an access type (mount or block)")
+    try:
+        mode = AccessMode(message.access_mode.mode)
+    except ValueError:
+        mode = AccessMode.UNKNOWN
+    return VolumeCapability(
+        access_mode=mode,
+        block=access == "block",
+        fs_type=message.mount.fs_type,
+        mount_flags=tuple(message.mount.mount_flags),
+    )
+
+
+def capabilities_from(messages: Iterable[csi.VolumeCapability]) -> tuple[VolumeCapability, ...]:
+    return tuple(capability_from(m) for m in messages)
+
+
+class IdentityServicer(csi_grpc.IdentityServicer):
+    def __init__(self, info: PluginInfo, probe: Probe, controller: bool) -> None:
+        self._info = info
+        self._probe = probe
+        self._controller = controller
+
+    @translate_errors
+    def GetPluginInfo(self, request: csi.GetPluginInfoRequest, context: grpc.ServicerContext) -> Any:
+        return csi.GetPluginInfoResponse(name=self._info.name, vendor_version=self._info.version)
+
+    @translate_errors
+    def GetPluginCapabilities(self, request: csi.GetPluginCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
+        capabilities = []
+        if self._controller:
+            capabilities.append(
+                csi.PluginCapability(
+                    service=csi.PluginCapability.Service(type=csi.PluginCapability.Service.CONTROLLER_SERVICE)
+                )
+            )
+        return csi.GetPluginCapabilitiesResponse(capabilities=capabilities)
+
+    @translate_errors
+    def Probe(self, request: csi.ProbeRequest, context: grpc.ServicerContext) -> Any:
+        self._probe()
+        return csi.ProbeResponse(ready={"value": True})
+
+
+class ControllerServicer(csi_grpc.ControllerServicer):
+    def __init__(self, provision: ProvisionVolume, delete: DeleteVolume, capabilities: tuple[str, ...]) -> None:
+        self._provision = provision
+        self._delete = delete
+        self._capabilities = capabilities
+
+    @translate_errors
+    def CreateVolume(self, request: csi.CreateVolumeRequest, context: grpc.ServicerContext) -> Any:
+        volume = self._provision(
+            CreateVolume(
+                name=request.name,
+                capabilities=capabilities_from(request.volume_capabilities),
+                capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes),
+                parameters=dict(request.parameters),
+                has_content_source=request.HasField("volume_content_source"),
+            )
+        )
+        return csi.CreateVolumeResponse(
+            volume=csi.Volume(
+                volume_id=str(volume.volume_id),
+                capacity_bytes=volume.capacity_bytes,
+                volume_context=dict(volume.context),
+            )
+        )
+
+    @translate_errors
+    def DeleteVolume(self, request: csi.DeleteVolumeRequest, context: grpc.ServicerContext) -> Any:
+        self._delete(request.volume_id)
+        return csi.DeleteVolumeResponse()
+
+    @translate_errors
+    def ControllerGetCapabilities(
+        self, request: csi.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> Any:
+        rpc = csi.ControllerServiceCapability.RPC
+        return csi.ControllerGetCapabilitiesResponse(
+            capabilities=[
+                csi.ControllerServiceCapability(rpc=rpc(type=rpc.Type.Value(name))) for name in self._capabilities
+            ]
+        )
+
+
+class NodeServicer(csi_grpc.NodeServicer):
+    def __init__(self, publish: Publish, unpublish: Unpublish, node_id: str, capabilities: tuple[str, ...]) -> None:
+        self._publish = publish
+        self._unpublish = unpublish
+        self._node_id = node_id
+        self._capabilities = capabilities
+
+    @translate_errors
+    def NodePublishVolume(self, request: csi.NodePublishVolumeRequest, context: grpc.ServicerContext) -> Any:
+        self._publish(
+            PublishVolume(
+                volume_id=request.volume_id,
+                target_path=request.target_path,
+                capability=capability_from(request.volume_capability)
+                if request.HasField("volume_capability")
+                else None,
+                readonly=request.readonly,
+                context=dict(request.volume_context),
+            )
+        )
+        return csi.NodePublishVolumeResponse()
+
+    @translate_errors
+    def NodeUnpublishVolume(self, request: csi.NodeUnpublishVolumeRequest, context: grpc.ServicerContext) -> Any:
+        self._unpublish(UnpublishVolume(volume_id=request.volume_id, target_path=request.target_path))
+        return csi.NodeUnpublishVolumeResponse()
+
+    @translate_errors
+    def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
+        rpc = csi.NodeServiceCapability.RPC
+        return csi.NodeGetCapabilitiesResponse(
+            capabilities=[csi.NodeServiceCapability(rpc=rpc(type=rpc.Type.Value(name))) for name in self._capabilities]
+        )
+
+    @translate_errors
+    def NodeGetInfo(self, request: csi.NodeGetInfoRequest, context: grpc.ServicerContext) -> Any:
+        return csi.NodeGetInfoResponse(node_id=self._node_id)

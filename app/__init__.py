@@ -1,0 +1,1 @@
+"""Composition root: configuration, wiring, server lifecycle and metrics."""

@@ -1,0 +1,61 @@
+"""The dependency-injector container: the one place that knows every concrete class."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from adapters.clock import SystemClock
+from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeServicer
+from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
+from adapters.state.publications import JsonFilePublicationStore
+from adapters.storage.mounted import MountedShareStorage
+from domain.controller import DeleteVolume, ProvisionVolume
+from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PluginInfo, Probe
+from domain.locks import VolumeLocks
+from domain.model import OnDelete
+from domain.node import Publish, Unpublish
+from domain.parameters import ProvisionDefaults, parse_mode
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(strict=True)
+
+    clock = providers.Singleton(SystemClock)
+    locks = providers.ThreadSafeSingleton(VolumeLocks)
+    mounter = providers.ThreadSafeSingleton(
+        SubprocessMounter,
+        mount_command=config.mount_command,
+        umount_command=config.umount_command,
+        timeout=config.mount_timeout,
+        retry=providers.Factory(RetryPolicy, attempts=config.mount_attempts),
+    )
+    storage = providers.ThreadSafeSingleton(
+        MountedShareStorage, mounter=mounter, working_dir=config.working_mount_dir
+    )
+    publications = providers.ThreadSafeSingleton(JsonFilePublicationStore, state_dir=config.state_dir)
+
+    defaults = providers.Factory(
+        ProvisionDefaults,
+        on_delete=providers.Factory(OnDelete, config.default_ondelete_policy),
+        mount_permissions=providers.Callable(parse_mode, config.mount_permissions, "--mount-permissions"),
+    )
+    provision = providers.Factory(ProvisionVolume, storage=storage, locks=locks, defaults=defaults)
+    delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock)
+    publish = providers.Factory(Publish, mounter=mounter, publications=publications, locks=locks)
+    unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks)
+    probe = providers.Factory(Probe, mounter=mounter)
+    plugin_info = providers.Factory(PluginInfo, name=config.driver_name, version=config.version)
+
+    identity_servicer = providers.Factory(
+        IdentityServicer, info=plugin_info, probe=probe, controller=config.serves_controller
+    )
+    controller_servicer = providers.Factory(
+        ControllerServicer, provision=provision, delete=delete, capabilities=providers.Object(CONTROLLER_CAPABILITIES)
+    )
+    node_servicer = providers.Factory(
+        NodeServicer,
+        publish=publish,
+        unpublish=unpublish,
+        node_id=config.node_id,
+        capabilities=providers.Object(NODE_CAPABILITIES),
+    )

@@ -1,0 +1,170 @@
+"""Server lifecycle: bind the endpoint safely, serve, drain on SIGTERM, release shares."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import stat
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
+from adapters.grpc.observe import ObservingInterceptor
+from app.container import Container
+from app.metrics import Metrics
+from app.settings import VERSION, Settings
+
+log = logging.getLogger(__name__)
+
+
+class EndpointInUse(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    socket_path: str | None
+
+    @classmethod
+    def parse(cls, endpoint: str) -> Endpoint:
+        if endpoint.startswith("unix://"):
+            path = os.path.abspath(endpoint[len("unix://") :])
+            return cls(f"unix:{path}", path)
+        return cls(endpoint[len("tcp://") :], None)
+
+
+def clear_stale_socket(path: str) -> None:
+    """Remove a socket file no server answers on; refuse to touch a live socket or a non-socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise EndpointInUse(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        log.info("replaced stale socket %s", path)
+        return
+    finally:
+        probe.close()
+    raise EndpointInUse(f"another server is listening on {path}")
+
+
+def build_container(settings: Settings) -> Container:
+    container = Container()
+    container.config.from_dict(
+        {
+            "mount_command": settings.mount_command,
+            "umount_command": settings.umount_command,
+            "mount_timeout": settings.mount_timeout,
+            "mount_attempts": settings.mount_attempts,
+            "working_mount_dir": settings.working_mount_dir,
+            "state_dir": settings.state_dir,
+            "default_ondelete_policy": settings.default_ondelete_policy,
+            "mount_permissions": settings.mount_permissions,
+            "driver_name": settings.driver_name,
+            "version": VERSION,
+            "node_id": settings.node_id,
+            "serves_controller": settings.serves_controller,
+        }
+    )
+    return container
+
+
+class DriverServer:
+    def __init__(self, settings: Settings, container: Container, metrics: Metrics) -> None:
+        self._settings = settings
+        self._container = container
+        self._metrics = metrics
+        self._endpoint = Endpoint.parse(settings.endpoint)
+        self._stopping = threading.Event()
+        interceptor = ObservingInterceptor(
+            self._observe,
+            started=lambda method: metrics.in_flight.labels(method).inc(),
+            finished=lambda method: metrics.in_flight.labels(method).dec(),
+        )
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="csi"),
+            interceptors=[interceptor],
+            options=[("grpc.so_reuseport", 0)],
+        )
+
+    def _observe(self, method: str, code: str, seconds: float, volume_id: str) -> None:
+        self._metrics.observe_call(method, code, seconds)
+        level = logging.INFO if code == "OK" else logging.WARNING
+        if method in ("Probe", "GetPluginInfo", "GetPluginCapabilities", "NodeGetCapabilities") and code == "OK":
+            level = logging.DEBUG
+        log.log(
+            level,
+            "%s %s",
+            method,
+            code,
+            extra={"method": method, "volume_id": volume_id, "duration_seconds": round(seconds, 6), "code": code},
+        )
+
+    def start(self) -> None:
+        c = self._container
+        csi_grpc.add_IdentityServicer_to_server(c.identity_servicer(), self._server)
+        if self._settings.serves_controller:
+            csi_grpc.add_ControllerServicer_to_server(c.controller_servicer(), self._server)
+        if self._settings.serves_node:
+            csi_grpc.add_NodeServicer_to_server(c.node_servicer(), self._server)
+        path = self._endpoint.socket_path
+        if path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            clear_stale_socket(path)
+            previous = os.umask(0o117)
+            try:
+                self._bind()
+            finally:
+                os.umask(previous)
+        else:
+            self._bind()
+        self._server.start()
+        if path:
+            os.chmod(path, 0o660)
+        log.info(
+            "serving %s on %s",
+            self._settings.mode,
+            self._settings.endpoint,
+            extra={"driver": self._settings.driver_name, "version": VERSION},
+        )
+
+    def _bind(self) -> None:
+        try:
+            port = self._server.add_insecure_port(self._endpoint.address)
+        except RuntimeError as err:
+            raise EndpointInUse(f"cannot listen on {self._settings.endpoint}: {err}") from err
+        if port == 0:
+            raise EndpointInUse(f"cannot listen on {self._settings.endpoint}")
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping.set()
+
+    def wait_and_drain(self) -> None:
+        self._stopping.wait()
+        log.info("stopping: draining calls in flight for up to %s s", self._settings.grace_period)
+        self._server.stop(self._settings.grace_period).wait()
+        if self._settings.serves_controller:
+            self._container.storage().close()
+        if self._endpoint.socket_path:
+            try:
+                os.unlink(self._endpoint.socket_path)
+            except FileNotFoundError:
+                pass
+        log.info("stopped")
+
+
+def install_signal_handlers(server: DriverServer) -> None:
+    signal.signal(signal.SIGTERM, server.request_stop)
+    signal.signal(signal.SIGINT, server.request_stop)

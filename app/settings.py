@@ -1,0 +1,87 @@
+"""Command-line flags, named like the reference NFS driver's where they overlap."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+DEFAULT_DRIVER_NAME = "nfs.csi.ownedstorage.dev"
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint: str
+    node_id: str
+    driver_name: str
+    mode: str
+    working_mount_dir: str
+    default_ondelete_policy: str
+    mount_permissions: str
+    metrics_address: str
+    mount_command: str
+    umount_command: str
+    mount_timeout: float
+    mount_attempts: int
+    state_dir: str
+    workers: int
+    grace_period: float
+    log_level: str
+
+    @property
+    def serves_controller(self) -> bool:
+        return self.mode in ("controller", "all")
+
+    @property
+    def serves_node(self) -> bool:
+        return self.mode in ("node", "all")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nfs-csi-driver", description="CSI driver for NFS")
+    p.add_argument("--endpoint", default="unix:///csi/csi.sock", help="unix:///path or tcp://host:port")
+    p.add_argument("--nodeid", default=os.uname().nodename, help="this node's id (NodeGetInfo)")
+    p.add_argument("--drivername", default=DEFAULT_DRIVER_NAME)
+    p.add_argument("--mode", choices=("controller", "node", "all"), default="all")
+    p.add_argument("--working-mount-dir", default="/tmp/nfs-csi", help="where the controller mounts shares")
+    p.add_argument("--default-ondelete-policy", choices=("delete", "retain", "archive"), default="delete")
+    p.add_argument("--mount-permissions", default="0", help="octal mode for new volume directories; 0 leaves it")
+    p.add_argument("--metrics-address", default="", help="host:port for /metrics; empty disables it")
+    p.add_argument("--mount-command", default="mount.nfs", help="mount.nfs name on PATH, or a path")
+    p.add_argument("--umount-command", default="umount", help="umount name on PATH, or a path")
+    p.add_argument("--mount-timeout", type=float, default=60.0, help="seconds before a mount or umount is killed")
+    p.add_argument("--mount-attempts", type=int, default=3, help="tries for a transient mount failure")
+    p.add_argument("--state-dir", default="/var/lib/nfs-csi", help="node-local state (publications)")
+    p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--grace-period", type=float, default=30.0, help="seconds SIGTERM waits for calls in flight")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--version", action="version", version=VERSION)
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings:
+    args = parser().parse_args(argv)
+    if not args.endpoint.startswith(("unix://", "tcp://")):
+        parser().error("--endpoint must start with unix:// or tcp://")
+    if args.mount_attempts < 1 or args.workers < 1 or args.mount_timeout <= 0:
+        parser().error("--mount-attempts and --workers must be at least 1, --mount-timeout positive")
+    return Settings(
+        endpoint=args.endpoint,
+        node_id=args.nodeid,
+        driver_name=args.drivername,
+        mode=args.mode,
+        working_mount_dir=args.working_mount_dir,
+        default_ondelete_policy=args.default_ondelete_policy,
+        mount_permissions=args.mount_permissions,
+        metrics_address=args.metrics_address,
+        mount_command=args.mount_command,
+        umount_command=args.umount_command,
+        mount_timeout=args.mount_timeout,
+        mount_attempts=args.mount_attempts,
+        state_dir=args.state_dir,
+        workers=args.workers,
+        grace_period=args.grace_period,
+        log_level=args.log_level,
+    )

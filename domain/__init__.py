@@ -1,0 +1,1 @@
+"""Use cases and rules of the NFS CSI driver; standard library only."""

@@ -1,0 +1,45 @@
+"""Domain errors: one class per outcome the CSI spec distinguishes."""
+
+
+class DomainError(Exception):
+    """Base of every error a use case raises on purpose."""
+
+
+class InvalidArgument(DomainError):
+    """A required field is missing, or a field is invalid or unsupported."""
+
+
+class NotFound(DomainError):
+    """The volume (or its content source) does not exist."""
+
+
+class AlreadyExists(DomainError):
+    """The name or target exists with incompatible arguments."""
+
+
+class OperationInFlight(DomainError):
+    """Another operation on the same volume is running."""
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state that allows the call."""
+
+
+class OutOfRange(DomainError):
+    """The capacity range cannot be met."""
+
+
+class Unavailable(DomainError):
+    """A dependency (the NFS server, a helper binary) cannot be reached now."""
+
+
+class DeadlineExceeded(DomainError):
+    """An external operation did not finish within its time bound."""
+
+
+class ResourceExhausted(DomainError):
+    """Not enough space or too many concurrent operations."""
+
+
+class MountFailed(DomainError):
+    """A mount, unmount or share operation failed for a reason that is not the caller's."""

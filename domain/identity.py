@@ -1,0 +1,28 @@
+"""Identity and capability answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.needs import Mounting
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+
+
+# Capabilities by their CSI enum names; only what is implemented and passes csi-sanity.
+CONTROLLER_CAPABILITIES: tuple[str, ...] = ("CREATE_DELETE_VOLUME",)
+NODE_CAPABILITIES: tuple[str, ...] = ()
+
+
+class Probe:
+    """Probe: ready when the mount helper this process depends on is present."""
+
+    def __init__(self, mounter: Mounting) -> None:
+        self._mounter = mounter
+
+    def __call__(self) -> None:
+        self._mounter.check_ready()

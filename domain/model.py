@@ -1,0 +1,227 @@
+"""Value objects: shares, volume ids, parameters, capabilities and the volume record."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+from urllib.parse import quote, unquote
+
+from domain.errors import InvalidArgument, OutOfRange
+from domain.paths import absolute_path, relative_subpath
+
+_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
+
+
+class OnDelete(str, enum.Enum):
+    DELETE = "delete"
+    RETAIN = "retain"
+    ARCHIVE = "archive"
+
+    @classmethod
+    def parse(cls, value: str) -> OnDelete:
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise InvalidArgument(
+                f"onDelete {value!r} is not one of {', '.join(p.value for p in cls)}"
+            ) from None
+
+
+class AccessMode(enum.IntEnum):
+    """CSI VolumeCapability.AccessMode.Mode, by wire value."""
+
+    UNKNOWN = 0
+    SINGLE_NODE_WRITER = 1
+    SINGLE_NODE_READER_ONLY = 2
+    MULTI_NODE_READER_ONLY = 3
+    MULTI_NODE_SINGLE_WRITER = 4
+    MULTI_NODE_MULTI_WRITER = 5
+    SINGLE_NODE_SINGLE_WRITER = 6
+    SINGLE_NODE_MULTI_WRITER = 7
+
+    @property
+    def read_only(self) -> bool:
+        return self in (AccessMode.SINGLE_NODE_READER_ONLY, AccessMode.MULTI_NODE_READER_ONLY)
+
+
+SUPPORTED_ACCESS_MODES = frozenset(AccessMode) - {AccessMode.UNKNOWN}
+
+
+@dataclass(frozen=True)
+class ShareRef:
+    """An NFS export: server and absolute share path, both validated."""
+
+    server: str
+    share: str
+
+    @classmethod
+    def parse(cls, server: str, share: str) -> ShareRef:
+        server = server.strip()
+        if not server:
+            raise InvalidArgument("parameter 'server' is required")
+        if not _SERVER.match(server):
+            raise InvalidArgument(
+                f"server {server!r} must be a host name or IP address "
+                "(no commas, whitespace, NUL, slashes or leading '-')"
+            )
+        if not share:
+            raise InvalidArgument("parameter 'share' is required")
+        return cls(server, absolute_path(share, "share"))
+
+    def source(self, subdir: str = "") -> str:
+        """The mount.nfs source for this share, or for a directory below it."""
+        path = self.share.rstrip("/") + "/" + subdir if subdir else self.share
+        return f"{self.server}:{path}"
+
+
+@dataclass(frozen=True)
+class VolumeId:
+    """Everything DeleteVolume and NodePublish need, in a versioned, unambiguous string.
+
+    Format: ``nfs1#<server>#<share>#<subdir>#<onDelete>``, each part percent-encoded so
+    that '#' and '%' cannot occur inside a part.
+    """
+
+    share: ShareRef
+    subdir: str
+    on_delete: OnDelete
+
+    PREFIX = "nfs1"
+
+    def __str__(self) -> str:
+        parts = (self.share.server, self.share.share, self.subdir, self.on_delete.value)
+        return "#".join((self.PREFIX, *(quote(p, safe="/:[]") for p in parts)))
+
+    @classmethod
+    def parse(cls, value: str) -> VolumeId | None:
+        """The id, or None when it is not one of ours (malformed or foreign)."""
+        parts = value.split("#")
+        if len(parts) != 5 or parts[0] != cls.PREFIX:
+            return None
+        try:
+            decoded = [unquote(p, errors="strict") for p in parts[1:]]
+            volume = cls(
+                ShareRef.parse(decoded[0], decoded[1]),
+                relative_subpath(decoded[2], "subdir"),
+                OnDelete(decoded[3]),
+            )
+        except (InvalidArgument, ValueError, UnicodeDecodeError):
+            return None
+        return volume if str(volume) == value else None
+
+
+@dataclass(frozen=True)
+class CapacityRange:
+    required_bytes: int = 0
+    limit_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.required_bytes < 0 or self.limit_bytes < 0:
+            raise InvalidArgument("capacity range bytes must not be negative")
+        if self.limit_bytes and self.required_bytes > self.limit_bytes:
+            raise OutOfRange(
+                f"required_bytes {self.required_bytes} exceeds limit_bytes {self.limit_bytes}"
+            )
+
+    @property
+    def capacity_bytes(self) -> int:
+        """NFS enforces no quota: the volume's nominal size is what was asked for (0 = unknown)."""
+        return self.required_bytes or self.limit_bytes
+
+    def admits(self, capacity_bytes: int) -> bool:
+        if capacity_bytes < self.required_bytes:
+            return False
+        return not self.limit_bytes or capacity_bytes <= self.limit_bytes
+
+
+@dataclass(frozen=True)
+class VolumeCapability:
+    access_mode: AccessMode
+    block: bool = False
+    fs_type: str = ""
+    mount_flags: tuple[str, ...] = ()
+
+
+def check_capabilities(capabilities: tuple[VolumeCapability, ...]) -> None:
+    """Refuse, as INVALID_ARGUMENT, any capability NFS cannot serve."""
+    if not capabilities:
+        raise InvalidArgument("volume_capabilities must not be empty")
+    for capability in capabilities:
+        check_capability(capability)
+
+
+def check_capability(capability: VolumeCapability) -> None:
+    if capability.block:
+        raise InvalidArgument("block access is not supported by an NFS volume")
+    if capability.access_mode not in SUPPORTED_ACCESS_MODES:
+        raise InvalidArgument("access_mode is missing or unknown")
+    if capability.fs_type not in ("", "nfs", "nfs4"):
+        raise InvalidArgument(f"fs_type {capability.fs_type!r} is not supported; use nfs or leave it empty")
+    for flag in capability.mount_flags:
+        check_mount_option(flag)
+
+
+_MOUNT_OPTION = re.compile(r"^[A-Za-z0-9_]+(?:=[A-Za-z0-9_.:/+\-]+)?$")
+ALLOWED_MOUNT_OPTIONS = frozenset(
+    """
+    ro rw sync async noatime atime nodiratime relatime strictatime lazytime nodev dev nosuid suid
+    noexec exec hard soft intr nointr cto nocto ac noac fsc nofsc lock nolock acl noacl rdirplus
+    nordirplus sharecache nosharecache resvport noresvport bg fg tcp udp rdma
+    vers nfsvers minorversion proto port mountport mountproto timeo retrans retry rsize wsize
+    acregmin acregmax acdirmin acdirmax actimeo sec lookupcache local_lock nconnect max_connect
+    namlen clientaddr mounthost mountvers fsc softreval nosoftreval xprtsec
+    """.split()
+)
+
+
+def check_mount_option(option: str) -> str:
+    """Accept one mount option only if it is allowlisted and cannot smuggle another option."""
+    if not _MOUNT_OPTION.match(option):
+        raise InvalidArgument(f"mount option {option!r} is malformed (one option per flag, no commas)")
+    if option.split("=", 1)[0] not in ALLOWED_MOUNT_OPTIONS:
+        raise InvalidArgument(f"mount option {option!r} is not allowed")
+    return option
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """The small metadata the driver keeps beside each volume directory."""
+
+    name: str
+    capacity_bytes: int
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    version: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> VolumeRecord:
+        data = json.loads(raw)
+        return cls(
+            name=str(data["name"]),
+            capacity_bytes=int(data["capacity_bytes"]),
+            parameters={str(k): str(v) for k, v in data.get("parameters", {}).items()},
+            version=int(data.get("version", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What a node published at one target path, kept so a retry can be told from a conflict."""
+
+    volume_id: str
+    target: str
+    source: str
+    options: tuple[str, ...]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Publication:
+        data = json.loads(raw)
+        return cls(str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]))

@@ -1,0 +1,1 @@
+"""Interfaces the domain needs, as abstract base classes that adapters subclass."""

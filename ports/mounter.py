@@ -1,0 +1,44 @@
+"""Mounter: mount NFS sources on the host, and tell what is mounted."""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from domain.needs import Mounting
+
+
+class Mounter(abc.ABC):
+    """Host mounting.
+
+    Implementations bound every operation in time and answer ``is_mount_point`` from the
+    mount table (``/proc/self/mountinfo``), never from a stat that can hang on a dead server.
+    """
+
+    @abc.abstractmethod
+    def mount(self, source: str, target: str, options: Sequence[str]) -> None:
+        """Mount NFS ``source`` (``server:/path``) at ``target`` with ``options``."""
+
+    @abc.abstractmethod
+    def unmount(self, target: str) -> None:
+        """Unmount ``target``. Not mounted is OK."""
+
+    @abc.abstractmethod
+    def is_mount_point(self, path: str) -> bool:
+        """Whether ``path`` is a mount point, from the mount table."""
+
+    @abc.abstractmethod
+    def make_target(self, path: str) -> None:
+        """Create the directory ``path`` (its parent exists). Existing is OK."""
+
+    @abc.abstractmethod
+    def remove_target(self, path: str) -> None:
+        """Remove the (unmounted, empty) directory ``path``. Missing is OK."""
+
+    @abc.abstractmethod
+    def check_ready(self) -> None:
+        """Raise FailedPrecondition when the mount helper is missing."""
+
+
+def _satisfies_domain(mounter: Mounter) -> Mounting:
+    return mounter

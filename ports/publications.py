@@ -1,0 +1,28 @@
+"""PublicationStore: what the node published where, kept across restarts."""
+
+from __future__ import annotations
+
+import abc
+
+from domain.model import Publication
+from domain.needs import Publications
+
+
+class PublicationStore(abc.ABC):
+    """Durable record of publications by target path; survives a restart of the node plugin."""
+
+    @abc.abstractmethod
+    def get(self, target: str) -> Publication | None:
+        """The publication at target, or None."""
+
+    @abc.abstractmethod
+    def put(self, publication: Publication) -> None:
+        """Record a publication, replacing any at the same target, atomically."""
+
+    @abc.abstractmethod
+    def remove(self, target: str) -> None:
+        """Forget the publication at target. Missing is OK."""
+
+
+def _satisfies_domain(store: PublicationStore) -> Publications:
+    return store

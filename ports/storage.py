@@ -1,0 +1,53 @@
+"""ShareStorage: directory operations on an NFS share, one volume at a time."""
+
+from __future__ import annotations
+
+import abc
+
+from domain.model import ShareRef, VolumeRecord
+from domain.needs import Storage
+
+
+class ShareStorage(abc.ABC):
+    """Directories and metadata for volumes on NFS shares.
+
+    ``subdir`` is always a relative path already validated by the domain; implementations
+    must still never touch anything outside ``share``/``subdir`` (and the volume's record),
+    and never follow a symbolic link on the way there. Every method is idempotent.
+    """
+
+    @abc.abstractmethod
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+        """Create subdir (and missing parents); chmod it to ``mode`` when given. Existing is OK."""
+
+    @abc.abstractmethod
+    def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
+        """Remove subdir and everything below it. Missing is OK."""
+
+    @abc.abstractmethod
+    def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
+        """Rename subdir to new_subdir on the same share (for archiving)."""
+
+    @abc.abstractmethod
+    def exists(self, share: ShareRef, subdir: str) -> bool:
+        """Whether subdir exists as a directory."""
+
+    @abc.abstractmethod
+    def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        """The record kept beside subdir, or None when there is none."""
+
+    @abc.abstractmethod
+    def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
+        """Store the record beside subdir atomically (a reader sees the old or the new one)."""
+
+    @abc.abstractmethod
+    def remove_record(self, share: ShareRef, subdir: str) -> None:
+        """Remove the record beside subdir. Missing is OK."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the adapter holds (share mounts, connections)."""
+
+
+def _satisfies_domain(storage: ShareStorage) -> Storage:
+    return storage  # mypy proves the contract covers what the domain needs.
