@@ -1,0 +1,111 @@
+"""Fakes that subclass the ports and record state; tests assert on that state."""
+
+from __future__ import annotations
+
+import datetime
+import posixpath
+from typing import Sequence
+
+from domain.errors import FailedPrecondition, NotFound
+from domain.model import Publication, ShareRef, VolumeRecord
+from ports.clock import Clock
+from ports.mounter import Mounter
+from ports.publications import PublicationStore
+from ports.storage import ShareStorage
+
+
+def _ancestors(subdir: str) -> list[str]:
+    parts = subdir.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+class FakeShareStorage(ShareStorage):
+    def __init__(self) -> None:
+        self.dirs: dict[tuple[ShareRef, str], int | None] = {}
+        self.records: dict[tuple[ShareRef, str], VolumeRecord] = {}
+        self.closed = False
+
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+        for parent in _ancestors(subdir):
+            self.dirs.setdefault((share, parent), None)
+        key = (share, subdir)
+        if key not in self.dirs or mode is not None:
+            self.dirs[key] = mode
+
+    def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
+        for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
+            del self.dirs[key]
+
+    def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
+        assert posixpath.dirname(subdir) == posixpath.dirname(new_subdir)
+        for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
+            self.dirs[(share, new_subdir + key[1][len(subdir) :])] = self.dirs.pop(key)
+
+    def exists(self, share: ShareRef, subdir: str) -> bool:
+        return (share, subdir) in self.dirs
+
+    def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        return self.records.get((share, subdir))
+
+    def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
+        self.records[(share, subdir)] = record
+
+    def remove_record(self, share: ShareRef, subdir: str) -> None:
+        self.records.pop((share, subdir), None)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeMounter(Mounter):
+    def __init__(self) -> None:
+        self.mounts: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.targets: set[str] = set()
+        self.ready = True
+        self.fail_next_mount: Exception | None = None
+
+    def mount(self, source: str, target: str, options: Sequence[str]) -> None:
+        if self.fail_next_mount is not None:
+            error, self.fail_next_mount = self.fail_next_mount, None
+            raise error
+        if target not in self.targets:
+            raise NotFound(f"mount point {target} does not exist")
+        self.mounts[target] = (source, tuple(options))
+
+    def unmount(self, target: str) -> None:
+        self.mounts.pop(target, None)
+
+    def is_mount_point(self, path: str) -> bool:
+        return path in self.mounts
+
+    def make_target(self, path: str) -> None:
+        self.targets.add(path)
+
+    def remove_target(self, path: str) -> None:
+        self.targets.discard(path)
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            raise FailedPrecondition("mount.nfs is not installed")
+
+
+class FakePublicationStore(PublicationStore):
+    def __init__(self) -> None:
+        self.publications: dict[str, Publication] = {}
+
+    def get(self, target: str) -> Publication | None:
+        return self.publications.get(target)
+
+    def put(self, publication: Publication) -> None:
+        self.publications[publication.target] = publication
+
+    def remove(self, target: str) -> None:
+        self.publications.pop(target, None)
+
+
+class FakeClock(Clock):
+    def __init__(self, now: datetime.datetime | None = None) -> None:
+        self.current = now or datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+    def now(self) -> datetime.datetime:
+        return self.current

@@ -1,0 +1,212 @@
+"""Provision and delete, against fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
+from domain.errors import AlreadyExists, InvalidArgument, OperationInFlight, OutOfRange
+from domain.locks import VolumeLocks
+from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
+from domain.parameters import ProvisionDefaults
+from tests.fakes import FakeClock, FakeShareStorage
+
+SHARE = ShareRef("nfs.example", "/exports")
+PARAMS = {"server": "nfs.example", "share": "/exports"}
+RWX = (VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER),)
+GIB = 1 << 30
+
+
+@pytest.fixture
+def storage() -> FakeShareStorage:
+    return FakeShareStorage()
+
+
+@pytest.fixture
+def locks() -> VolumeLocks:
+    return VolumeLocks()
+
+
+@pytest.fixture
+def provision(storage: FakeShareStorage, locks: VolumeLocks) -> ProvisionVolume:
+    return ProvisionVolume(storage, locks, ProvisionDefaults())
+
+
+@pytest.fixture
+def delete(storage: FakeShareStorage, locks: VolumeLocks) -> DeleteVolume:
+    return DeleteVolume(storage, locks, FakeClock())
+
+
+def create(name: str = "pvc-1", capacity: int = GIB, **params: str) -> CreateVolume:
+    return CreateVolume(name=name, capabilities=RWX, capacity=CapacityRange(capacity), parameters={**PARAMS, **params})
+
+
+class TestProvision:
+    def test_creates_the_directory_and_records_the_request(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+        volume = provision(create())
+        assert str(volume.volume_id) == "nfs1#nfs.example#/exports#pvc-1#delete"
+        assert volume.capacity_bytes == GIB
+        assert (SHARE, "pvc-1") in storage.dirs
+        record = storage.records[(SHARE, "pvc-1")]
+        assert (record.name, record.capacity_bytes, record.parameters["subDir"]) == ("pvc-1", GIB, "pvc-1")
+        assert volume.context == {"server": "nfs.example", "share": "/exports", "subDir": "pvc-1"}
+
+    def test_second_create_with_same_arguments_returns_the_same_volume(self, provision: ProvisionVolume) -> None:
+        assert provision(create()) == provision(create())
+
+    def test_same_name_with_a_larger_capacity_is_already_exists(self, provision: ProvisionVolume) -> None:
+        provision(create(capacity=GIB))
+        with pytest.raises(AlreadyExists):
+            provision(create(capacity=2 * GIB))
+
+    def test_same_name_with_a_range_that_admits_the_recorded_capacity_is_ok(self, provision: ProvisionVolume) -> None:
+        first = provision(create(capacity=GIB))
+        again = provision(CreateVolume("pvc-1", RWX, CapacityRange(GIB // 2, 2 * GIB), PARAMS))
+        assert again.capacity_bytes == first.capacity_bytes == GIB
+
+    def test_same_name_with_other_parameters_is_already_exists(self, provision: ProvisionVolume) -> None:
+        provision(create())
+        with pytest.raises(AlreadyExists):
+            provision(create(mountPermissions="0777"))
+
+    def test_another_name_resolving_to_the_same_directory_is_already_exists(self, provision: ProvisionVolume) -> None:
+        provision(create("a", subDir="shared"))
+        with pytest.raises(AlreadyExists, match="belongs to volume 'a'"):
+            provision(create("b", subDir="shared"))
+
+    def test_an_existing_directory_not_made_by_the_driver_is_never_adopted(
+        self, provision: ProvisionVolume, storage: FakeShareStorage
+    ) -> None:
+        storage.create_volume_dir(SHARE, "data", None)
+        with pytest.raises(AlreadyExists, match="not a volume of this driver"):
+            provision(create(subDir="data"))
+        assert (SHARE, "data") not in storage.records
+
+    def test_a_volume_inside_another_volume_is_refused(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+        provision(create("outer", subDir="team"))
+        with pytest.raises(AlreadyExists, match="inside volume 'outer'"):
+            provision(create("inner", subDir="team/inner"))
+        assert (SHARE, "team/inner") not in storage.dirs
+
+    def test_templates_fill_from_the_provisioner_metadata(self, provision: ProvisionVolume) -> None:
+        volume = provision(
+            CreateVolume(
+                "pv-9",
+                RWX,
+                parameters={
+                    **PARAMS,
+                    "subDir": "${pvc.metadata.namespace}/${pvc.metadata.name}-${pv.metadata.name}",
+                    "csi.storage.k8s.io/pvc/name": "data",
+                    "csi.storage.k8s.io/pvc/namespace": "team-a",
+                    "csi.storage.k8s.io/pv/name": "pv-9",
+                },
+            )
+        )
+        assert volume.volume_id.subdir == "team-a/data-pv-9"
+
+    def test_mount_permissions_are_applied_and_returned(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+        volume = provision(create(mountPermissions="0770"))
+        assert storage.dirs[(SHARE, "pvc-1")] == 0o770
+        assert volume.context["mountPermissions"] == "0770"
+
+    def test_on_delete_policy_is_carried_in_the_volume_id(self, provision: ProvisionVolume) -> None:
+        assert provision(create(onDelete="Archive")).volume_id.on_delete is OnDelete.ARCHIVE
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"subDir": "../x"},
+            {"subDir": "/etc"},
+            {"subDir": "a/../../x"},
+            {"subDir": "${pvc.metadata.labels}"},
+            {"subDir": "${pvc.metadata.name}"},  # provisioner metadata missing
+            {"unknownKey": "1"},
+            {"server": "-oexec"},
+            {"server": "a,b"},
+            {"share": "exports"},
+            {"share": "/exports/../etc"},
+            {"share": "/ex ports"},
+            {"onDelete": "shred"},
+            {"mountPermissions": "rwx"},
+        ],
+    )
+    def test_bad_parameters_are_invalid_argument_and_change_nothing(
+        self, provision: ProvisionVolume, storage: FakeShareStorage, params: dict[str, str]
+    ) -> None:
+        with pytest.raises(InvalidArgument):
+            provision(create(**params))
+        assert storage.dirs == {} and storage.records == {}
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            CreateVolume("", RWX, parameters=PARAMS),
+            CreateVolume("pvc-1", (), parameters=PARAMS),
+            CreateVolume("pvc-1", (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),), parameters=PARAMS),
+            CreateVolume("pvc-1", (VolumeCapability(AccessMode.UNKNOWN),), parameters=PARAMS),
+            CreateVolume("pvc-1", RWX, parameters=PARAMS, has_content_source=True),
+            CreateVolume("a/b", RWX, parameters=PARAMS),
+        ],
+    )
+    def test_bad_requests_are_invalid_argument(self, provision: ProvisionVolume, command: CreateVolume) -> None:
+        with pytest.raises(InvalidArgument):
+            provision(command)
+
+    def test_limit_below_required_is_out_of_range(self) -> None:
+        with pytest.raises(OutOfRange):
+            CapacityRange(2 * GIB, GIB)
+
+    def test_a_concurrent_create_of_the_same_volume_is_aborted(self, provision: ProvisionVolume, locks: VolumeLocks) -> None:
+        with locks.hold("nfs1#nfs.example#/exports#pvc-1#delete"):
+            with pytest.raises(OperationInFlight):
+                provision(create())
+
+
+class TestDelete:
+    def test_removes_the_directory_and_its_record(
+        self, provision: ProvisionVolume, delete: DeleteVolume, storage: FakeShareStorage
+    ) -> None:
+        volume = provision(create())
+        delete(str(volume.volume_id))
+        assert storage.dirs == {} and storage.records == {}
+
+    def test_second_delete_is_ok(self, provision: ProvisionVolume, delete: DeleteVolume) -> None:
+        volume = provision(create())
+        delete(str(volume.volume_id))
+        delete(str(volume.volume_id))
+
+    @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#x#/e#../../etc#delete", "nfs1#x#/e#a#delete#extra"])
+    def test_foreign_or_malformed_ids_are_ok_and_touch_nothing(
+        self, delete: DeleteVolume, storage: FakeShareStorage, volume_id: str
+    ) -> None:
+        storage.create_volume_dir(SHARE, "keep", None)
+        delete(volume_id)
+        assert (SHARE, "keep") in storage.dirs
+
+    def test_a_directory_without_a_record_is_left_untouched(self, delete: DeleteVolume, storage: FakeShareStorage) -> None:
+        storage.create_volume_dir(SHARE, "important", None)
+        delete(str(VolumeId(SHARE, "important", OnDelete.DELETE)))
+        assert (SHARE, "important") in storage.dirs
+
+    def test_archive_renames_with_a_timestamp(
+        self, provision: ProvisionVolume, delete: DeleteVolume, storage: FakeShareStorage
+    ) -> None:
+        volume = provision(create(onDelete="archive", subDir="team/pvc-1"))
+        delete(str(volume.volume_id))
+        assert (SHARE, "team/archived-pvc-1-20261124T120000Z") in storage.dirs
+        assert (SHARE, "team/pvc-1") not in storage.dirs and storage.records == {}
+
+    def test_retain_keeps_the_directory(self, provision: ProvisionVolume, delete: DeleteVolume, storage: FakeShareStorage) -> None:
+        volume = provision(create(onDelete="retain"))
+        delete(str(volume.volume_id))
+        assert (SHARE, "pvc-1") in storage.dirs and storage.records == {}
+
+    def test_empty_id_is_invalid_argument(self, delete: DeleteVolume) -> None:
+        with pytest.raises(InvalidArgument):
+            delete("")
+
+    def test_lock_is_released_after_a_failure(self, provision: ProvisionVolume, locks: VolumeLocks, storage: FakeShareStorage) -> None:
+        storage.create_volume_dir(SHARE, "x", None)
+        with pytest.raises(AlreadyExists):
+            provision(create(subDir="x"))
+        assert locks.held() == frozenset()

@@ -1,0 +1,164 @@
+"""Publish and unpublish, against fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, Unavailable
+from domain.identity import Probe
+from domain.errors import FailedPrecondition
+from domain.locks import VolumeLocks
+from domain.model import AccessMode, OnDelete, ShareRef, VolumeCapability, VolumeId
+from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
+from tests.fakes import FakeMounter, FakePublicationStore
+
+VOLUME = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-1", OnDelete.DELETE))
+TARGET = "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv/mount"
+RWX = VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER, mount_flags=("nfsvers=4.1", "hard"))
+
+
+@pytest.fixture
+def mounter() -> FakeMounter:
+    return FakeMounter()
+
+
+@pytest.fixture
+def store() -> FakePublicationStore:
+    return FakePublicationStore()
+
+
+@pytest.fixture
+def locks() -> VolumeLocks:
+    return VolumeLocks()
+
+
+@pytest.fixture
+def publish(mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> Publish:
+    return Publish(mounter, store, locks)
+
+
+@pytest.fixture
+def unpublish(mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> Unpublish:
+    return Unpublish(mounter, store, locks)
+
+
+def request(**changes: object) -> PublishVolume:
+    fields: dict[str, object] = {"volume_id": VOLUME, "target_path": TARGET, "capability": RWX}
+    fields.update(changes)
+    return PublishVolume(**fields)  # type: ignore[arg-type]
+
+
+class TestPublish:
+    def test_mounts_the_volume_directory_with_the_capability_flags(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request())
+        assert mounter.mounts == {TARGET: ("nfs.example:/exports/team/pvc-1", ("nfsvers=4.1", "hard"))}
+        assert TARGET in mounter.targets
+
+    def test_readonly_adds_ro(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request(readonly=True))
+        assert mounter.mounts[TARGET][1] == ("nfsvers=4.1", "hard", "ro")
+
+    def test_a_reader_only_access_mode_mounts_read_only(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request(capability=VolumeCapability(AccessMode.MULTI_NODE_READER_ONLY)))
+        assert mounter.mounts[TARGET][1] == ("ro",)
+
+    def test_second_publish_with_same_arguments_is_ok(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request())
+        publish(request())
+        assert len(mounter.mounts) == 1
+
+    def test_same_target_with_other_arguments_is_already_exists(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request())
+        with pytest.raises(AlreadyExists):
+            publish(request(readonly=True))
+        assert mounter.mounts[TARGET][1] == ("nfsvers=4.1", "hard")
+
+    def test_a_target_mounted_by_someone_else_is_already_exists(self, publish: Publish, mounter: FakeMounter) -> None:
+        mounter.mounts[TARGET] = ("other:/x", ())
+        with pytest.raises(AlreadyExists):
+            publish(request())
+
+    def test_a_recorded_publication_that_lost_its_mount_is_mounted_again(
+        self, publish: Publish, mounter: FakeMounter
+    ) -> None:
+        publish(request())
+        mounter.mounts.clear()
+        publish(request())
+        assert TARGET in mounter.mounts
+
+    def test_unknown_volume_is_not_found(self, publish: Publish, mounter: FakeMounter) -> None:
+        with pytest.raises(NotFound):
+            publish(request(volume_id="fake-vol-id-1"))
+        assert mounter.mounts == {} and mounter.targets == set()
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"volume_id": ""},
+            {"target_path": ""},
+            {"target_path": "relative/path"},
+            {"target_path": "/var/lib/../../etc"},
+            {"capability": None},
+            {"capability": VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True)},
+            {"capability": VolumeCapability(AccessMode.SINGLE_NODE_WRITER, mount_flags=("ro,exec",))},
+            {"capability": VolumeCapability(AccessMode.SINGLE_NODE_WRITER, mount_flags=("bind",))},
+            {"capability": VolumeCapability(AccessMode.SINGLE_NODE_WRITER, fs_type="ext4")},
+        ],
+    )
+    def test_bad_requests_are_invalid_argument_and_mount_nothing(
+        self, publish: Publish, mounter: FakeMounter, changes: dict[str, object]
+    ) -> None:
+        with pytest.raises(InvalidArgument):
+            publish(request(**changes))
+        assert mounter.mounts == {} and mounter.targets == set()
+
+    def test_a_failed_mount_leaves_no_target_and_no_record(
+        self, publish: Publish, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        mounter.fail_next_mount = Unavailable("server down")
+        with pytest.raises(Unavailable):
+            publish(request())
+        assert mounter.targets == set() and store.publications == {}
+        publish(request())
+        assert TARGET in mounter.mounts
+
+    def test_a_concurrent_publish_at_the_same_target_is_aborted(self, publish: Publish, locks: VolumeLocks) -> None:
+        with locks.hold(f"{VOLUME}@{TARGET}"):
+            with pytest.raises(OperationInFlight):
+                publish(request())
+
+
+class TestUnpublish:
+    def test_unmounts_and_removes_the_target(
+        self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        publish(request())
+        unpublish(UnpublishVolume(VOLUME, TARGET))
+        assert mounter.mounts == {} and mounter.targets == set() and store.publications == {}
+
+    def test_nothing_mounted_is_ok(self, unpublish: Unpublish) -> None:
+        unpublish(UnpublishVolume(VOLUME, TARGET))
+        unpublish(UnpublishVolume(VOLUME, TARGET))
+
+    def test_unknown_volume_is_not_found_but_the_target_is_still_removed(
+        self, unpublish: Unpublish, mounter: FakeMounter
+    ) -> None:
+        mounter.targets.add(TARGET)
+        with pytest.raises(NotFound):
+            unpublish(UnpublishVolume("fake-vol-id-1", TARGET))
+        assert TARGET not in mounter.targets
+
+    @pytest.mark.parametrize("volume_id,target", [("", TARGET), (VOLUME, ""), (VOLUME, "x/../y")])
+    def test_missing_fields_are_invalid_argument(self, unpublish: Unpublish, volume_id: str, target: str) -> None:
+        with pytest.raises(InvalidArgument):
+            unpublish(UnpublishVolume(volume_id, target))
+
+
+class TestProbe:
+    def test_ready_when_the_mount_helper_is_present(self, mounter: FakeMounter) -> None:
+        Probe(mounter)()
+
+    def test_failed_precondition_when_the_mount_helper_is_missing(self, mounter: FakeMounter) -> None:
+        mounter.ready = False
+        with pytest.raises(FailedPrecondition):
+            Probe(mounter)()
