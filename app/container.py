@@ -9,8 +9,8 @@ from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeSe
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedShareStorage
-from domain.controller import DeleteVolume, ProvisionVolume
-from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PluginInfo, Probe
+from domain.controller import DeleteVolume, ProvisionVolume, ValidateVolumeCapabilities
+from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe
 from domain.locks import VolumeLocks
 from domain.model import OnDelete
 from domain.node import Publish, Unpublish
@@ -41,16 +41,21 @@ class Container(containers.DeclarativeContainer):
     )
     provision = providers.Factory(ProvisionVolume, storage=storage, locks=locks, defaults=defaults)
     delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock)
+    validate = providers.Factory(ValidateVolumeCapabilities, storage=storage, defaults=defaults)
     publish = providers.Factory(Publish, mounter=mounter, publications=publications, locks=locks)
     unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks)
     probe = providers.Factory(Probe, mounter=mounter)
     plugin_info = providers.Factory(PluginInfo, name=config.driver_name, version=config.version)
 
     identity_servicer = providers.Factory(
-        IdentityServicer, info=plugin_info, probe=probe, controller=config.serves_controller
+        IdentityServicer, info=plugin_info, probe=probe, capabilities=providers.Object(PLUGIN_CAPABILITIES)
     )
     controller_servicer = providers.Factory(
-        ControllerServicer, provision=provision, delete=delete, capabilities=providers.Object(CONTROLLER_CAPABILITIES)
+        ControllerServicer,
+        provision=provision,
+        delete=delete,
+        validate=validate,
+        capabilities=providers.Object(CONTROLLER_CAPABILITIES),
     )
     node_servicer = providers.Factory(
         NodeServicer,

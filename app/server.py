@@ -75,7 +75,6 @@ def build_container(settings: Settings) -> Container:
             "driver_name": settings.driver_name,
             "version": VERSION,
             "node_id": settings.node_id,
-            "serves_controller": settings.serves_controller,
         }
     )
     return container

@@ -7,11 +7,20 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, InvalidArgument
+from domain.errors import AlreadyExists, InvalidArgument, NotFound
 from domain.locks import VolumeLocks
-from domain.model import CapacityRange, OnDelete, VolumeCapability, VolumeId, VolumeRecord, check_capabilities
+from domain.model import (
+    CapacityRange,
+    OnDelete,
+    ShareRef,
+    VolumeCapability,
+    VolumeId,
+    VolumeRecord,
+    check_capabilities,
+    check_capability,
+)
 from domain.needs import Clock, Storage
-from domain.parameters import ProvisionDefaults, VolumeParameters
+from domain.parameters import ProvisionDefaults, VolumeParameters, parse_mode
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +80,7 @@ class ProvisionVolume:
                 raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
             self._storage.create_volume_dir(share, subdir, params.mount_permissions or None)
 
-        context = {"server": share.server, "share": share.share, "subDir": subdir}
-        if params.mount_permissions:
-            context["mountPermissions"] = format(params.mount_permissions, "04o")
-        return ProvisionedVolume(volume_id, record.capacity_bytes, context)
+        return ProvisionedVolume(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
         parent = posixpath.dirname(volume_id.subdir)
@@ -83,6 +89,76 @@ class ProvisionVolume:
             if owner is not None:
                 raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
             parent = posixpath.dirname(parent)
+
+
+def volume_context(share: ShareRef, subdir: str, mount_permissions: int) -> dict[str, str]:
+    """The volume_context CreateVolume returns, and ValidateVolumeCapabilities accepts back."""
+    context = {"server": share.server, "share": share.share, "subDir": subdir}
+    if mount_permissions:
+        context["mountPermissions"] = format(mount_permissions, "04o")
+    return context
+
+
+@dataclass(frozen=True)
+class ValidateVolume:
+    volume_id: str
+    capabilities: tuple[VolumeCapability, ...]
+    context: Mapping[str, str] = field(default_factory=dict)
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    mutable_parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Confirmed, or not with the reason; an unsupported capability is an answer, not an error."""
+
+    confirmed: bool
+    message: str = ""
+
+
+class ValidateVolumeCapabilities:
+    """ValidateVolumeCapabilities: confirm only what this driver serves for a volume it recorded."""
+
+    def __init__(self, storage: Storage, defaults: ProvisionDefaults) -> None:
+        self._storage = storage
+        self._defaults = defaults
+
+    def __call__(self, command: ValidateVolume) -> Validation:
+        if not command.volume_id:
+            raise InvalidArgument("volume_id is required")
+        if not command.capabilities:
+            raise InvalidArgument("volume_capabilities must not be empty")
+        volume_id = VolumeId.parse(command.volume_id)
+        record = None if volume_id is None else self._storage.read_record(volume_id.share, volume_id.subdir)
+        if volume_id is None or record is None:
+            raise NotFound(f"volume {command.volume_id!r} does not exist")
+        try:
+            for capability in command.capabilities:
+                check_capability(capability)
+            self._check_context(volume_id, record, command.context)
+            self._check_parameters(volume_id, record, command.parameters)
+        except InvalidArgument as err:
+            return Validation(False, str(err))
+        if command.mutable_parameters:
+            return Validation(False, "this driver has no mutable parameters")
+        return Validation(True)
+
+    @staticmethod
+    def _check_context(volume_id: VolumeId, record: VolumeRecord, context: Mapping[str, str]) -> None:
+        if not context:
+            return
+        mode = parse_mode(record.parameters.get("mountPermissions", "0"), "recorded mountPermissions")
+        if dict(context) != volume_context(volume_id.share, volume_id.subdir, mode):
+            raise InvalidArgument("volume_context does not match the volume's")
+
+    def _check_parameters(self, volume_id: VolumeId, record: VolumeRecord, parameters: Mapping[str, str]) -> None:
+        if not parameters:
+            return
+        params = VolumeParameters.parse(parameters, self._defaults)
+        if params.share != volume_id.share or params.on_delete is not volume_id.on_delete:
+            raise InvalidArgument("parameters name another share or onDelete policy than the volume's")
+        if format(params.mount_permissions, "04o") != record.parameters.get("mountPermissions", "0000"):
+            raise InvalidArgument("parameters ask for other mountPermissions than the volume's")
 
 
 class DeleteVolume:

@@ -9,7 +9,7 @@ import grpc
 from adapters.csi.v1 import csi_pb2 as csi
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.errors import translate_errors
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
+from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
 from domain.errors import InvalidArgument
 from domain.identity import PluginInfo, Probe
 from domain.model import AccessMode, CapacityRange, VolumeCapability
@@ -37,10 +37,10 @@ def capabilities_from(messages: Iterable[csi.VolumeCapability]) -> tuple[VolumeC
 
 
 class IdentityServicer(csi_grpc.IdentityServicer):
-    def __init__(self, info: PluginInfo, probe: Probe, controller: bool) -> None:
+    def __init__(self, info: PluginInfo, probe: Probe, capabilities: tuple[str, ...]) -> None:
         self._info = info
         self._probe = probe
-        self._controller = controller
+        self._capabilities = capabilities
 
     @translate_errors
     def GetPluginInfo(self, request: csi.GetPluginInfoRequest, context: grpc.ServicerContext) -> Any:
@@ -48,14 +48,12 @@ class IdentityServicer(csi_grpc.IdentityServicer):
 
     @translate_errors
     def GetPluginCapabilities(self, request: csi.GetPluginCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
-        capabilities = []
-        if self._controller:
-            capabilities.append(
-                csi.PluginCapability(
-                    service=csi.PluginCapability.Service(type=csi.PluginCapability.Service.CONTROLLER_SERVICE)
-                )
-            )
-        return csi.GetPluginCapabilitiesResponse(capabilities=capabilities)
+        service = csi.PluginCapability.Service
+        return csi.GetPluginCapabilitiesResponse(
+            capabilities=[
+                csi.PluginCapability(service=service(type=service.Type.Value(name))) for name in self._capabilities
+            ]
+        )
 
     @translate_errors
     def Probe(self, request: csi.ProbeRequest, context: grpc.ServicerContext) -> Any:
@@ -64,9 +62,16 @@ class IdentityServicer(csi_grpc.IdentityServicer):
 
 
 class ControllerServicer(csi_grpc.ControllerServicer):
-    def __init__(self, provision: ProvisionVolume, delete: DeleteVolume, capabilities: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        provision: ProvisionVolume,
+        delete: DeleteVolume,
+        validate: ValidateVolumeCapabilities,
+        capabilities: tuple[str, ...],
+    ) -> None:
         self._provision = provision
         self._delete = delete
+        self._validate = validate
         self._capabilities = capabilities
 
     @translate_errors
@@ -92,6 +97,29 @@ class ControllerServicer(csi_grpc.ControllerServicer):
     def DeleteVolume(self, request: csi.DeleteVolumeRequest, context: grpc.ServicerContext) -> Any:
         self._delete(request.volume_id)
         return csi.DeleteVolumeResponse()
+
+    @translate_errors
+    def ValidateVolumeCapabilities(
+        self, request: csi.ValidateVolumeCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> Any:
+        validation = self._validate(
+            ValidateVolume(
+                volume_id=request.volume_id,
+                capabilities=capabilities_from(request.volume_capabilities),
+                context=dict(request.volume_context),
+                parameters=dict(request.parameters),
+                mutable_parameters=dict(request.mutable_parameters),
+            )
+        )
+        if not validation.confirmed:
+            return csi.ValidateVolumeCapabilitiesResponse(message=validation.message)
+        return csi.ValidateVolumeCapabilitiesResponse(
+            confirmed=csi.ValidateVolumeCapabilitiesResponse.Confirmed(
+                volume_context=request.volume_context,
+                volume_capabilities=request.volume_capabilities,
+                parameters=request.parameters,
+            )
+        )
 
     @translate_errors
     def ControllerGetCapabilities(

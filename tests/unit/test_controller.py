@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
-from domain.errors import AlreadyExists, InvalidArgument, OperationInFlight, OutOfRange
+from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
+from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
 from domain.parameters import ProvisionDefaults
@@ -210,3 +210,36 @@ class TestDelete:
         with pytest.raises(AlreadyExists):
             provision(create(subDir="x"))
         assert locks.held() == frozenset()
+
+
+class TestValidateVolumeCapabilities:
+    @pytest.fixture
+    def validate(self, storage: FakeShareStorage) -> ValidateVolumeCapabilities:
+        return ValidateVolumeCapabilities(storage, ProvisionDefaults())
+
+    def test_confirms_supported_capabilities_of_a_recorded_volume(
+        self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities
+    ) -> None:
+        volume = provision(create())
+        result = validate(ValidateVolume(str(volume.volume_id), RWX, context=volume.context, parameters=PARAMS))
+        assert result.confirmed
+
+    def test_block_is_not_confirmed_and_says_why(self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities) -> None:
+        volume = provision(create())
+        result = validate(ValidateVolume(str(volume.volume_id), (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)))
+        assert not result.confirmed and "block" in result.message
+
+    def test_other_parameters_are_not_confirmed(self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities) -> None:
+        volume = provision(create())
+        assert not validate(ValidateVolume(str(volume.volume_id), RWX, parameters={**PARAMS, "onDelete": "retain"})).confirmed
+
+    @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#never-made#delete"])
+    def test_a_missing_volume_is_not_found(self, validate: ValidateVolumeCapabilities, volume_id: str) -> None:
+        with pytest.raises(NotFound):
+            validate(ValidateVolume(volume_id, RWX))
+
+    def test_missing_fields_are_invalid_argument(self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities) -> None:
+        volume = provision(create())
+        for command in (ValidateVolume("", RWX), ValidateVolume(str(volume.volume_id), ())):
+            with pytest.raises(InvalidArgument):
+                validate(command)
