@@ -19,7 +19,8 @@ from domain.model import (
     check_capabilities,
     check_capability,
 )
-from domain.needs import Clock, Storage
+from domain.events import Event, NoEvents
+from domain.needs import Clock, Events, Storage
 from domain.parameters import ProvisionDefaults, VolumeParameters, parse_mode
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,13 @@ class ProvisionedVolume:
 class ProvisionVolume:
     """CreateVolume: make the volume's directory once; a retry with the same name converges."""
 
-    def __init__(self, storage: Storage, locks: VolumeLocks, defaults: ProvisionDefaults) -> None:
+    def __init__(
+        self, storage: Storage, locks: VolumeLocks, defaults: ProvisionDefaults, events: Events = NoEvents()
+    ) -> None:
         self._storage = storage
         self._locks = locks
         self._defaults = defaults
+        self._events = events
 
     def __call__(self, command: CreateVolume) -> ProvisionedVolume:
         if not command.name:
@@ -61,6 +65,7 @@ class ProvisionVolume:
         stored_parameters = params.as_record(subdir)
         share = params.share
 
+        created = False
         with self._locks.hold(str(volume_id)):
             record = self._storage.read_record(share, subdir)
             if record is None:
@@ -69,6 +74,7 @@ class ProvisionVolume:
                 self._refuse_nesting(volume_id)
                 record = VolumeRecord(command.name, command.capacity.capacity_bytes, stored_parameters)
                 self._storage.write_record(share, subdir, record)
+                created = True
             elif record.name != command.name:
                 raise AlreadyExists(f"directory {subdir!r} already belongs to volume {record.name!r}")
             elif not command.capacity.admits(record.capacity_bytes):
@@ -79,7 +85,8 @@ class ProvisionVolume:
             elif dict(record.parameters) != stored_parameters:
                 raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
             self._storage.create_volume_dir(share, subdir, params.mount_permissions or None)
-
+        if created:
+            self._events.emit(Event.VOLUME_CREATED)
         return ProvisionedVolume(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
@@ -161,13 +168,21 @@ class ValidateVolumeCapabilities:
             raise InvalidArgument("parameters ask for other mountPermissions than the volume's")
 
 
+_DELETE_EVENT = {
+    OnDelete.DELETE: Event.VOLUME_DELETED,
+    OnDelete.ARCHIVE: Event.VOLUME_ARCHIVED,
+    OnDelete.RETAIN: Event.VOLUME_RETAINED,
+}
+
+
 class DeleteVolume:
     """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched."""
 
-    def __init__(self, storage: Storage, locks: VolumeLocks, clock: Clock) -> None:
+    def __init__(self, storage: Storage, locks: VolumeLocks, clock: Clock, events: Events = NoEvents()) -> None:
         self._storage = storage
         self._locks = locks
         self._clock = clock
+        self._events = events
 
     def __call__(self, raw_volume_id: str) -> None:
         if not raw_volume_id:
@@ -186,6 +201,7 @@ class DeleteVolume:
             elif volume_id.on_delete is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
                 self._storage.rename_volume_dir(share, subdir, self._archive_name(subdir))
             self._storage.remove_record(share, subdir)
+        self._events.emit(_DELETE_EVENT[volume_id.on_delete])
 
     def _archive_name(self, subdir: str) -> str:
         parent, leaf = posixpath.split(subdir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Protocol, Sequence
 
+from domain.events import Event
 from domain.model import Publication, ShareRef, VolumeRecord
 
 
@@ -35,3 +36,7 @@ class Publications(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime.datetime: ...
+
+
+class Events(Protocol):
+    def emit(self, event: Event) -> None: ...

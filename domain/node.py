@@ -9,7 +9,8 @@ from typing import Mapping
 from domain.errors import AlreadyExists, InvalidArgument, NotFound
 from domain.locks import VolumeLocks
 from domain.model import Publication, VolumeCapability, VolumeId, check_capability
-from domain.needs import Mounting, Publications
+from domain.events import Event, NoEvents
+from domain.needs import Events, Mounting, Publications
 from domain.paths import absolute_path
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,13 @@ class PublishVolume:
 class Publish:
     """NodePublishVolume: mount server:/share/subdir at the target, once."""
 
-    def __init__(self, mounter: Mounting, publications: Publications, locks: VolumeLocks) -> None:
+    def __init__(
+        self, mounter: Mounting, publications: Publications, locks: VolumeLocks, events: Events = NoEvents()
+    ) -> None:
         self._mounter = mounter
         self._publications = publications
         self._locks = locks
+        self._events = events
 
     def __call__(self, command: PublishVolume) -> None:
         if not command.volume_id:
@@ -71,6 +75,7 @@ class Publish:
                 self._publications.remove(target)
                 self._mounter.remove_target(target)
                 raise
+        self._events.emit(Event.VOLUME_PUBLISHED)
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,13 @@ class UnpublishVolume:
 class Unpublish:
     """NodeUnpublishVolume: unmount if mounted, remove the target; OK when nothing is there."""
 
-    def __init__(self, mounter: Mounting, publications: Publications, locks: VolumeLocks) -> None:
+    def __init__(
+        self, mounter: Mounting, publications: Publications, locks: VolumeLocks, events: Events = NoEvents()
+    ) -> None:
         self._mounter = mounter
         self._publications = publications
         self._locks = locks
+        self._events = events
 
     def __call__(self, command: UnpublishVolume) -> None:
         if not command.volume_id:
@@ -98,9 +106,12 @@ class Unpublish:
             known = VolumeId.parse(command.volume_id) is not None or (
                 existing is not None and existing.volume_id == command.volume_id
             )
-            if self._mounter.is_mount_point(target):
+            mounted = self._mounter.is_mount_point(target)
+            if mounted:
                 self._mounter.unmount(target)
             self._mounter.remove_target(target)
             self._publications.remove(target)
+        if mounted:
+            self._events.emit(Event.VOLUME_UNPUBLISHED)
         if not known:
             raise NotFound(f"volume {command.volume_id!r} does not exist")

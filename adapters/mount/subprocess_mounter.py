@@ -6,12 +6,14 @@ import errno
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import tenacity
 
 from adapters.mount.mountinfo import is_mount_point
+from adapters.mount.observer import MountObserver
 from adapters.mount.process import CommandTimedOut, Completed, run_command
 from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, MountFailed, NotFound, Unavailable
 from ports.mounter import Mounter
@@ -41,15 +43,21 @@ class RetryPolicy:
     initial_wait: float = 0.2
     max_wait: float = 2.0
 
-    def retrying(self) -> tenacity.Retrying:
+    def retrying(self, on_retry: Callable[[], None] = lambda: None) -> tenacity.Retrying:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            on_retry()
+            _log_before_sleep(state)
+
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max(1, self.attempts)),
             wait=tenacity.wait_random_exponential(multiplier=self.initial_wait, max=self.max_wait),
             retry=tenacity.retry_if_exception_type(TransientMountError),
-            before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+            before_sleep=before_sleep,
             reraise=True,
         )
 
+
+_log_before_sleep = tenacity.before_sleep_log(log, logging.WARNING)
 
 Runner = Callable[[Sequence[str], float], Completed]
 
@@ -69,7 +77,9 @@ class SubprocessMounter(Mounter):
         retry: RetryPolicy = RetryPolicy(),
         runner: Runner = run_command,
         mountinfo_path: str = "/proc/self/mountinfo",
+        observer: MountObserver = MountObserver(),
     ) -> None:
+        self._observer = observer
         self._mount_command = mount_command
         self._umount_command = umount_command
         self._timeout = timeout
@@ -91,19 +101,19 @@ class SubprocessMounter(Mounter):
         argv = [self._binary(self._mount_command), source, target]
         if options:
             argv += ["-o", ",".join(options)]
-        for attempt in self._retry.retrying():
+        for attempt in self._retry.retrying(lambda: self._observer.retry("mount")):
             with attempt:
-                result = self._run(argv)
+                result = self._run("mount", argv)
                 if result.returncode != 0:
                     raise self._classify(f"mount {source} at {target}", result)
 
     def unmount(self, target: str) -> None:
         argv = [self._binary(self._umount_command), target]
-        for attempt in self._retry.retrying():
+        for attempt in self._retry.retrying(lambda: self._observer.retry("umount")):
             with attempt:
                 if not self.is_mount_point(target):
                     return
-                result = self._run(argv)
+                result = self._run("umount", argv)
                 if result.returncode != 0 and self.is_mount_point(target):
                     raise self._classify(f"unmount {target}", result)
 
@@ -130,11 +140,18 @@ class SubprocessMounter(Mounter):
             else:
                 raise MountFailed(f"cannot remove target {path}: {err.strerror}") from err
 
-    def _run(self, argv: Sequence[str]) -> Completed:
+    def _run(self, kind: str, argv: Sequence[str]) -> Completed:
+        started = time.perf_counter()
+        self._observer.child_started()
         try:
-            return self._runner(argv, self._timeout)
+            result = self._runner(argv, self._timeout)
         except CommandTimedOut as err:
+            self._observer.operation(kind, "timeout", time.perf_counter() - started)
             raise DeadlineExceeded(str(err)) from err
+        finally:
+            self._observer.child_finished()
+        self._observer.operation(kind, "ok" if result.returncode == 0 else "error", time.perf_counter() - started)
+        return result
 
     @staticmethod
     def _classify(action: str, result: Completed) -> DomainError:

@@ -1,0 +1,22 @@
+"""Domain events: what the use cases report happened, for metrics; the domain never knows who listens."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Event(str, enum.Enum):
+    VOLUME_CREATED = "volume_created"
+    VOLUME_DELETED = "volume_deleted"
+    VOLUME_ARCHIVED = "volume_archived"
+    VOLUME_RETAINED = "volume_retained"
+    VOLUME_PUBLISHED = "volume_published"
+    VOLUME_UNPUBLISHED = "volume_unpublished"
+    STALE_HANDLE_RECOVERED = "stale_handle_recovered"
+
+
+class NoEvents:
+    """The listener for when nobody listens."""
+
+    def emit(self, event: Event) -> None:
+        pass

@@ -1,0 +1,20 @@
+"""EventSink: where use cases report what happened (volumes created, published, recovered)."""
+
+from __future__ import annotations
+
+import abc
+
+from domain.events import Event
+from domain.needs import Events
+
+
+class EventSink(abc.ABC):
+    """Receives domain events; must be cheap and must never raise into the use case."""
+
+    @abc.abstractmethod
+    def emit(self, event: Event) -> None:
+        """Record that ``event`` happened once."""
+
+
+def _satisfies_domain(sink: EventSink) -> Events:
+    return sink
