@@ -5,6 +5,7 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
+from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeServicer
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
@@ -20,6 +21,7 @@ from domain.parameters import ProvisionDefaults, parse_mode
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
+    telemetry = providers.ThreadSafeSingleton(PrometheusTelemetry)
     clock = providers.Singleton(SystemClock)
     locks = providers.ThreadSafeSingleton(VolumeLocks)
     mounter = providers.ThreadSafeSingleton(
@@ -28,6 +30,7 @@ class Container(containers.DeclarativeContainer):
         umount_command=config.umount_command,
         timeout=config.mount_timeout,
         retry=providers.Factory(RetryPolicy, attempts=config.mount_attempts),
+        observer=telemetry,
     )
     storage = providers.ThreadSafeSingleton(
         MountedShareStorage, mounter=mounter, working_dir=config.working_mount_dir
@@ -39,11 +42,11 @@ class Container(containers.DeclarativeContainer):
         on_delete=providers.Factory(OnDelete, config.default_ondelete_policy),
         mount_permissions=providers.Callable(parse_mode, config.mount_permissions, "--mount-permissions"),
     )
-    provision = providers.Factory(ProvisionVolume, storage=storage, locks=locks, defaults=defaults)
-    delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock)
+    provision = providers.Factory(ProvisionVolume, storage=storage, locks=locks, defaults=defaults, events=telemetry)
+    delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry)
     validate = providers.Factory(ValidateVolumeCapabilities, storage=storage, defaults=defaults)
-    publish = providers.Factory(Publish, mounter=mounter, publications=publications, locks=locks)
-    unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks)
+    publish = providers.Factory(Publish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
+    unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
     probe = providers.Factory(Probe, mounter=mounter)
     plugin_info = providers.Factory(PluginInfo, name=config.driver_name, version=config.version)
 

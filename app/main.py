@@ -16,31 +16,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse(argv)
     logs.configure(settings.log_level)
 
-    from prometheus_client import start_http_server
+    import prometheus_client
 
-    from app.metrics import Metrics
+    from app.http import HealthServer
     from app.server import DriverServer, EndpointInUse, build_container, install_signal_handlers
     from domain.errors import DomainError
 
+    prometheus_client.disable_created_metrics()
     container = build_container(settings)
     try:
         container.defaults()
     except DomainError as err:
         log.error("invalid configuration: %s", err)
         return 2
-    metrics = Metrics()
-    metrics.build_info.labels(VERSION, settings.driver_name, settings.mode).set(1)
-    server = DriverServer(settings, container, metrics)
+    telemetry = container.telemetry()
+    telemetry.build_info.labels(VERSION, settings.driver_name, settings.mode).set(1)
+    telemetry.watch(
+        share_mounts=container.storage().mounted_count if settings.serves_controller else None,
+        published=container.publications().count if settings.serves_node else None,
+    )
+    server = DriverServer(settings, container)
     install_signal_handlers(server)
     try:
         server.start()
     except EndpointInUse as err:
         log.error("%s", err)
         return 1
+    health = None
     if settings.metrics_address:
-        host, _, port = settings.metrics_address.rpartition(":")
-        start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+        try:
+            health = HealthServer(settings.metrics_address, telemetry.registry, server.not_ready_because)
+        except OSError as err:
+            log.error("cannot serve metrics on %s: %s", settings.metrics_address, err)
+            server.request_stop()
+        else:
+            health.start()
     server.wait_and_drain()
+    if health is not None:
+        health.stop()
     return 0
 
 

@@ -16,7 +16,7 @@ import grpc
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.observe import ObservingInterceptor
 from app.container import Container
-from app.metrics import Metrics
+from domain.errors import DomainError
 from app.settings import VERSION, Settings
 
 log = logging.getLogger(__name__)
@@ -81,35 +81,37 @@ def build_container(settings: Settings) -> Container:
 
 
 class DriverServer:
-    def __init__(self, settings: Settings, container: Container, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, container: Container) -> None:
         self._settings = settings
         self._container = container
-        self._metrics = metrics
         self._endpoint = Endpoint.parse(settings.endpoint)
         self._stopping = threading.Event()
-        interceptor = ObservingInterceptor(
-            self._observe,
-            started=lambda method: metrics.in_flight.labels(method).inc(),
-            finished=lambda method: metrics.in_flight.labels(method).dec(),
-        )
+        self._serving = False
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="csi"),
-            interceptors=[interceptor],
+            interceptors=[ObservingInterceptor(container.telemetry())],
             options=[("grpc.so_reuseport", 0)],
         )
 
-    def _observe(self, method: str, code: str, seconds: float, volume_id: str) -> None:
-        self._metrics.observe_call(method, code, seconds)
-        level = logging.INFO if code == "OK" else logging.WARNING
-        if method in ("Probe", "GetPluginInfo", "GetPluginCapabilities", "NodeGetCapabilities") and code == "OK":
-            level = logging.DEBUG
-        log.log(
-            level,
-            "%s %s",
-            method,
-            code,
-            extra={"method": method, "volume_id": volume_id, "duration_seconds": round(seconds, 6), "code": code},
-        )
+    def not_ready_because(self) -> str | None:
+        """None when the gRPC socket serves and the mount helper is present; else the reason."""
+        if not self._serving or self._stopping.is_set():
+            return "the gRPC server is not serving"
+        path = self._endpoint.socket_path
+        if path:
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(0.5)
+            try:
+                probe.connect(path)
+            except OSError as err:
+                return f"the gRPC socket {path} does not answer: {err.strerror or err}"
+            finally:
+                probe.close()
+        try:
+            self._container.probe()()
+        except DomainError as err:
+            return str(err)
+        return None
 
     def start(self) -> None:
         c = self._container
@@ -132,6 +134,7 @@ class DriverServer:
         self._server.start()
         if path:
             os.chmod(path, 0o660)
+        self._serving = True
         log.info(
             "serving %s on %s",
             self._settings.mode,

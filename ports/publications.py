@@ -23,6 +23,10 @@ class PublicationStore(abc.ABC):
     def remove(self, target: str) -> None:
         """Forget the publication at target. Missing is OK."""
 
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many publications are recorded."""
+
 
 def _satisfies_domain(store: PublicationStore) -> Publications:
     return store

@@ -102,6 +102,9 @@ class FakePublicationStore(PublicationStore):
     def remove(self, target: str) -> None:
         self.publications.pop(target, None)
 
+    def count(self) -> int:
+        return len(self.publications)
+
 
 class FakeClock(Clock):
     def __init__(self, now: datetime.datetime | None = None) -> None:

@@ -1,25 +1,43 @@
-"""A server interceptor that times every unary CSI call and reports method, code and duration."""
+"""A server interceptor: times every unary CSI call, logs it as one structured line, reports it to metrics."""
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Callable
+import uuid
+from typing import Any, Protocol
 
 import grpc
 
-Observer = Callable[[str, str, float, str], None]
-"""observe(method, code name, seconds, volume id or '')."""
+from adapters.grpc.redact import redacted
+
+log = logging.getLogger("csi")
+
+# Called often by sidecars; logged at debug when they succeed.
+_QUIET = frozenset(
+    {"Probe", "GetPluginInfo", "GetPluginCapabilities", "ControllerGetCapabilities", "NodeGetCapabilities", "NodeGetInfo"}
+)
+
+
+class CallObserver(Protocol):
+    def call_started(self, method: str) -> None: ...
+    def call_finished(self, method: str, code: str, seconds: float) -> None: ...
 
 
 def _volume_id(request: Any) -> str:
-    return str(getattr(request, "volume_id", "") or getattr(request, "name", ""))
+    return str(getattr(request, "volume_id", "") or getattr(request, "source_volume_id", "") or "")
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key in ("x-request-id", "request-id") and isinstance(value, str) and value:
+            return value[:64]
+    return uuid.uuid4().hex[:16]
 
 
 class ObservingInterceptor(grpc.ServerInterceptor):
-    def __init__(self, observe: Observer, started: Callable[[str], None], finished: Callable[[str], None]) -> None:
-        self._observe = observe
-        self._started = started
-        self._finished = finished
+    def __init__(self, observer: CallObserver) -> None:
+        self._observer = observer
 
     def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
@@ -27,24 +45,47 @@ class ObservingInterceptor(grpc.ServerInterceptor):
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
         inner = handler.unary_unary
+        observer = self._observer
 
-        def timed(request: Any, context: grpc.ServicerContext) -> Any:
-            self._started(method)
-            start = time.perf_counter()
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            request_id = _request_id(context)
+            observer.call_started(method)
+            started = time.perf_counter()
             code = "OK"
+            detail = ""
             try:
-                response = inner(request, context)
-                return response
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s request", method, extra={"method": method, "request_id": request_id, "request": redacted(request)})
+                return inner(request, context)
             except BaseException:
-                status = context.code() if hasattr(context, "code") else None
+                status = context.code()
                 code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                detail = context.details() or ""
                 raise
             finally:
-                self._finished(method)
-                self._observe(method, code, time.perf_counter() - start, _volume_id(request))
+                seconds = time.perf_counter() - started
+                observer.call_finished(method, code, seconds)
+                level = logging.DEBUG if code == "OK" and method in _QUIET else logging.INFO if code == "OK" else logging.WARNING
+                if log.isEnabledFor(level):
+                    fields = {
+                        "method": method,
+                        "volume_id": _volume_id(request),
+                        "duration_seconds": round(seconds, 6),
+                        "code": code,
+                        "request_id": request_id,
+                    }
+                    name = getattr(request, "name", "")
+                    if isinstance(name, str) and name:
+                        fields["volume_name"] = name
+                    if detail:
+                        fields["error"] = detail if isinstance(detail, str) else detail.decode(errors="replace")
+                    try:
+                        log.log(level, "%s %s", method, code, extra=fields)
+                    except Exception:  # noqa: BLE001 - a log line must never fail the call
+                        log.exception("could not log the %s call", method)
 
         return grpc.unary_unary_rpc_method_handler(
-            timed,
+            observed,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

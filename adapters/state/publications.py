@@ -40,3 +40,9 @@ class JsonFilePublicationStore(PublicationStore):
             os.unlink(self._path(target))
         except FileNotFoundError:
             pass
+
+    def count(self) -> int:
+        try:
+            return sum(1 for name in os.listdir(self._dir) if name.endswith(".json"))
+        except FileNotFoundError:
+            return 0

@@ -36,6 +36,10 @@ class MountedShareStorage(ShareStorage):
         self._share_locks: dict[ShareRef, threading.Lock] = {}
         self._mounted: dict[ShareRef, str] = {}
 
+    def mounted_count(self) -> int:
+        """How many shares this process holds mounted now."""
+        return len(self._mounted)
+
     def mount_point(self, share: ShareRef) -> str:
         digest = hashlib.sha256(share.source().encode()).hexdigest()[:20]
         return os.path.join(self._working_dir, digest)
