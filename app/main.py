@@ -32,25 +32,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry = container.telemetry()
     telemetry.build_info.labels(VERSION, settings.driver_name, settings.mode).set(1)
     telemetry.watch(
-        share_mounts=container.storage().mounted_count if settings.serves_controller else None,
+        share_mounts=container.storage().shares_held if settings.serves_controller else None,
         published=container.publications().count if settings.serves_node else None,
     )
     server = DriverServer(settings, container)
     install_signal_handlers(server)
-    try:
-        server.start()
-    except EndpointInUse as err:
-        log.error("%s", err)
-        return 1
     health = None
     if settings.metrics_address:
+        # Up before the socket, so liveness answers at once; /readyz says "not serving" until the socket is.
         try:
             health = HealthServer(settings.metrics_address, telemetry.registry, server.not_ready_because)
         except OSError as err:
             log.error("cannot serve metrics on %s: %s", settings.metrics_address, err)
-            server.request_stop()
-        else:
-            health.start()
+            return 1
+        health.start()
+    try:
+        server.start()
+    except EndpointInUse as err:
+        log.error("%s", err)
+        if health is not None:
+            health.stop()
+        return 1
     server.wait_and_drain()
     if health is not None:
         health.stop()
