@@ -10,6 +10,7 @@ from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeSe
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedShareStorage
+from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
 from domain.controller import DeleteVolume, ProvisionVolume, ValidateVolumeCapabilities
 from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe
 from domain.locks import VolumeLocks
@@ -19,7 +20,7 @@ from domain.parameters import ProvisionDefaults, parse_mode
 
 
 class Container(containers.DeclarativeContainer):
-    config = providers.Configuration(strict=True)
+    config = providers.Configuration(strict=True, default={"storage": {"kind": "mount"}})
 
     telemetry = providers.ThreadSafeSingleton(PrometheusTelemetry)
     clock = providers.Singleton(SystemClock)
@@ -32,9 +33,24 @@ class Container(containers.DeclarativeContainer):
         retry=providers.Factory(RetryPolicy, attempts=config.mount_attempts),
         observer=telemetry,
     )
-    storage = providers.ThreadSafeSingleton(
+    mounted_storage = providers.ThreadSafeSingleton(
         MountedShareStorage, mounter=mounter, working_dir=config.working_mount_dir
     )
+    userspace_storage = providers.ThreadSafeSingleton(
+        UserspaceShareStorage,
+        options=providers.Factory(
+            NfsClientOptions,
+            versions=config.storage.nfs_versions,
+            port=config.storage.nfs_port,
+            mount_port=config.storage.nfs_mount_port,
+            uid=config.storage.nfs_uid,
+            gid=config.storage.nfs_gid,
+            reserved_port=config.storage.nfs_reserved_port,
+            timeout=config.storage.nfs_timeout,
+        ),
+    )
+    # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller).
+    storage = providers.Selector(config.storage.kind, mount=mounted_storage, userspace=userspace_storage)
     publications = providers.ThreadSafeSingleton(JsonFilePublicationStore, state_dir=config.state_dir)
 
     defaults = providers.Factory(
@@ -47,7 +63,9 @@ class Container(containers.DeclarativeContainer):
     validate = providers.Factory(ValidateVolumeCapabilities, storage=storage, defaults=defaults)
     publish = providers.Factory(Publish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
     unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
-    probe = providers.Factory(Probe, mounter=mounter)
+    probe = providers.Factory(
+        Probe, mounter=providers.Selector(config.probe_mount_helper, yes=mounter, no=providers.Object(None))
+    )
     plugin_info = providers.Factory(PluginInfo, name=config.driver_name, version=config.version)
 
     identity_servicer = providers.Factory(

@@ -29,6 +29,27 @@ class Settings:
     workers: int
     grace_period: float
     log_level: str
+    storage: str = "mount"
+    nfs_versions: tuple[str, ...] = ("4.1",)
+    nfs_port: int = 0
+    nfs_mount_port: int = 0
+    nfs_uid: int = -1
+    nfs_gid: int = -1
+    nfs_reserved_port: bool = False
+    nfs_timeout: float = 30.0
+
+    def storage_config(self) -> dict[str, object]:
+        """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
+        return {
+            "kind": self.storage,
+            "nfs_versions": self.nfs_versions,
+            "nfs_port": self.nfs_port or None,
+            "nfs_mount_port": self.nfs_mount_port or None,
+            "nfs_uid": None if self.nfs_uid < 0 else self.nfs_uid,
+            "nfs_gid": None if self.nfs_gid < 0 else self.nfs_gid,
+            "nfs_reserved_port": self.nfs_reserved_port,
+            "nfs_timeout": self.nfs_timeout,
+        }
 
     @property
     def serves_controller(self) -> bool:
@@ -57,6 +78,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds SIGTERM waits for calls in flight")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--storage", choices=("mount", "userspace"), default="mount",
+        help="how the controller reaches shares: mount them (needs privilege) or speak NFS from user space",
+    )
+    p.add_argument("--nfs-version", default="4.1", help="userspace storage: 4.1, 4.0 or 3, or a fallback list like 4.1,4.0")
+    p.add_argument("--nfs-port", type=int, default=0, help="userspace storage: NFS server port; 0 is the protocol's default")
+    p.add_argument("--nfs-mount-port", type=int, default=0, help="userspace storage, NFSv3: MOUNT port; 0 asks the portmapper")
+    p.add_argument("--nfs-uid", type=int, default=-1, help="userspace storage: AUTH_SYS uid; -1 is this process's")
+    p.add_argument("--nfs-gid", type=int, default=-1, help="userspace storage: AUTH_SYS gid; -1 is this process's")
+    p.add_argument(
+        "--nfs-reserved-port", action="store_true",
+        help="userspace storage: send from a port below 1024 (needs CAP_NET_BIND_SERVICE), for exports marked secure",
+    )
+    p.add_argument("--nfs-timeout", type=float, default=30.0, help="userspace storage: seconds to connect and per operation")
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -67,6 +102,11 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--endpoint must start with unix:// or tcp://")
     if args.mount_attempts < 1 or args.workers < 1 or args.mount_timeout <= 0:
         parser().error("--mount-attempts and --workers must be at least 1, --mount-timeout positive")
+    nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
+    if not all(v in ("4.1", "4.0", "3") for v in nfs_versions):
+        parser().error("--nfs-version takes 4.1, 4.0 or 3, or a comma-separated fallback list of them")
+    if not (0 <= args.nfs_port <= 65535 and 0 <= args.nfs_mount_port <= 65535) or args.nfs_timeout <= 0:
+        parser().error("--nfs-port and --nfs-mount-port must be ports (0 for the default), --nfs-timeout positive")
     return Settings(
         endpoint=args.endpoint,
         node_id=args.nodeid,
@@ -84,4 +124,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         workers=args.workers,
         grace_period=args.grace_period,
         log_level=args.log_level,
+        storage=args.storage,
+        nfs_versions=nfs_versions,
+        nfs_port=args.nfs_port,
+        nfs_mount_port=args.nfs_mount_port,
+        nfs_uid=args.nfs_uid,
+        nfs_gid=args.nfs_gid,
+        nfs_reserved_port=args.nfs_reserved_port,
+        nfs_timeout=args.nfs_timeout,
     )

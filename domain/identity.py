@@ -22,10 +22,11 @@ NODE_CAPABILITIES: tuple[str, ...] = ()
 
 
 class Probe:
-    """Probe: ready when the mount helper this process depends on is present."""
+    """Probe: ready when what this process depends on is present (mount.nfs, where it mounts)."""
 
-    def __init__(self, mounter: Mounting) -> None:
+    def __init__(self, mounter: Mounting | None) -> None:
         self._mounter = mounter
 
     def __call__(self) -> None:
-        self._mounter.check_ready()
+        if self._mounter is not None:
+            self._mounter.check_ready()

@@ -45,6 +45,10 @@ class ShareStorage(abc.ABC):
         """Remove the record beside subdir. Missing is OK."""
 
     @abc.abstractmethod
+    def shares_held(self) -> int:
+        """How many shares the adapter holds open now (mounts, or client connections)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release what the adapter holds (share mounts, connections)."""
 

@@ -6,7 +6,7 @@ import datetime
 import posixpath
 from typing import Sequence
 
-from domain.errors import FailedPrecondition, NotFound
+from domain.errors import FailedPrecondition, MountFailed, NotFound
 from domain.model import Publication, ShareRef, VolumeRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
@@ -35,11 +35,17 @@ class FakeShareStorage(ShareStorage):
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             del self.dirs[key]
+        # The records of volumes inside live in the removed tree (the contract suite found this).
+        for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:
+            del self.records[key]
 
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
-        assert posixpath.dirname(subdir) == posixpath.dirname(new_subdir)
+        if posixpath.dirname(subdir) != posixpath.dirname(new_subdir):
+            raise MountFailed("a volume directory is only renamed within its parent")
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             self.dirs[(share, new_subdir + key[1][len(subdir) :])] = self.dirs.pop(key)
+        for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:
+            self.records[(share, new_subdir + key[1][len(subdir) :])] = self.records.pop(key)
 
     def exists(self, share: ShareRef, subdir: str) -> bool:
         return (share, subdir) in self.dirs
@@ -48,10 +54,15 @@ class FakeShareStorage(ShareStorage):
         return self.records.get((share, subdir))
 
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
+        for parent in _ancestors(subdir):  # the record lives in subdir's parent, made if missing
+            self.dirs.setdefault((share, parent), None)
         self.records[(share, subdir)] = record
 
     def remove_record(self, share: ShareRef, subdir: str) -> None:
         self.records.pop((share, subdir), None)
+
+    def shares_held(self) -> int:
+        return len({share for share, _ in self.dirs})
 
     def close(self) -> None:
         self.closed = True

@@ -50,7 +50,9 @@ class PrometheusTelemetry(EventSink, MountObserver):
             "nfs_csi_mount_timeouts", "mount.nfs and umount runs killed at their timeout, by kind.", ["kind"], registry=r
         )
         self.mount_children = Gauge("nfs_csi_mount_children", "mount.nfs and umount processes running now.", registry=r)
-        self.share_mounts = Gauge("nfs_csi_share_mounts", "Shares the controller holds mounted.", registry=r)
+        self.share_mounts = Gauge(
+            "nfs_csi_share_mounts", "Shares the controller holds open: mounts, or userspace NFS connections.", registry=r
+        )
         self.published_volumes = Gauge("nfs_csi_published_volumes", "Volumes this node has published.", registry=r)
         self.build_info = Gauge(
             "nfs_csi_build_info", "Always 1; labels name the version, driver name and mode.", ["version", "driver", "mode"], registry=r

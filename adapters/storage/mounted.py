@@ -36,8 +36,7 @@ class MountedShareStorage(ShareStorage):
         self._share_locks: dict[ShareRef, threading.Lock] = {}
         self._mounted: dict[ShareRef, str] = {}
 
-    def mounted_count(self) -> int:
-        """How many shares this process holds mounted now."""
+    def shares_held(self) -> int:
         return len(self._mounted)
 
     def mount_point(self, share: ShareRef) -> str:
@@ -99,8 +98,15 @@ class MountedShareStorage(ShareStorage):
                 os.mkdir(leaf, 0o777, dir_fd=fd)
             except FileExistsError:
                 pass
-            if mode is not None:
-                os.chmod(leaf, mode, dir_fd=fd, follow_symlinks=False)
+            try:
+                volume_fd = os.open(leaf, _OPEN_DIR, dir_fd=fd)
+            except OSError as err:
+                raise MountFailed(f"{subdir!r} exists and is not a plain directory") from err
+            try:
+                if mode is not None:
+                    os.fchmod(volume_fd, mode)
+            finally:
+                os.close(volume_fd)
 
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
         with self._parent(share, subdir) as (fd, leaf):

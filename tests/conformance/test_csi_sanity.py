@@ -158,7 +158,10 @@ def run_sanity(topology: str) -> tuple[subprocess.CompletedProcess[str], Report]
     return result, read_report(str(xml))
 
 
-@pytest.mark.parametrize(("topology", "modes"), [("all", ("all",)), ("split", ("controller", "node"))])
+@pytest.mark.parametrize(
+    ("topology", "modes"),
+    [("all", ("all",)), ("split", ("controller", "node")), ("userspace", ("controller", "node"))],
+)
 class TestCsiSanity:
     def test_every_spec_passes_and_only_unadvertised_capabilities_are_skipped(
         self, topology: str, modes: tuple[str, ...], capsys: pytest.CaptureFixture[str]

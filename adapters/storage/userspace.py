@@ -1,0 +1,394 @@
+"""UserspaceShareStorage: speak NFS from user space (nfs-rs), so the controller needs no mount and no privilege."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import posixpath
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, TypeVar
+
+import tenacity
+
+from adapters.storage.mounted import record_name
+from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, MountFailed, NotFound, Unavailable
+from domain.model import ShareRef, VolumeRecord
+from domain.paths import join_inside
+from ports.storage import ShareStorage
+
+log = logging.getLogger(__name__)
+
+NFS_VERSIONS = ("4.1", "4.0", "3")
+# Over NFS the server applies the mode it is sent, with no umask: send what a 022 umask leaves of 0777,
+# which is what the mount-based adapter creates under the usual umask.
+_NEW_DIR_MODE = 0o755
+_RECORD_LIMIT = 1 << 16
+_STATE_LOST = frozenset(
+    {"NFS4ERR_STALE", "NFS3ERR_STALE", "NFS4ERR_BADSESSION", "NFS4ERR_DEADSESSION", "NFS4ERR_STALE_CLIENTID",
+     "NFS4ERR_EXPIRED", "NFS4ERR_BAD_STATEID", "NFS4ERR_STALE_STATEID", "NFS4ERR_CONN_NOT_BOUND_TO_SESSION"}
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NfsClientOptions:
+    """How the adapter reaches every share: protocol, ports, AUTH_SYS identity, time bounds."""
+
+    versions: tuple[str, ...] = ("4.1",)
+    port: int | None = None  # NFS service port; None: 2049 (v4), or the portmapper's answer (v3)
+    mount_port: int | None = None  # NFSv3 MOUNT service port; None: ask the portmapper
+    uid: int | None = None  # AUTH_SYS identity; None: this process's own
+    gid: int | None = None
+    reserved_port: bool = False  # bind a source port below 1024 (needs CAP_NET_BIND_SERVICE)
+    timeout: float = 30.0  # seconds to connect, and for each operation
+    attempts: int = 2  # tries of an operation whose connection was lost, reconnecting in between
+
+    def __post_init__(self) -> None:
+        if not self.versions or any(v not in NFS_VERSIONS for v in self.versions):
+            raise ValueError(f"NFS versions must be among {', '.join(NFS_VERSIONS)}, got {self.versions!r}")
+        if self.timeout <= 0 or self.attempts < 1:
+            raise ValueError("the NFS timeout must be positive and attempts at least 1")
+
+
+class NfsClient(Protocol):
+    """The part of nfs_rs.Client this adapter uses; paths are relative to the share."""
+
+    def stat(self, path: str) -> Any: ...
+    def mkdir(self, path: str, mode: int = ...) -> None: ...
+    def chmod(self, path: str, mode: int) -> None: ...
+    def rmdir(self, path: str) -> None: ...
+    def remove(self, path: str, *, missing_ok: bool = ...) -> None: ...
+    def rename(self, source: str, destination: str) -> None: ...
+    def scandir(self, path: str) -> Iterator[Any]: ...
+    def open(self, path: str, mode: str = ...) -> Any: ...
+    def close(self) -> None: ...
+
+
+Connector = Callable[[ShareRef, NfsClientOptions], NfsClient]
+
+
+def _nfs_rs() -> Any:
+    try:
+        return importlib.import_module("nfs_rs")
+    except ImportError as err:
+        raise FailedPrecondition(
+            "the userspace NFS client is not installed: install nfs-csi-driver[userspace] (PyPI nfs-rs)"
+        ) from err
+
+
+def connect_with_nfs_rs(share: ShareRef, options: NfsClientOptions) -> NfsClient:
+    """Open an nfs-rs client on the share; every call it makes is bounded by ``options.timeout``."""
+    client: NfsClient = _nfs_rs().Client.connect(
+        f"nfs://{share.server}{share.share}",
+        versions=list(options.versions),
+        nfs_port=options.port,
+        mount_port=options.mount_port,
+        uid=options.uid,
+        gid=options.gid,
+        noresvport=not options.reserved_port,
+        connect_timeout=options.timeout,
+        operation_timeout=options.timeout,
+    )
+    return client
+
+
+class _ConnectionLost(Unavailable):
+    """The share's connection broke; the next try reconnects."""
+
+
+def _or_own(identity: int | None) -> str:
+    return "of this process" if identity is None else str(identity)
+
+
+def _is_directory(info: Any) -> bool:
+    return str(getattr(info.type, "value", info.type)) == "directory"
+
+
+def _code(err: BaseException) -> str:
+    return str(getattr(err, "code_name", "") or "")
+
+
+class UserspaceShareStorage(ShareStorage):
+    """One NFS client per share, opened on first use and reused; nothing is mounted.
+
+    The server resolves each path one LOOKUP at a time, and LOOKUP never follows a symbolic link: a link on the
+    way to a volume directory fails the call (NFS4ERR_SYMLINK) instead of leading elsewhere. Records use the
+    mount-based adapter's layout (``.<leaf>.nfs-csi.json`` beside the directory), so both work on one share.
+    """
+
+    def __init__(self, options: NfsClientOptions = NfsClientOptions(), connect: Connector = connect_with_nfs_rs) -> None:
+        self._options = options
+        self._connect = connect
+        self._guard = threading.Lock()
+        self._share_locks: dict[ShareRef, threading.Lock] = {}
+        self._clients: dict[ShareRef, NfsClient] = {}
+        self._retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(options.attempts),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=1.0),
+            retry=tenacity.retry_if_exception_type(_ConnectionLost),
+            before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        log.info(
+            "controller storage: userspace NFS %s, port %s, AUTH_SYS uid %s gid %s, %s s per call",
+            ",".join(options.versions), options.port or "default", _or_own(options.uid), _or_own(options.gid), options.timeout,
+        )
+
+    def shares_held(self) -> int:
+        return len(self._clients)
+
+    # -- connections --------------------------------------------------------------------------------------------
+
+    def _client(self, share: ShareRef) -> NfsClient:
+        client = self._clients.get(share)
+        if client is not None:
+            return client
+        if "?" in share.share or "#" in share.share:
+            raise InvalidArgument(f"share {share.share!r}: the userspace NFS client cannot reach a path with '?' or '#'")
+        with self._guard:
+            lock = self._share_locks.setdefault(share, threading.Lock())
+        with lock:
+            client = self._clients.get(share)
+            if client is None:
+                try:
+                    client = self._connect(share, self._options)
+                except DomainError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - every nfs-rs failure becomes a domain error
+                    raise self._connect_error(share, err) from err
+                self._clients[share] = client
+                log.info("connected to share %s over NFS %s from user space", share.source(), self._options.versions)
+            return client
+
+    def _connect_error(self, share: ShareRef, err: Exception) -> DomainError:
+        where = share.source()
+        if isinstance(err, TimeoutError):
+            return DeadlineExceeded(f"connecting to {where} took longer than {self._options.timeout} s")
+        if isinstance(err, FileNotFoundError):
+            return NotFound(f"share {where} is not exported by {share.server}")
+        if isinstance(err, ConnectionError):
+            return _ConnectionLost(f"cannot reach the NFS server of {where}: {err}")
+        if isinstance(err, ValueError):
+            return InvalidArgument(f"cannot address share {where}: {err}")
+        return MountFailed(f"cannot connect to {where}: {err}")
+
+    def _drop(self, share: ShareRef, client: NfsClient) -> None:
+        """Forget a broken client; close it aside, since closing waits up to a timeout on a dead server."""
+        with self._guard:
+            if self._clients.get(share) is client:
+                del self._clients[share]
+
+        def close() -> None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - the connection is already gone
+                log.debug("closing a broken client of %s failed", share.source(), exc_info=True)
+
+        threading.Thread(target=close, name="nfs-close", daemon=True).start()
+
+    def _run(self, share: ShareRef, what: str, operation: Callable[[NfsClient], T]) -> T:
+        """Run one storage operation with the share's client; translate every NFS failure to a domain error."""
+        for attempt in self._retrying:
+            with attempt:
+                client = self._client(share)
+                try:
+                    return operation(client)
+                except DomainError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - nfs-rs raises its own hierarchy and builtins
+                    raise self._operation_error(share, client, what, err) from err
+        raise AssertionError("unreachable: tenacity reraises")
+
+    def _operation_error(self, share: ShareRef, client: NfsClient, what: str, err: Exception) -> DomainError:
+        where = f"{what} on {share.source()}"
+        nfs = _nfs_rs()
+        if isinstance(err, TimeoutError):
+            self._drop(share, client)
+            return DeadlineExceeded(f"{where} took longer than {self._options.timeout} s")
+        if _code(err) in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
+            return MountFailed(f"{where}: a component on the way is not a plain directory ({err})")
+        # The client's connection, session or state is gone (a server restart shows as a retryable protocol
+        # error that the same client keeps returning): start again with a new client. Every operation here is
+        # idempotent, so repeating one whose outcome was uncertain is safe.
+        lost = (
+            ConnectionError, nfs.NfsClientClosedError, nfs.NfsStateLostError, nfs.NfsRetryableError,
+            nfs.NfsOperationOutcomeError, nfs.NfsRpcError,
+        )
+        if isinstance(err, lost) or _code(err) in _STATE_LOST:
+            self._drop(share, client)
+            return _ConnectionLost(f"{where}: the connection to the NFS server was lost: {err}")
+        return MountFailed(f"{where} failed: {err}")
+
+    # -- paths ----------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _checked(share: ShareRef, subdir: str) -> str:
+        join_inside(share.share, subdir)  # lexical containment, again, at the edge
+        return subdir
+
+    @staticmethod
+    def _record_path(subdir: str) -> str:
+        parent, leaf = posixpath.split(subdir)
+        return posixpath.join(parent, record_name(leaf))
+
+    @staticmethod
+    def _make_parents(client: NfsClient, subdir: str) -> None:
+        # An existing parent that is a link or a file is left alone: the LOOKUP after it fails, and nothing is
+        # created through it.
+        parts = subdir.split("/")
+        for depth in range(1, len(parts)):
+            try:
+                client.mkdir("/".join(parts[:depth]), _NEW_DIR_MODE)
+            except FileExistsError:
+                pass
+
+    # -- the port -------------------------------------------------------------------------------------------------
+
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+        path = self._checked(share, subdir)
+
+        def create(client: NfsClient) -> None:
+            self._make_parents(client, path)
+            try:
+                client.mkdir(path, _NEW_DIR_MODE if mode is None else mode)
+            except FileExistsError:
+                pass
+            if not _is_directory(client.stat(path)):
+                raise MountFailed(f"{subdir!r} on {share.source()} exists and is not a directory")
+            if mode is not None:
+                client.chmod(path, mode)
+
+        self._run(share, f"creating {subdir!r}", create)
+
+    def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
+        path = self._checked(share, subdir)
+
+        def remove(client: NfsClient) -> None:
+            try:
+                info = client.stat(path)
+            except FileNotFoundError:
+                return
+            if not _is_directory(info):
+                raise MountFailed(f"{subdir!r} is not a directory; refusing to remove it")
+            self._remove_tree(client, path)
+
+        self._run(share, f"removing {subdir!r}", remove)
+
+    @staticmethod
+    def _remove_tree(client: NfsClient, top: str) -> None:
+        """Depth first; a link inside is removed as a link, never followed (READDIR reports the entry itself)."""
+        pending: list[tuple[str, bool]] = [(top, False)]
+        while pending:
+            path, listed = pending.pop()
+            if listed:
+                try:
+                    client.rmdir(path)
+                except FileNotFoundError:
+                    pass
+                continue
+            pending.append((path, True))
+            try:
+                entries = list(client.scandir(path))
+            except FileNotFoundError:
+                pending.pop()
+                continue
+            for entry in entries:
+                if entry.name in (".", ".."):
+                    continue
+                child = posixpath.join(path, entry.name)
+                if _is_directory(entry.info):
+                    pending.append((child, False))
+                else:
+                    client.remove(child, missing_ok=True)
+
+    def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
+        if posixpath.dirname(subdir) != posixpath.dirname(new_subdir):
+            raise MountFailed("a volume directory is only renamed within its parent")
+        source, target = self._checked(share, subdir), self._checked(share, new_subdir)
+
+        def rename(client: NfsClient) -> None:
+            try:
+                client.rename(source, target)
+            except FileNotFoundError:
+                pass
+
+        self._run(share, f"renaming {subdir!r}", rename)
+
+    def exists(self, share: ShareRef, subdir: str) -> bool:
+        path = self._checked(share, subdir)
+
+        def exists(client: NfsClient) -> bool:
+            try:
+                return _is_directory(client.stat(path))
+            except FileNotFoundError:
+                return False
+
+        return self._run(share, f"looking up {subdir!r}", exists)
+
+    def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        path = self._record_path(self._checked(share, subdir))
+
+        def read(client: NfsClient) -> bytes | None:
+            try:
+                info = client.stat(path)
+            except FileNotFoundError:
+                return None
+            if str(getattr(info.type, "value", info.type)) != "file":
+                raise MountFailed(f"the record of {subdir!r} is not a regular file")
+            with client.open(path, "rb") as handle:
+                data: bytes = handle.read(_RECORD_LIMIT)
+            return data
+
+        raw = self._run(share, f"reading the record of {subdir!r}", read)
+        if raw is None:
+            return None
+        try:
+            return VolumeRecord.from_json(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            raise MountFailed(f"the record of {subdir!r} is unreadable") from err
+
+    def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
+        path = self._record_path(self._checked(share, subdir))
+        temporary = f"{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        data = record.to_json()
+
+        def write(client: NfsClient) -> None:
+            self._make_parents(client, subdir)
+            try:
+                with client.open(temporary, "wb") as handle:
+                    handle.write(data)  # nfs-rs returns once the bytes are stable on the server
+                client.rename(temporary, path)
+            except Exception as err:
+                if not isinstance(err, (TimeoutError, ConnectionError)):  # a dead server would only time out again
+                    try:
+                        client.remove(temporary, missing_ok=True)
+                    except Exception:  # noqa: BLE001 - the first failure is the one to report
+                        log.debug("could not remove %s", temporary, exc_info=True)
+                raise
+
+        self._run(share, f"writing the record of {subdir!r}", write)
+
+    def remove_record(self, share: ShareRef, subdir: str) -> None:
+        path = self._record_path(self._checked(share, subdir))
+
+        def remove(client: NfsClient) -> None:
+            try:
+                client.remove(path, missing_ok=True)
+            except FileNotFoundError:
+                pass
+
+        self._run(share, f"removing the record of {subdir!r}", remove)
+
+    def close(self) -> None:
+        with self._guard:
+            clients, self._clients = dict(self._clients), {}
+        for share, client in clients.items():
+            try:
+                client.close()
+                log.info("disconnected from share %s", share.source())
+            except Exception:  # noqa: BLE001 - shutdown goes on for the other shares
+                log.exception("could not close the NFS client of share %s", share.source())

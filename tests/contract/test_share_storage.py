@@ -1,0 +1,354 @@
+"""The ShareStorage contract (ports/storage.py), run unchanged against every implementation."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Callable
+
+import pytest
+
+from domain.errors import DomainError, MountFailed
+from domain.model import VolumeRecord
+from tests.contract.conftest import Subject
+from tests.contract.exports import DIR, FILE, SYMLINK, record_path
+
+RECORD = VolumeRecord("pvc-1", 5 << 30, {"server": "127.0.0.1", "share": "/exports", "subDir": "ns/v"})
+REFUSED = (DomainError, OSError)  # how an adapter says no; what matters is that nothing outside was touched
+
+
+def at_once(calls: list[Callable[[], None]]) -> list[BaseException]:
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], None]) -> None:
+        start.wait()
+        try:
+            call()
+        except BaseException as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
+on_disk_only = pytest.mark.on_disk_only  # plants files or links behind the storage's back: not for the fake
+
+
+class TestCreateVolumeDir:
+    def test_creates_the_directory_and_its_missing_parents(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "ns/team/v", None)
+        assert subject.export.tree() == {"ns": DIR, "ns/team": DIR, "ns/team/v": DIR}
+        assert subject.storage.exists(subject.share, "ns/team/v")
+
+    def test_applies_the_mode_when_given(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", 0o750)
+        assert subject.export.mode("v") == 0o750
+
+    def test_a_second_create_is_ok_and_keeps_what_is_inside(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.export.plant_dir("v/data")
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        assert subject.export.tree() == {"v": DIR, "v/data": DIR}
+
+    def test_a_mode_given_again_is_applied_to_the_existing_directory(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", 0o700)
+        subject.storage.create_volume_dir(subject.share, "v", 0o755)
+        assert subject.export.mode("v") == 0o755
+
+    def test_without_a_mode_the_existing_mode_is_left_alone(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", 0o700)
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        assert subject.export.mode("v") == 0o700
+
+    def test_creates_nothing_beside_the_directory(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        assert subject.storage.read_record(subject.share, "v") is None
+        assert subject.export.tree() == {"v": DIR}
+
+    @on_disk_only
+    def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
+        subject.export.plant_symlink("ns")
+        with pytest.raises(MountFailed):
+            subject.storage.create_volume_dir(subject.share, "ns/victim/new", 0o700)
+        assert subject.export.tree() == {"ns": SYMLINK}
+
+    @on_disk_only
+    def test_a_symlink_in_place_of_the_directory_is_refused(self, subject: Subject) -> None:
+        subject.export.plant_symlink("v")
+        with pytest.raises(REFUSED):
+            subject.storage.create_volume_dir(subject.share, "v", None)
+        assert subject.export.tree() == {"v": SYMLINK}
+
+    @on_disk_only
+    def test_a_file_in_place_of_the_directory_is_refused(self, subject: Subject) -> None:
+        subject.export.plant_file("v", b"not a directory")
+        with pytest.raises(REFUSED):
+            subject.storage.create_volume_dir(subject.share, "v", 0o700)
+        assert subject.export.read("v") == b"not a directory"
+
+
+class TestRemoveVolumeDir:
+    def test_removes_the_directory_and_everything_below_it(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "ns/v", None)
+        subject.export.plant_dir("ns/v/a/b/c")
+        subject.storage.remove_volume_dir(subject.share, "ns/v")
+        assert subject.export.tree() == {"ns": DIR}
+        assert not subject.storage.exists(subject.share, "ns/v")
+
+    @on_disk_only
+    def test_removes_files_and_links_inside_without_following_the_links(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.export.plant_file("v/a/file")
+        subject.export.plant_symlink("v/a/link")
+        subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {}
+
+    def test_missing_is_ok_and_so_is_a_missing_parent(self, subject: Subject) -> None:
+        subject.storage.remove_volume_dir(subject.share, "v")
+        subject.storage.remove_volume_dir(subject.share, "no/such/v")
+        assert subject.export.tree() == {}
+
+    def test_a_second_remove_is_ok(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.remove_volume_dir(subject.share, "v")
+        subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {}
+
+    def test_leaves_its_record_its_siblings_and_its_parent(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "ns/v", RECORD)
+        subject.storage.create_volume_dir(subject.share, "ns/v", None)
+        subject.storage.create_volume_dir(subject.share, "ns/v2", None)
+        subject.storage.create_volume_dir(subject.share, "ns/v-suffix", None)
+        subject.storage.remove_volume_dir(subject.share, "ns/v")
+        assert subject.export.tree() == {"ns": DIR, "ns/v2": DIR, "ns/v-suffix": DIR, record_path("ns/v"): FILE}
+        assert subject.storage.read_record(subject.share, "ns/v") == RECORD
+
+    def test_the_records_of_volumes_inside_go_with_it(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v/inner", None)
+        subject.storage.write_record(subject.share, "v/inner", RECORD)
+        subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {}
+        assert subject.storage.read_record(subject.share, "v/inner") is None
+
+    @on_disk_only
+    def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
+        subject.export.plant_symlink("ns")
+        with pytest.raises(MountFailed):
+            subject.storage.remove_volume_dir(subject.share, "ns/victim")
+        assert subject.export.tree() == {"ns": SYMLINK}
+
+    @on_disk_only
+    def test_a_symlinked_volume_directory_is_not_removed_through(self, subject: Subject) -> None:
+        subject.export.plant_symlink("v")
+        with pytest.raises(REFUSED):
+            subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {"v": SYMLINK}
+
+    @on_disk_only
+    def test_a_file_in_place_of_the_directory_is_refused(self, subject: Subject) -> None:
+        subject.export.plant_file("v")
+        with pytest.raises(REFUSED):
+            subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {"v": FILE}
+
+
+class TestRenameVolumeDir:
+    def test_renames_within_the_parent_and_takes_everything_along(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "ns/v", 0o700)
+        subject.storage.create_volume_dir(subject.share, "ns/v/inner", None)
+        subject.storage.write_record(subject.share, "ns/v/inner", RECORD)
+        subject.storage.rename_volume_dir(subject.share, "ns/v", "ns/archived-v")
+        assert subject.export.tree() == {
+            "ns": DIR,
+            "ns/archived-v": DIR,
+            "ns/archived-v/inner": DIR,
+            record_path("ns/archived-v/inner"): FILE,
+        }
+        assert subject.export.mode("ns/archived-v") == 0o700
+        assert subject.storage.exists(subject.share, "ns/archived-v") and not subject.storage.exists(subject.share, "ns/v")
+        assert subject.storage.read_record(subject.share, "ns/archived-v/inner") == RECORD
+
+    def test_leaves_the_record_beside_the_old_name(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v", RECORD)
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.rename_volume_dir(subject.share, "v", "archived-v")
+        assert subject.export.tree() == {"archived-v": DIR, record_path("v"): FILE}
+
+    def test_missing_is_ok_so_a_repeated_rename_is_ok(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.rename_volume_dir(subject.share, "v", "archived-v")
+        subject.storage.rename_volume_dir(subject.share, "v", "archived-v")
+        subject.storage.rename_volume_dir(subject.share, "no/such", "no/other")
+        assert subject.export.tree() == {"archived-v": DIR}
+
+    def test_a_rename_into_another_parent_is_refused(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "a/v", None)
+        subject.storage.create_volume_dir(subject.share, "b", None)
+        with pytest.raises(MountFailed):
+            subject.storage.rename_volume_dir(subject.share, "a/v", "b/v")
+        assert subject.export.tree() == {"a": DIR, "a/v": DIR, "b": DIR}
+
+    @on_disk_only
+    def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
+        subject.export.plant_symlink("ns")
+        with pytest.raises(MountFailed):
+            subject.storage.rename_volume_dir(subject.share, "ns/victim", "ns/archived-victim")
+        assert subject.export.tree() == {"ns": SYMLINK}
+
+
+class TestExists:
+    def test_a_directory_exists(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "ns/v", None)
+        assert subject.storage.exists(subject.share, "ns/v")
+        assert subject.storage.exists(subject.share, "ns")
+
+    def test_a_directory_made_by_someone_else_exists(self, subject: Subject) -> None:
+        subject.export.plant_dir("ns/v")
+        assert subject.storage.exists(subject.share, "ns/v")
+
+    def test_missing_and_a_missing_parent_do_not_exist(self, subject: Subject) -> None:
+        assert not subject.storage.exists(subject.share, "v")
+        assert not subject.storage.exists(subject.share, "no/such/v")
+
+    @on_disk_only
+    def test_a_file_is_not_a_directory(self, subject: Subject) -> None:
+        subject.export.plant_file("v")
+        assert not subject.storage.exists(subject.share, "v")
+
+    @on_disk_only
+    def test_a_symlink_to_a_directory_is_not_one(self, subject: Subject) -> None:
+        subject.export.plant_symlink("v")
+        assert not subject.storage.exists(subject.share, "v")
+
+    @on_disk_only
+    def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
+        subject.export.plant_symlink("ns")
+        with pytest.raises(MountFailed):
+            subject.storage.exists(subject.share, "ns/victim")
+
+    @on_disk_only
+    def test_a_file_on_the_way_is_refused(self, subject: Subject) -> None:
+        subject.export.plant_file("ns")
+        with pytest.raises(MountFailed):
+            subject.storage.exists(subject.share, "ns/v")
+
+
+class TestRecords:
+    def test_a_record_is_kept_beside_its_directory_as_json(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "ns/v", RECORD)
+        assert subject.export.tree() == {"ns": DIR, "ns/.v.nfs-csi.json": FILE}
+        assert json.loads(subject.export.read("ns/.v.nfs-csi.json")) == {
+            "name": "pvc-1",
+            "capacity_bytes": 5 << 30,
+            "parameters": {"server": "127.0.0.1", "share": "/exports", "subDir": "ns/v"},
+            "version": 1,
+        }
+        assert subject.storage.read_record(subject.share, "ns/v") == RECORD
+
+    def test_a_record_does_not_make_the_directory(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v", RECORD)
+        assert not subject.storage.exists(subject.share, "v")
+
+    def test_no_record_is_none_and_so_is_a_missing_parent(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        assert subject.storage.read_record(subject.share, "v") is None
+        assert subject.storage.read_record(subject.share, "no/such/v") is None
+
+    def test_a_second_write_replaces_the_first(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v", RECORD)
+        other = VolumeRecord("pvc-1", 1 << 30, {"subDir": "v"})
+        subject.storage.write_record(subject.share, "v", other)
+        assert subject.storage.read_record(subject.share, "v") == other
+        assert subject.export.tree() == {".v.nfs-csi.json": FILE}
+
+    def test_remove_then_remove_again_is_ok(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "ns/v", RECORD)
+        subject.storage.remove_record(subject.share, "ns/v")
+        subject.storage.remove_record(subject.share, "ns/v")
+        subject.storage.remove_record(subject.share, "no/such/v")
+        assert subject.storage.read_record(subject.share, "ns/v") is None
+        assert subject.export.tree() == {"ns": DIR}
+
+    def test_removing_a_record_leaves_its_directory(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v", RECORD)
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.remove_record(subject.share, "v")
+        assert subject.export.tree() == {"v": DIR}
+
+    @on_disk_only
+    def test_a_record_written_by_someone_else_is_read(self, subject: Subject) -> None:
+        subject.export.plant_file("ns/.v.nfs-csi.json", RECORD.to_json())
+        assert subject.storage.read_record(subject.share, "ns/v") == RECORD
+
+    @on_disk_only
+    def test_an_unreadable_record_is_an_error_not_a_missing_one(self, subject: Subject) -> None:
+        subject.export.plant_file(".v.nfs-csi.json", b"{not json")
+        with pytest.raises(MountFailed, match="unreadable"):
+            subject.storage.read_record(subject.share, "v")
+
+    @on_disk_only
+    def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
+        subject.export.plant_symlink("ns")
+        for operation in (
+            lambda: subject.storage.read_record(subject.share, "ns/victim"),
+            lambda: subject.storage.write_record(subject.share, "ns/victim", RECORD),
+            lambda: subject.storage.remove_record(subject.share, "ns/victim"),
+        ):
+            with pytest.raises(MountFailed):
+                operation()
+        assert subject.export.tree() == {"ns": SYMLINK}
+
+    @on_disk_only
+    def test_a_record_that_is_a_symlink_is_never_read_through(self, subject: Subject) -> None:
+        subject.export.plant_symlink(".v.nfs-csi.json")
+        with pytest.raises(REFUSED):
+            subject.storage.read_record(subject.share, "v")
+
+    @on_disk_only
+    def test_writing_over_a_symlinked_record_replaces_the_link_itself(self, subject: Subject) -> None:
+        subject.export.plant_symlink(".v.nfs-csi.json")
+        subject.storage.write_record(subject.share, "v", RECORD)
+        assert subject.export.tree() == {".v.nfs-csi.json": FILE}
+        assert subject.storage.read_record(subject.share, "v") == RECORD
+
+    @on_disk_only
+    def test_removing_a_symlinked_record_removes_the_link_itself(self, subject: Subject) -> None:
+        subject.export.plant_symlink(".v.nfs-csi.json")
+        subject.storage.remove_record(subject.share, "v")
+        assert subject.export.tree() == {}
+
+
+class TestConcurrency:
+    def test_volumes_created_at_once_all_exist(self, subject: Subject) -> None:
+        names = [f"ns/v{i}" for i in range(8)]
+
+        def provision(name: str) -> Callable[[], None]:
+            def run() -> None:
+                subject.storage.write_record(subject.share, name, VolumeRecord(name, 1))
+                subject.storage.create_volume_dir(subject.share, name, 0o770)
+
+            return run
+
+        assert at_once([provision(name) for name in names]) == []
+        for name in names:
+            assert subject.storage.exists(subject.share, name)
+            assert subject.storage.read_record(subject.share, name) == VolumeRecord(name, 1)
+            assert subject.export.mode(name) == 0o770
+
+    def test_a_record_written_at_once_is_one_whole_record(self, subject: Subject) -> None:
+        records = [VolumeRecord("pvc-1", i, {"writer": str(i)}) for i in range(8)]
+        assert at_once([lambda r=r: subject.storage.write_record(subject.share, "v", r) for r in records]) == []
+        assert subject.storage.read_record(subject.share, "v") in records
+        assert subject.export.tree() == {".v.nfs-csi.json": FILE}
+
+
+class TestClose:
+    def test_close_twice_is_ok(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.close()
+        subject.storage.close()

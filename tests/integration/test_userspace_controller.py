@@ -1,0 +1,161 @@
+"""The controller on userspace NFS, with no capability at all, against nfs-ganesha, over the real CSI socket."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from adapters.csi.v1 import csi_pb2 as csi
+from tests.conftest import ROOT
+from tests.integration.conftest import STANDIN, Driver, mount_capability
+from tests.integration.ganesha import Ganesha, ganesha  # noqa: F401 - the session's NFS server fixture
+
+pytestmark = pytest.mark.integration
+
+NO_PRIVILEGE = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
+ARCHIVED = re.compile(r"^archived-pvc-1-\d{8}T\d{6}Z$")
+
+
+def start_userspace_controller(workdir: Path, server: Ganesha, *extra: str) -> Driver:
+    """``python -m app --mode controller --storage userspace``, under setpriv with an empty capability set."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock, log = workdir / "csi.sock", workdir / "driver.log"
+    argv = [
+        *NO_PRIVILEGE, sys.executable, "-m", "app",
+        "--endpoint", f"unix://{sock}",
+        "--mode", "controller",
+        "--storage", "userspace",
+        "--nfs-version", "4.1",
+        "--nfs-port", str(server.port),
+        "--nfs-timeout", "10",
+        "--working-mount-dir", str(workdir / "shares"),
+        "--state-dir", str(workdir / "state"),
+        "--mount-command", STANDIN,
+        "--log-level", "debug",
+        *extra,
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not sock.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"driver did not start:\n{log.read_text()}")
+        time.sleep(0.02)
+    channel = grpc.insecure_channel(f"unix:{sock}")
+    grpc.channel_ready_future(channel).result(timeout=10)
+    driver = Driver(process, sock, channel, log)
+    if "controller storage: userspace NFS" not in log.read_text():
+        driver.stop()
+        raise AssertionError(
+            "the driver ignored --storage userspace: app/server.py build_container must pass "
+            f"settings.storage_config() as the container's 'storage' section\n{log.read_text()}"
+        )
+    return driver
+
+
+def effective_capabilities(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no CapEff line")
+
+
+@pytest.fixture
+def share(ganesha: Ganesha) -> tuple[str, Path]:
+    """A fresh directory of ganesha's export: its NFS path, and where it lies on the server's disk."""
+    ref, directory = ganesha.new_share("csi")
+    return ref.share, directory
+
+
+@pytest.fixture
+def controller(ganesha: Ganesha, tmp_path: Path) -> Iterator[Driver]:
+    running = start_userspace_controller(tmp_path / "driver", ganesha)
+    yield running
+    assert running.stop() == 0, running.log.read_text()
+
+
+def create(driver: Driver, share: str, name: str = "pvc-1", **params: str) -> csi.CreateVolumeResponse:
+    request = csi.CreateVolumeRequest(
+        name=name,
+        capacity_range=csi.CapacityRange(required_bytes=2 << 30),
+        volume_capabilities=[mount_capability()],
+        parameters={"server": "127.0.0.1", "share": share, **params},
+    )
+    response: csi.CreateVolumeResponse = driver.controller.CreateVolume(request, timeout=30)
+    return response
+
+
+class TestUnprivilegedController:
+    def test_it_runs_with_no_capability_and_probes_ready(self, controller: Driver) -> None:
+        assert effective_capabilities(controller.process.pid) == 0
+        assert controller.identity.Probe(csi.ProbeRequest(), timeout=10).ready.value
+
+    def test_create_then_delete_leaves_the_share_as_it_was(self, controller: Driver, ganesha: Ganesha, share: tuple[str, Path]) -> None:
+        path, on_disk = share
+        case = path.removeprefix(ganesha.pseudo + "/")
+
+        # Given a volume made over the socket
+        volume = create(controller, path, subDir="ns/pvc-1", mountPermissions="0770", onDelete="delete").volume
+        assert "from user space" in controller.log.read_text()
+
+        # then an independent NFS client sees its directory and its record on the server
+        listing = ganesha.ls(f"{case}/ns")
+        assert set(listing) == {"pvc-1", ".pvc-1.nfs-csi.json"}
+        assert listing["pvc-1"].kind == "dir" and listing["pvc-1"].mode == 0o770
+        record = json.loads(ganesha.cat(f"{case}/ns/.pvc-1.nfs-csi.json"))
+        assert record["name"] == "pvc-1" and record["capacity_bytes"] == 2 << 30
+        # and so does the export directory itself
+        assert (on_disk / "ns" / "pvc-1").is_dir() and (on_disk / "ns" / "pvc-1").stat().st_mode & 0o777 == 0o770
+        assert json.loads((on_disk / "ns" / ".pvc-1.nfs-csi.json").read_bytes()) == record
+
+        # When it is asked for again, the same volume comes back
+        assert create(controller, path, subDir="ns/pvc-1", mountPermissions="0770", onDelete="delete").volume == volume
+
+        # When a pod's data is in it and it is deleted, twice
+        (on_disk / "ns" / "pvc-1" / "sub").mkdir()
+        (on_disk / "ns" / "pvc-1" / "sub" / "data").write_text("written by a pod")
+        controller.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
+        controller.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
+
+        # then nothing of it is left, over NFS or on disk
+        assert ganesha.ls(f"{case}/ns") == {}
+        assert sorted(p.name for p in on_disk.rglob("*")) == ["ns"]
+
+    def test_archive_keeps_the_data_under_a_new_name(self, controller: Driver, ganesha: Ganesha, share: tuple[str, Path]) -> None:
+        path, on_disk = share
+        case = path.removeprefix(ganesha.pseudo + "/")
+        volume = create(controller, path, onDelete="archive").volume
+        (on_disk / "pvc-1" / "data").write_text("keep me")
+
+        controller.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
+        controller.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
+
+        listing = ganesha.ls(case)
+        (archived,) = listing
+        assert ARCHIVED.match(archived) and listing[archived].kind == "dir"
+        assert ganesha.cat(f"{case}/{archived}/data") == b"keep me"
+        assert [p.name for p in on_disk.iterdir()] == [archived]
+        assert (on_disk / archived / "data").read_text() == "keep me"
+
+    def test_a_directory_the_driver_did_not_make_is_refused_and_kept(self, controller: Driver, ganesha: Ganesha, share: tuple[str, Path]) -> None:
+        path, on_disk = share
+        (on_disk / "pvc-1").mkdir()
+        (on_disk / "pvc-1" / "precious").write_text("not yours")
+        with pytest.raises(grpc.RpcError) as err:
+            create(controller, path)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert (on_disk / "pvc-1" / "precious").read_text() == "not yours"
+
+    def test_a_share_the_server_does_not_export_is_not_found(self, controller: Driver) -> None:
+        with pytest.raises(grpc.RpcError) as err:
+            create(controller, "/exports/no-such-share")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
