@@ -1,0 +1,166 @@
+"""Every kustomization builds, validates against Kubernetes and CRD schemas, and passes the deployment's policies."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from tests.deploy import manifests as m
+from tests.deploy.conftest import Built
+from tests.deploy.manifests import ROOT, Tools
+
+TARGETS = ["base", *m.overlays()]
+
+
+def project_version() -> str:
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def test_there_are_dev_and_prod_overlays() -> None:
+    assert {"dev", "prod"} <= set(m.overlays())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+class TestSchemas:
+    def test_every_object_validates_strictly_against_kubernetes(
+        self, target: str, built: dict[str, Built], tools: Tools
+    ) -> None:
+        assert m.kubernetes_validate(tools.kubernetes_validate, built[target].path) == []
+
+    def test_custom_resources_validate_against_their_upstream_crds(
+        self, target: str, built: dict[str, Built], tools: Tools
+    ) -> None:
+        assert m.validate_custom_resources(built[target].objs, tools.crds) == []
+        assert m.of_kind(built[target].objs, "VolumeSnapshotClass"), "the example VolumeSnapshotClass is missing"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+class TestPolicies:
+    def test_driver_name_is_the_same_in_csidriver_storageclasses_snapshotclass_and_flags(
+        self, target: str, built: dict[str, Built]
+    ) -> None:
+        assert m.check_driver_name(built[target].objs) == []
+
+    def test_sidecars_registrar_and_driver_agree_on_socket_paths(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_sockets(built[target].objs) == []
+
+    def test_node_plugin_has_the_mounts_propagation_and_privilege_it_needs(
+        self, target: str, built: dict[str, Built]
+    ) -> None:
+        assert m.check_node_plugin(built[target].objs) == []
+
+    def test_every_image_is_pinned(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_images_pinned(built[target].objs) == []
+
+    def test_driver_image_is_tagged_with_the_project_version(self, target: str, built: dict[str, Built]) -> None:
+        tags = {m.split_image(d["image"])[1] for _, d in m.driver_workloads(built[target].objs)}
+        assert tags == {project_version()}
+
+    def test_metrics_port_is_the_same_in_flag_container_service_and_monitors(
+        self, target: str, built: dict[str, Built]
+    ) -> None:
+        assert m.check_metrics(built[target].objs) == []
+
+    def test_liveness_probes_ask_the_livenessprobe_sidecar_where_it_listens(
+        self, target: str, built: dict[str, Built]
+    ) -> None:
+        assert m.check_liveness(built[target].objs) == []
+
+    def test_rbac_is_complete_and_least_privilege(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_rbac(built[target].objs) == []
+
+    def test_controller_sidecars_elect_a_leader(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_leader_election(built[target].objs) == []
+
+    def test_csidriver_is_attachless_file_fsgroup_persistent(self, target: str, built: dict[str, Built]) -> None:
+        (driver,) = m.of_kind(built[target].objs, "CSIDriver")
+        assert driver["spec"]["attachRequired"] is False
+        assert driver["spec"]["fsGroupPolicy"] == "File"
+        assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"]
+
+    def test_provisioner_passes_pvc_metadata_for_subdir_templates(self, target: str, built: dict[str, Built]) -> None:
+        (controller,) = m.of_kind(built[target].objs, "Deployment")
+        provisioner = m.container(controller, "csi-provisioner")
+        assert provisioner is not None and m.flags(provisioner).get("extra-create-metadata") == "true"
+
+
+def test_snapshot_crd_comes_from_the_release_of_the_csi_snapshotter_image(
+    built: dict[str, Built], tools: Tools
+) -> None:
+    (controller,) = m.of_kind(built["base"].objs, "Deployment")
+    snapshotter = m.container(controller, "csi-snapshotter")
+    assert snapshotter is not None
+    image_version = m.split_image(snapshotter["image"])[1]
+    sources = (tools.crds / "sources.txt").read_text()
+    crd_version = re.search(r"external-snapshotter/client/v\d+@(\S+)", sources)
+    assert crd_version and crd_version.group(1) == image_version, sources
+
+
+class TestDev:
+    def test_one_controller_and_debug_logs(self, built: dict[str, Built]) -> None:
+        objs = built["dev"].objs
+        (controller,) = m.of_kind(objs, "Deployment")
+        assert controller["spec"]["replicas"] == 1
+        for _, driver in m.driver_workloads(objs):
+            assert m.flags(driver)["log-level"] == "debug"
+
+    def test_has_a_storageclass_for_an_in_cluster_nfs_server(self, built: dict[str, Built]) -> None:
+        servers = [sc["parameters"]["server"] for sc in m.of_kind(built["dev"].objs, "StorageClass")]
+        assert any(s.endswith(".svc.cluster.local") for s in servers), servers
+
+
+class TestProd:
+    def test_two_controllers_with_a_disruption_budget(self, built: dict[str, Built]) -> None:
+        objs = built["prod"].objs
+        (controller,) = m.of_kind(objs, "Deployment")
+        assert controller["spec"]["replicas"] == 2
+        (pdb,) = m.of_kind(objs, "PodDisruptionBudget")
+        assert m.selects(pdb["spec"]["selector"]["matchLabels"], controller["spec"]["template"]["metadata"]["labels"])
+        assert pdb["spec"]["minAvailable"] == 1
+
+    def test_every_container_has_requests_and_a_memory_limit(self, built: dict[str, Built]) -> None:
+        missing = [
+            f"{m.ident(w)}/{c['name']}"
+            for w in m.workloads(built["prod"].objs)
+            for c in m.containers(w)
+            if not {"cpu", "memory"} <= set(c.get("resources", {}).get("requests", {}))
+            or "memory" not in c.get("resources", {}).get("limits", {})
+        ]
+        assert missing == []
+
+    def test_workloads_use_priority_classes_of_the_build(self, built: dict[str, Built]) -> None:
+        objs = built["prod"].objs
+        classes = {p["metadata"]["name"] for p in m.of_kind(objs, "PriorityClass")}
+        used = {m.pod_spec(w).get("priorityClassName") for w in m.workloads(objs)}
+        assert used <= classes and None not in used
+
+    def test_monitoring_scrapes_the_driver_and_alerts_on_errors_mount_timeouts_and_slow_creates(
+        self, built: dict[str, Built]
+    ) -> None:
+        objs = built["prod"].objs
+        assert m.of_kind(objs, "ServiceMonitor", "PodMonitor")
+        alerts = {r["alert"] for g in m.rules_file(objs)["groups"] for r in g["rules"] if "alert" in r}
+        assert {"NfsCsiHighErrorRatio", "NfsCsiMountTimeouts", "NfsCsiSlowCreateVolume"} <= alerts
+        assert m.check_alert_jobs(objs) == []
+
+
+class TestProdUserspace:
+    def test_the_controller_provisions_over_userspace_nfs_without_any_privilege(self, built: dict[str, Built]) -> None:
+        objs = built["prod-userspace"].objs
+        (controller,) = m.of_kind(objs, "Deployment")
+        driver = m.container(controller, "nfs-csi-driver")
+        assert driver is not None
+        assert m.flags(driver)["storage"] == "userspace"
+        security = driver["securityContext"]
+        assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+        assert security["runAsNonRoot"] is True and security["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in security["capabilities"]
+        assert [v for v in m.pod_spec(controller).get("volumes", []) if "hostPath" in v] == []
+        assert all(v["mountPath"] != "/var/lib/nfs-csi/shares" for v in driver.get("volumeMounts", []))
+
+    def test_the_node_plugin_still_mounts(self, built: dict[str, Built]) -> None:
+        (node,) = m.of_kind(built["prod-userspace"].objs, "DaemonSet")
+        driver = m.container(node, "nfs-csi-driver")
+        assert driver is not None and driver["securityContext"]["privileged"] is True
