@@ -126,6 +126,7 @@ class UserspaceShareStorage(ShareStorage):
         self._guard = threading.Lock()
         self._share_locks: dict[ShareRef, threading.Lock] = {}
         self._clients: dict[ShareRef, NfsClient] = {}
+        self._closers: list[threading.Thread] = []
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(options.attempts),
             wait=tenacity.wait_random_exponential(multiplier=0.1, max=1.0),
@@ -188,7 +189,10 @@ class UserspaceShareStorage(ShareStorage):
             except Exception:  # noqa: BLE001 - the connection is already gone
                 log.debug("closing a broken client of %s failed", share.source(), exc_info=True)
 
-        threading.Thread(target=close, name="nfs-close", daemon=True).start()
+        closer = threading.Thread(target=close, name="nfs-close", daemon=True)
+        with self._guard:
+            self._closers = [t for t in self._closers if t.is_alive()] + [closer]
+        closer.start()
 
     def _run(self, share: ShareRef, what: str, operation: Callable[[NfsClient], T]) -> T:
         """Run one storage operation with the share's client; translate every NFS failure to a domain error."""
@@ -386,6 +390,11 @@ class UserspaceShareStorage(ShareStorage):
     def close(self) -> None:
         with self._guard:
             clients, self._clients = dict(self._clients), {}
+            closers, self._closers = self._closers, []
+        # No thread may still be inside nfs-rs when the interpreter ends: a daemon thread unwound there at exit
+        # crashes the process. Each closer is itself bounded by the client's timeout.
+        for closer in closers:
+            closer.join(self._options.timeout + 1.0)
         for share, client in clients.items():
             try:
                 client.close()

@@ -147,6 +147,16 @@ class TestLosingTheServer:
         assert time.monotonic() - started < 1
         storage.close()
 
+    def test_close_waits_for_broken_clients_being_closed_aside(self, own_ganesha: Ganesha) -> None:
+        # A thread left inside nfs-rs when the interpreter ends is unwound there and crashes the process.
+        storage = UserspaceShareStorage(options(own_ganesha.port, timeout=1.0))
+        storage.create_volume_dir(own_ganesha.share, "v", None)
+        own_ganesha.stop()
+        with pytest.raises((DeadlineExceeded, Unavailable)):
+            storage.exists(own_ganesha.share, "v")
+        storage.close()
+        assert [t.name for t in threading.enumerate() if t.name == "nfs-close" and t.is_alive()] == []
+
 
 class TestShares:
     def test_a_share_the_server_does_not_export_is_not_found(self, ganesha: Ganesha) -> None:
