@@ -99,6 +99,7 @@ def _wait_for_socket(path: str, process: subprocess.Popen[bytes], deadline: floa
 def _capabilities_of(socket_path: str, mode: str) -> set[Capability]:
     found: set[Capability] = set()
     with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=15)  # the socket file can precede listen()
         plugin = csi_grpc.IdentityStub(channel).GetPluginCapabilities(csi.GetPluginCapabilitiesRequest(), timeout=10)
         for capability in plugin.capabilities:
             if capability.HasField("service"):
