@@ -14,7 +14,7 @@ from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
 from domain.controller import DeleteVolume, ProvisionVolume, ValidateVolumeCapabilities
 from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe
 from domain.locks import VolumeLocks
-from domain.model import OnDelete
+from domain.model import OnDelete, mount_option_allowlist
 from domain.node import Publish, Unpublish
 from domain.parameters import ProvisionDefaults, parse_mode
 
@@ -32,9 +32,11 @@ class Container(containers.DeclarativeContainer):
         timeout=config.mount_timeout,
         retry=providers.Factory(RetryPolicy, attempts=config.mount_attempts),
         observer=telemetry,
+        max_concurrent_mounts=config.max_concurrent_mounts,
+        fs_timeout=config.fs_timeout,
     )
     mounted_storage = providers.ThreadSafeSingleton(
-        MountedShareStorage, mounter=mounter, working_dir=config.working_mount_dir
+        MountedShareStorage, mounter=mounter, working_dir=config.working_mount_dir, fs_timeout=config.fs_timeout
     )
     userspace_storage = providers.ThreadSafeSingleton(
         UserspaceShareStorage,
@@ -58,10 +60,17 @@ class Container(containers.DeclarativeContainer):
         on_delete=providers.Factory(OnDelete, config.default_ondelete_policy),
         mount_permissions=providers.Callable(parse_mode, config.mount_permissions, "--mount-permissions"),
     )
-    provision = providers.Factory(ProvisionVolume, storage=storage, locks=locks, defaults=defaults, events=telemetry)
+    mount_options = providers.Singleton(mount_option_allowlist, config.allowed_mount_options)
+    provision = providers.Factory(
+        ProvisionVolume, storage=storage, locks=locks, defaults=defaults, events=telemetry, mount_options=mount_options
+    )
     delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry)
-    validate = providers.Factory(ValidateVolumeCapabilities, storage=storage, defaults=defaults)
-    publish = providers.Factory(Publish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
+    validate = providers.Factory(
+        ValidateVolumeCapabilities, storage=storage, defaults=defaults, mount_options=mount_options
+    )
+    publish = providers.Factory(
+        Publish, mounter=mounter, publications=publications, locks=locks, events=telemetry, mount_options=mount_options
+    )
     unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
     probe = providers.Factory(
         Probe, mounter=providers.Selector(config.probe_mount_helper, yes=mounter, no=providers.Object(None))

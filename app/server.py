@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
+from adapters.grpc.admission import DecodeGuard, ReservedPath
 from adapters.grpc.observe import ObservingInterceptor
 from app.container import Container
 from domain.errors import DomainError
@@ -68,6 +69,9 @@ def build_container(settings: Settings) -> Container:
             "umount_command": settings.umount_command,
             "mount_timeout": settings.mount_timeout,
             "mount_attempts": settings.mount_attempts,
+            "fs_timeout": settings.fs_timeout,
+            "max_concurrent_mounts": settings.max_concurrent_mounts,
+            "allowed_mount_options": settings.allowed_mount_options,
             "working_mount_dir": settings.working_mount_dir,
             "state_dir": settings.state_dir,
             "default_ondelete_policy": settings.default_ondelete_policy,
@@ -92,7 +96,8 @@ class DriverServer:
         self._serving = False
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="csi"),
-            interceptors=[ObservingInterceptor(container.telemetry())],
+            # Outermost first: quick calls get threads of their own; garbage is refused before it is logged.
+            interceptors=[ReservedPath(), DecodeGuard(), ObservingInterceptor(container.telemetry())],
             options=[("grpc.so_reuseport", 0)],
         )
 
@@ -157,7 +162,10 @@ class DriverServer:
         self._stopping.set()
 
     def wait_and_drain(self) -> None:
-        self._stopping.wait()
+        # A timed wait: the main thread wakes each second to run the SIGTERM handler, even when the signal was
+        # taken by another thread (an untimed wait could sleep through it, and the driver would never stop).
+        while not self._stopping.wait(1.0):
+            pass
         log.info("stopping: draining calls in flight for up to %s s", self._settings.grace_period)
         self._server.stop(self._settings.grace_period).wait()
         if self._settings.serves_controller:

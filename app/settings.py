@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from domain.errors import InvalidArgument
+from domain.model import mount_option_allowlist
+
 DEFAULT_DRIVER_NAME = "nfs.csi.ownedstorage.dev"
 VERSION = "0.1.0"
 
@@ -37,6 +40,9 @@ class Settings:
     nfs_gid: int = -1
     nfs_reserved_port: bool = False
     nfs_timeout: float = 30.0
+    fs_timeout: float = 30.0
+    max_concurrent_mounts: int = 8
+    allowed_mount_options: str = ""
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -92,6 +98,18 @@ def parser() -> argparse.ArgumentParser:
         help="userspace storage: send from a port below 1024 (needs CAP_NET_BIND_SERVICE), for exports marked secure",
     )
     p.add_argument("--nfs-timeout", type=float, default=30.0, help="userspace storage: seconds to connect and per operation")
+    p.add_argument(
+        "--fs-timeout", type=float, default=30.0,
+        help="seconds for each filesystem call on a share or a publish target (stat, mkdir, rename, delete, ...)",
+    )
+    p.add_argument(
+        "--max-concurrent-mounts", type=int, default=8,
+        help="mount.nfs processes that may run at once (each costs memory); more wait, up to --mount-timeout",
+    )
+    p.add_argument(
+        "--allowed-mount-options", default="",
+        help="comma-separated mount option names a StorageClass or volume may ask for; empty: the built-in list",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -102,6 +120,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--endpoint must start with unix:// or tcp://")
     if args.mount_attempts < 1 or args.workers < 1 or args.mount_timeout <= 0:
         parser().error("--mount-attempts and --workers must be at least 1, --mount-timeout positive")
+    if args.fs_timeout <= 0 or args.max_concurrent_mounts < 1:
+        parser().error("--fs-timeout must be positive, --max-concurrent-mounts at least 1")
+    try:
+        mount_option_allowlist(args.allowed_mount_options)
+    except InvalidArgument as err:
+        parser().error(f"--allowed-mount-options: {err}")
     nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
     if not all(v in ("4.1", "4.0", "3") for v in nfs_versions):
         parser().error("--nfs-version takes 4.1, 4.0 or 3, or a comma-separated fallback list of them")
@@ -132,4 +156,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         nfs_gid=args.nfs_gid,
         nfs_reserved_port=args.nfs_reserved_port,
         nfs_timeout=args.nfs_timeout,
+        fs_timeout=args.fs_timeout,
+        max_concurrent_mounts=args.max_concurrent_mounts,
+        allowed_mount_options=args.allowed_mount_options,
     )

@@ -10,7 +10,9 @@ from typing import Mapping
 from domain.errors import AlreadyExists, InvalidArgument, NotFound
 from domain.locks import VolumeLocks
 from domain.model import (
+    DEFAULT_ALLOWLIST,
     CapacityRange,
+    MountOptionAllowlist,
     OnDelete,
     ShareRef,
     VolumeCapability,
@@ -18,6 +20,7 @@ from domain.model import (
     VolumeRecord,
     check_capabilities,
     check_capability,
+    check_volume_name,
 )
 from domain.events import Event, NoEvents
 from domain.needs import Clock, Events, Storage
@@ -46,17 +49,22 @@ class ProvisionVolume:
     """CreateVolume: make the volume's directory once; a retry with the same name converges."""
 
     def __init__(
-        self, storage: Storage, locks: VolumeLocks, defaults: ProvisionDefaults, events: Events = NoEvents()
+        self,
+        storage: Storage,
+        locks: VolumeLocks,
+        defaults: ProvisionDefaults,
+        events: Events = NoEvents(),
+        mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
     ) -> None:
         self._storage = storage
         self._locks = locks
         self._defaults = defaults
         self._events = events
+        self._mount_options = mount_options
 
     def __call__(self, command: CreateVolume) -> ProvisionedVolume:
-        if not command.name:
-            raise InvalidArgument("name is required")
-        check_capabilities(command.capabilities)
+        check_volume_name(command.name)
+        check_capabilities(command.capabilities, self._mount_options)
         if command.has_content_source:
             raise InvalidArgument("volume_content_source is not supported yet")
         params = VolumeParameters.parse(command.parameters, self._defaults)
@@ -66,7 +74,7 @@ class ProvisionVolume:
         share = params.share
 
         created = False
-        with self._locks.hold(str(volume_id)):
+        with self._locks.hold(f"name:{command.name}", str(volume_id)):
             record = self._storage.read_record(share, subdir)
             if record is None:
                 if self._storage.exists(share, subdir):
@@ -126,9 +134,12 @@ class Validation:
 class ValidateVolumeCapabilities:
     """ValidateVolumeCapabilities: confirm only what this driver serves for a volume it recorded."""
 
-    def __init__(self, storage: Storage, defaults: ProvisionDefaults) -> None:
+    def __init__(
+        self, storage: Storage, defaults: ProvisionDefaults, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
+    ) -> None:
         self._storage = storage
         self._defaults = defaults
+        self._mount_options = mount_options
 
     def __call__(self, command: ValidateVolume) -> Validation:
         if not command.volume_id:
@@ -141,7 +152,7 @@ class ValidateVolumeCapabilities:
             raise NotFound(f"volume {command.volume_id!r} does not exist")
         try:
             for capability in command.capabilities:
-                check_capability(capability)
+                check_capability(capability, self._mount_options)
             self._check_context(volume_id, record, command.context)
             self._check_parameters(volume_id, record, command.parameters)
         except InvalidArgument as err:
@@ -199,11 +210,16 @@ class DeleteVolume:
             if volume_id.on_delete is OnDelete.DELETE:
                 self._storage.remove_volume_dir(share, subdir)
             elif volume_id.on_delete is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
-                self._storage.rename_volume_dir(share, subdir, self._archive_name(subdir))
+                self._storage.rename_volume_dir(share, subdir, self._archive_name(share, subdir))
             self._storage.remove_record(share, subdir)
         self._events.emit(_DELETE_EVENT[volume_id.on_delete])
 
-    def _archive_name(self, subdir: str) -> str:
+    def _archive_name(self, share: ShareRef, subdir: str) -> str:
+        """Beside the volume, in its own parent; never onto an existing directory (a rename would replace it)."""
         parent, leaf = posixpath.split(subdir)
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%SZ")
-        return posixpath.join(parent, f"archived-{leaf}-{stamp}")
+        name = posixpath.join(parent, f"archived-{leaf}-{stamp}")
+        candidate, n = name, 1
+        while self._storage.exists(share, candidate):
+            candidate, n = f"{name}-{n}", n + 1
+        return candidate

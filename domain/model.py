@@ -10,7 +10,7 @@ from typing import Mapping
 from urllib.parse import quote, unquote
 
 from domain.errors import InvalidArgument, OutOfRange
-from domain.paths import absolute_path, relative_subpath
+from domain.paths import MAX_NAME_BYTES, absolute_path, check_characters, relative_subpath
 
 _SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
 
@@ -105,7 +105,7 @@ class VolumeId:
             decoded = [unquote(p, errors="strict") for p in parts[1:]]
             volume = cls(
                 ShareRef.parse(decoded[0], decoded[1]),
-                relative_subpath(decoded[2], "subdir"),
+                relative_subpath(decoded[2], "subdir", new=False),
                 OnDelete(decoded[3]),
             )
         except (InvalidArgument, ValueError, UnicodeDecodeError):
@@ -145,23 +145,27 @@ class VolumeCapability:
     mount_flags: tuple[str, ...] = ()
 
 
-def check_capabilities(capabilities: tuple[VolumeCapability, ...]) -> None:
+def check_capabilities(
+    capabilities: tuple[VolumeCapability, ...], allowlist: MountOptionAllowlist | None = None
+) -> None:
     """Refuse, as INVALID_ARGUMENT, any capability NFS cannot serve."""
     if not capabilities:
         raise InvalidArgument("volume_capabilities must not be empty")
     for capability in capabilities:
-        check_capability(capability)
+        check_capability(capability, allowlist)
 
 
-def check_capability(capability: VolumeCapability) -> None:
+def check_capability(capability: VolumeCapability, allowlist: MountOptionAllowlist | None = None) -> None:
     if capability.block:
         raise InvalidArgument("block access is not supported by an NFS volume")
     if capability.access_mode not in SUPPORTED_ACCESS_MODES:
         raise InvalidArgument("access_mode is missing or unknown")
     if capability.fs_type not in ("", "nfs", "nfs4"):
         raise InvalidArgument(f"fs_type {capability.fs_type!r} is not supported; use nfs or leave it empty")
+    if len(capability.mount_flags) > MAX_MOUNT_OPTIONS:
+        raise InvalidArgument(f"at most {MAX_MOUNT_OPTIONS} mount options are accepted")
     for flag in capability.mount_flags:
-        check_mount_option(flag)
+        (allowlist or DEFAULT_ALLOWLIST).check(flag)
 
 
 _MOUNT_OPTION = re.compile(r"^[A-Za-z0-9_]+(?:=[A-Za-z0-9_.:/+\-]+)?$")
@@ -177,13 +181,57 @@ ALLOWED_MOUNT_OPTIONS = frozenset(
 )
 
 
+MAX_MOUNT_OPTIONS = 64
+_OPTION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class MountOptionAllowlist:
+    """The mount option names a StorageClass or a capability may ask for (``--allowed-mount-options``)."""
+
+    names: frozenset[str] = ALLOWED_MOUNT_OPTIONS
+
+    @classmethod
+    def parse(cls, text: str) -> MountOptionAllowlist:
+        """Comma-separated option names, such as ``hard,nfsvers,rsize``."""
+        names = frozenset(name.strip() for name in text.split(",") if name.strip())
+        bad = sorted(name for name in names if not _OPTION_NAME.match(name))
+        if bad:
+            raise InvalidArgument(f"allowed mount option names must be letters, digits and '_': {bad[0]!r}")
+        return cls(names)
+
+    def check(self, option: str) -> str:
+        """Accept one mount option only if it is allowlisted and cannot smuggle another option."""
+        if len(option) > 256 or not _MOUNT_OPTION.match(option):
+            raise InvalidArgument(
+                f"mount option {option[:80]!r} is malformed (one option per flag: a name, or name=value; no commas)"
+            )
+        if option.split("=", 1)[0] not in self.names:
+            raise InvalidArgument(f"mount option {option!r} is not on this driver's allowlist (--allowed-mount-options)")
+        return option
+
+
+DEFAULT_ALLOWLIST = MountOptionAllowlist()
+
+
+def mount_option_allowlist(text: str) -> MountOptionAllowlist:
+    """``--allowed-mount-options``: comma-separated names; empty keeps the built-in list."""
+    return MountOptionAllowlist.parse(text) if text.strip() else DEFAULT_ALLOWLIST
+
+
 def check_mount_option(option: str) -> str:
-    """Accept one mount option only if it is allowlisted and cannot smuggle another option."""
-    if not _MOUNT_OPTION.match(option):
-        raise InvalidArgument(f"mount option {option!r} is malformed (one option per flag, no commas)")
-    if option.split("=", 1)[0] not in ALLOWED_MOUNT_OPTIONS:
-        raise InvalidArgument(f"mount option {option!r} is not allowed")
-    return option
+    """Accept one mount option only if it is on the default allowlist and cannot smuggle another option."""
+    return DEFAULT_ALLOWLIST.check(option)
+
+
+def check_volume_name(name: str) -> str:
+    """A CreateVolume name: required, printable, at most MAX_NAME_BYTES bytes."""
+    if not name:
+        raise InvalidArgument("name is required")
+    if len(name.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES:
+        raise InvalidArgument(f"name is longer than {MAX_NAME_BYTES} bytes")
+    check_characters(name, "name")
+    return name
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from domain.locks import VolumeLocks
-from domain.model import Publication, VolumeCapability, VolumeId, check_capability
+from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, VolumeId, check_capability
 from domain.events import Event, NoEvents
 from domain.needs import Events, Mounting, Publications
 from domain.paths import absolute_path
 
 log = logging.getLogger(__name__)
+
+EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 
 
 @dataclass(frozen=True)
@@ -25,26 +27,49 @@ class PublishVolume:
     context: Mapping[str, str] = field(default_factory=dict)
 
 
+def _target(raw: str) -> str:
+    if not raw:
+        raise InvalidArgument("target_path is required")
+    target = absolute_path(raw, "target_path")
+    if target == "/":
+        raise InvalidArgument("target_path must not be '/'")
+    return target
+
+
+def _lock_keys(volume_id: str, target: str) -> tuple[str, str]:
+    """One call per volume at a target, and one volume per target at a time."""
+    return f"{volume_id}@{target}", f"target:{target}"
+
+
 class Publish:
-    """NodePublishVolume: mount server:/share/subdir at the target, once."""
+    """NodePublishVolume: mount server:/share/subdir at the target, once; a stale mount there is mounted again."""
 
     def __init__(
-        self, mounter: Mounting, publications: Publications, locks: VolumeLocks, events: Events = NoEvents()
+        self,
+        mounter: Mounting,
+        publications: Publications,
+        locks: VolumeLocks,
+        events: Events = NoEvents(),
+        mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
     ) -> None:
         self._mounter = mounter
         self._publications = publications
         self._locks = locks
         self._events = events
+        self._mount_options = mount_options
 
     def __call__(self, command: PublishVolume) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
-        if not command.target_path:
-            raise InvalidArgument("target_path is required")
+        target = _target(command.target_path)
         if command.capability is None:
             raise InvalidArgument("volume_capability is required")
-        check_capability(command.capability)
-        target = absolute_path(command.target_path, "target_path")
+        if command.context.get(EPHEMERAL, "").strip().lower() == "true":
+            raise InvalidArgument(
+                "inline ephemeral volumes are disabled on this driver: use a PersistentVolumeClaim "
+                f"(the volume_context has {EPHEMERAL}: true)"
+            )
+        check_capability(command.capability, self._mount_options)
         volume_id = VolumeId.parse(command.volume_id)
         if volume_id is None:
             raise NotFound(f"volume {command.volume_id!r} does not exist")
@@ -58,7 +83,8 @@ class Publish:
             source=volume_id.share.source(volume_id.subdir),
             options=tuple(dict.fromkeys(options)),
         )
-        with self._locks.hold(f"{command.volume_id}@{target}"):
+        recovered = False
+        with self._locks.hold(*_lock_keys(command.volume_id, target)):
             existing = self._publications.get(target)
             mounted = self._mounter.is_mount_point(target)
             if existing is not None and existing != wanted:
@@ -66,16 +92,31 @@ class Publish:
             if existing is None and mounted:
                 raise AlreadyExists(f"{target} is already a mount point not published by this driver")
             if existing is not None and mounted:
-                return
+                if not self._mounter.is_stale(target):
+                    return
+                log.warning("%s answers 'stale file handle': unmounting it and mounting %s again", target, wanted.source)
+                self._mounter.unmount(target)
+                recovered = True
             self._mounter.make_target(target)
-            self._publications.put(wanted)
+            self._publications.put(wanted)  # before the mount: a restart finds what may be mounted here
             try:
                 self._mounter.mount(wanted.source, target, wanted.options)
+            except DeadlineExceeded:
+                # The mount may still land (a killed helper can outlive its timeout in the kernel): keep the
+                # record, so a retry mounts again and NodeUnpublish may unmount what did land.
+                raise
             except BaseException:
+                self._forget_failed(target)
+                raise
+        self._events.emit(Event.STALE_HANDLE_RECOVERED if recovered else Event.VOLUME_PUBLISHED)
+
+    def _forget_failed(self, target: str) -> None:
+        try:
+            if not self._mounter.is_mount_point(target):
                 self._publications.remove(target)
                 self._mounter.remove_target(target)
-                raise
-        self._events.emit(Event.VOLUME_PUBLISHED)
+        except Exception:  # noqa: BLE001 - the mount's own error is the one to report
+            log.warning("could not clean up %s after a failed mount", target, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -85,7 +126,10 @@ class UnpublishVolume:
 
 
 class Unpublish:
-    """NodeUnpublishVolume: unmount if mounted, remove the target; OK when nothing is there."""
+    """NodeUnpublishVolume: unmount what this driver published, remove the target; OK when nothing is there.
+
+    A mount point this driver has no record of publishing for this volume is never unmounted.
+    """
 
     def __init__(
         self, mounter: Mounting, publications: Publications, locks: VolumeLocks, events: Events = NoEvents()
@@ -98,19 +142,23 @@ class Unpublish:
     def __call__(self, command: UnpublishVolume) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
-        if not command.target_path:
-            raise InvalidArgument("target_path is required")
-        target = absolute_path(command.target_path, "target_path")
-        with self._locks.hold(f"{command.volume_id}@{target}"):
+        target = _target(command.target_path)
+        with self._locks.hold(*_lock_keys(command.volume_id, target)):
             existing = self._publications.get(target)
-            known = VolumeId.parse(command.volume_id) is not None or (
-                existing is not None and existing.volume_id == command.volume_id
-            )
+            ours = existing is not None and existing.volume_id == command.volume_id
+            if existing is not None and not ours:
+                raise FailedPrecondition(f"{target} holds another volume, {existing.volume_id!r}; left as it is")
+            known = ours or VolumeId.parse(command.volume_id) is not None
             mounted = self._mounter.is_mount_point(target)
             if mounted:
+                if not ours:
+                    raise FailedPrecondition(
+                        f"{target} is a mount point this driver has no record of publishing; refusing to unmount it"
+                    )
                 self._mounter.unmount(target)
             self._mounter.remove_target(target)
-            self._publications.remove(target)
+            if ours:
+                self._publications.remove(target)
         if mounted:
             self._events.emit(Event.VOLUME_UNPUBLISHED)
         if not known:

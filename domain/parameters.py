@@ -91,7 +91,10 @@ class VolumeParameters:
                 )
             return value
 
-        return relative_subpath(_PLACEHOLDER.sub(fill, self.subdir_template), "subDir")
+        filled = _PLACEHOLDER.sub(fill, self.subdir_template)
+        if "${" in _PLACEHOLDER.sub("", self.subdir_template):
+            raise InvalidArgument(f"subDir {self.subdir_template!r} has a '${{' without its closing '}}'")
+        return relative_subpath(filled, "subDir")
 
     def as_record(self, subdir: str) -> dict[str, str]:
         """The parameters that make two requests for one name compatible, as stored."""

@@ -21,19 +21,34 @@ class Mounter(abc.ABC):
 
     @abc.abstractmethod
     def unmount(self, target: str) -> None:
-        """Unmount ``target``. Not mounted is OK."""
+        """Unmount ``target`` until it is no mount point, escalating when a plain unmount fails or hangs.
+
+        Not mounted is OK.
+        """
 
     @abc.abstractmethod
     def is_mount_point(self, path: str) -> bool:
         """Whether ``path`` is a mount point, from the mount table."""
 
     @abc.abstractmethod
+    def is_stale(self, path: str) -> bool:
+        """Whether the mount at ``path`` answers a stat with a dead handle (ESTALE, ENOTCONN, EIO).
+
+        Bounded in time: raise DeadlineExceeded when the stat does not return in time, Unavailable when
+        earlier stats of hung mounts still hold every worker that may stat.
+        """
+
+    @abc.abstractmethod
     def make_target(self, path: str) -> None:
-        """Create the directory ``path`` (its parent exists). Existing is OK."""
+        """Create the directory ``path`` (its parent exists). An existing empty directory is OK.
+
+        Never mount over data: an existing non-empty directory, a file or a symbolic link is FailedPrecondition;
+        a missing parent is NotFound.
+        """
 
     @abc.abstractmethod
     def remove_target(self, path: str) -> None:
-        """Remove the (unmounted, empty) directory ``path``. Missing is OK."""
+        """Remove the (unmounted) empty directory ``path``. Missing is OK; anything else is left in place."""
 
     @abc.abstractmethod
     def check_ready(self) -> None:

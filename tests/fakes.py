@@ -74,6 +74,7 @@ class FakeMounter(Mounter):
         self.targets: set[str] = set()
         self.ready = True
         self.fail_next_mount: Exception | None = None
+        self.stale: set[str] = set()  # mounts that answer a stat with ESTALE, until unmounted
 
     def mount(self, source: str, target: str, options: Sequence[str]) -> None:
         if self.fail_next_mount is not None:
@@ -85,9 +86,13 @@ class FakeMounter(Mounter):
 
     def unmount(self, target: str) -> None:
         self.mounts.pop(target, None)
+        self.stale.discard(target)
 
     def is_mount_point(self, path: str) -> bool:
         return path in self.mounts
+
+    def is_stale(self, path: str) -> bool:
+        return path in self.stale
 
     def make_target(self, path: str) -> None:
         self.targets.add(path)

@@ -52,3 +52,9 @@ def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
 def is_mount_point(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> bool:
     wanted = os.path.normpath(path)
     return any(entry.mount_point == wanted for entry in read_mountinfo(mountinfo_path))
+
+
+def mount_count(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> int:
+    """How many mounts are stacked at path (0: it is no mount point)."""
+    wanted = os.path.normpath(path)
+    return sum(1 for entry in read_mountinfo(mountinfo_path) if entry.mount_point == wanted)

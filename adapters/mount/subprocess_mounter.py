@@ -6,16 +6,28 @@ import errno
 import logging
 import os
 import shutil
+import stat
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import tenacity
 
-from adapters.mount.mountinfo import is_mount_point
+from adapters.mount.bounded import BoundedCalls
+from adapters.mount.mountinfo import is_mount_point, mount_count
 from adapters.mount.observer import MountObserver
 from adapters.mount.process import CommandTimedOut, Completed, run_command
-from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, MountFailed, NotFound, Unavailable
+from domain.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    MountFailed,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from ports.mounter import Mounter
 
 log = logging.getLogger(__name__)
@@ -31,6 +43,13 @@ _TRANSIENT = (
     "timed out",
 )
 _MISSING = ("no such file or directory", "does not exist")
+
+# What a stat of a mount whose server restarted or went away answers (the kernel's "corrupted mount" errors).
+STALE_ERRNOS = frozenset({errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN})
+
+# Escalation: a plain unmount, then forced (aborts calls to a dead server), then lazy (detaches at once).
+UNMOUNT_STEPS: tuple[tuple[str, ...], ...] = ((), ("-f",), ("-l",))
+MAX_STACKED_MOUNTS = 8
 
 
 class TransientMountError(Unavailable):
@@ -78,6 +97,9 @@ class SubprocessMounter(Mounter):
         runner: Runner = run_command,
         mountinfo_path: str = "/proc/self/mountinfo",
         observer: MountObserver = MountObserver(),
+        max_concurrent_mounts: int = 8,
+        fs_timeout: float = 30.0,
+        fs_workers: int = 4,
     ) -> None:
         self._observer = observer
         self._mount_command = mount_command
@@ -86,6 +108,10 @@ class SubprocessMounter(Mounter):
         self._retry = retry
         self._runner = runner
         self._mountinfo = mountinfo_path
+        self._max_mounts = max(1, max_concurrent_mounts)
+        self._mount_slots = threading.BoundedSemaphore(self._max_mounts)
+        # Stats and mkdirs of publish targets: a target may be a mount of a hung server.
+        self._fs = BoundedCalls("the publish targets' filesystem", fs_workers, fs_timeout)
 
     def _binary(self, command: str) -> str:
         path = resolve_binary(command)
@@ -103,42 +129,74 @@ class SubprocessMounter(Mounter):
             argv += ["-o", ",".join(options)]
         for attempt in self._retry.retrying(lambda: self._observer.retry("mount")):
             with attempt:
-                result = self._run("mount", argv)
+                result = self._run_mount(argv)
                 if result.returncode != 0:
                     raise self._classify(f"mount {source} at {target}", result)
 
+    def _run_mount(self, argv: Sequence[str]) -> Completed:
+        """Each mount.nfs costs memory: at most max_concurrent_mounts run at once; a wait for a slot is bounded."""
+        if not self._mount_slots.acquire(timeout=self._timeout):
+            raise ResourceExhausted(
+                f"{self._max_mounts} mount.nfs processes are running (--max-concurrent-mounts) and none finished "
+                f"within {self._timeout:g} s; try again later"
+            )
+        try:
+            return self._run("mount", argv)
+        finally:
+            self._mount_slots.release()
+
     def unmount(self, target: str) -> None:
-        argv = [self._binary(self._umount_command), target]
-        for attempt in self._retry.retrying(lambda: self._observer.retry("umount")):
-            with attempt:
-                if not self.is_mount_point(target):
-                    return
-                result = self._run("umount", argv)
-                if result.returncode != 0 and self.is_mount_point(target):
-                    raise self._classify(f"unmount {target}", result)
+        binary = self._binary(self._umount_command)
+        for _ in range(MAX_STACKED_MOUNTS):
+            stacked = mount_count(target, self._mountinfo)
+            if stacked == 0:
+                return
+            self._unmount_one(binary, target, stacked)
+        if self.is_mount_point(target):
+            raise MountFailed(f"{target} is still a mount point after {MAX_STACKED_MOUNTS} unmounts")
+
+    def _unmount_one(self, binary: str, target: str, stacked: int) -> None:
+        """umount, then umount -f, then umount -l, each bounded; done as soon as one mount is gone."""
+        failures: list[str] = []
+        timeouts = 0
+        for step, flags in enumerate(UNMOUNT_STEPS):
+            if step:
+                self._observer.retry("umount")
+                log.warning("unmount of %s failed (%s); escalating to umount %s", target, failures[-1], flags[0])
+            try:
+                result = self._run("umount", [binary, *flags, target])
+            except DeadlineExceeded as err:
+                timeouts += 1
+                failures.append(str(err))
+                continue
+            if mount_count(target, self._mountinfo) < stacked:
+                return
+            failures.append(" ".join(["umount", *flags, f"exited {result.returncode}: {result.output}"]))
+        message = f"cannot unmount {target}: " + "; ".join(failures)
+        if timeouts == len(UNMOUNT_STEPS):
+            raise DeadlineExceeded(message)
+        raise MountFailed(message)
 
     def is_mount_point(self, path: str) -> bool:
         return is_mount_point(path, self._mountinfo)
 
-    def make_target(self, path: str) -> None:
+    def is_stale(self, path: str) -> bool:
         try:
-            os.mkdir(path, 0o750)
-        except FileExistsError:
-            if not os.path.isdir(path):
-                raise FailedPrecondition(f"target {path} exists and is not a directory") from None
-        except FileNotFoundError as err:
-            raise NotFound(f"the parent of target {path} does not exist") from err
+            self._fs.call(f"stat of {path}", lambda: os.stat(path))
+        except OSError as err:
+            if err.errno in STALE_ERRNOS:
+                return True
+            raise MountFailed(f"cannot stat {path}: {err.strerror}") from err
+        return False
+
+    def make_target(self, path: str) -> None:
+        self._fs.call(f"creating target {path}", lambda: _make_target(path))
 
     def remove_target(self, path: str) -> None:
-        try:
-            os.rmdir(path)
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            if err.errno == errno.ENOTDIR:
-                os.unlink(path)
-            else:
-                raise MountFailed(f"cannot remove target {path}: {err.strerror}") from err
+        self._fs.call(f"removing target {path}", lambda: _remove_target(path))
+
+    def close(self) -> None:
+        self._fs.close()
 
     def _run(self, kind: str, argv: Sequence[str]) -> Completed:
         started = time.perf_counter()
@@ -162,3 +220,58 @@ class SubprocessMounter(Mounter):
         if any(text in lowered for text in _MISSING):
             return NotFound(message)
         return MountFailed(message)
+
+
+_TARGET_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _target_error(action: str, path: str, err: OSError) -> DomainError:
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        return NotFound(f"cannot {action} {path}: a parent directory does not exist ({err.strerror})")
+    if err.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return InvalidArgument(f"cannot {action} {path}: {err.strerror}")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return FailedPrecondition(f"cannot {action} {path}: {err.strerror}")
+    if err.errno in STALE_ERRNOS:
+        return Unavailable(f"cannot {action} {path}: {err.strerror}")
+    return MountFailed(f"cannot {action} {path}: {err.strerror}")
+
+
+def _make_target(path: str) -> None:
+    """Create the target, or accept an existing empty directory; never mount over data or through a link."""
+    try:
+        os.mkdir(path, 0o750)
+        return
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise _target_error("create target", path, err) from err
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            raise FailedPrecondition(f"target {path} is a symbolic link; refusing to mount there")
+        if not stat.S_ISDIR(mode):
+            raise FailedPrecondition(f"target {path} exists and is not a directory; refusing to mount there")
+        fd = os.open(path, _TARGET_DIR)
+        try:
+            with os.scandir(fd) as entries:
+                if next(entries, None) is not None:
+                    raise FailedPrecondition(f"target {path} is not an empty directory; refusing to mount over it")
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise _target_error("check target", path, err) from err
+
+
+def _remove_target(path: str) -> None:
+    """Remove an empty target directory; leave anything else where it is."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        if err.errno in (errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+            raise FailedPrecondition(
+                f"target {path} is not an empty, unmounted directory ({err.strerror}); left in place"
+            ) from err
+        raise _target_error("remove target", path, err) from err

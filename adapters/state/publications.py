@@ -6,43 +6,69 @@ import hashlib
 import os
 import threading
 
+from domain.errors import MountFailed
 from domain.model import Publication
 from ports.publications import PublicationStore
 
+_SUFFIX = ".json"
+
 
 class JsonFilePublicationStore(PublicationStore):
+    """Nothing lives only in memory: a restarted node plugin reads back what it published, and where.
+
+    A record is written to ``<sha256(target)>.json.tmp`` and renamed over ``<sha256(target)>.json``; a process
+    killed in between leaves that fixed-name temporary file, which the next write of the same target overwrites.
+    """
+
     def __init__(self, state_dir: str) -> None:
         self._dir = os.path.join(os.path.abspath(state_dir), "publications")
+        self._writing = threading.Lock()
 
     def _path(self, target: str) -> str:
-        return os.path.join(self._dir, hashlib.sha256(target.encode()).hexdigest() + ".json")
+        return os.path.join(self._dir, hashlib.sha256(target.encode("utf-8", errors="surrogatepass")).hexdigest() + _SUFFIX)
 
     def get(self, target: str) -> Publication | None:
         try:
             with open(self._path(target), "rb") as handle:
-                publication = Publication.from_json(handle.read())
+                raw = handle.read(1 << 20)
         except FileNotFoundError:
             return None
+        try:
+            publication = Publication.from_json(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            raise MountFailed(f"the publication record of {target} in {self._dir} is unreadable") from err
         return publication if publication.target == target else None
 
     def put(self, publication: Publication) -> None:
         os.makedirs(self._dir, mode=0o700, exist_ok=True)
         path = self._path(publication.target)
-        temporary = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-        with open(temporary, "wb") as handle:
-            handle.write(publication.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        temporary = f"{path}.tmp"
+        with self._writing:
+            with open(temporary, "wb") as handle:
+                handle.write(publication.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+            self._sync_dir()
 
     def remove(self, target: str) -> None:
-        try:
-            os.unlink(self._path(target))
-        except FileNotFoundError:
-            pass
+        path = self._path(target)
+        with self._writing:
+            for name in (path, f"{path}.tmp"):
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
 
     def count(self) -> int:
         try:
-            return sum(1 for name in os.listdir(self._dir) if name.endswith(".json"))
+            return sum(1 for name in os.listdir(self._dir) if name.endswith(_SUFFIX))
         except FileNotFoundError:
             return 0
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import InvalidArgument
-from domain.model import OnDelete, ShareRef, VolumeId, check_mount_option
-from domain.paths import join_inside, relative_subpath
+import threading
+
+from domain.errors import InvalidArgument, OperationInFlight
+from domain.locks import VolumeLocks
+from domain.model import (
+    MountOptionAllowlist,
+    OnDelete,
+    ShareRef,
+    VolumeId,
+    check_mount_option,
+    check_volume_name,
+    mount_option_allowlist,
+)
+from domain.parameters import PVC_NAME, ProvisionDefaults, VolumeParameters
+from domain.paths import absolute_path, join_inside, relative_subpath
 
 
 class TestVolumeId:
@@ -62,13 +74,32 @@ class TestShareRef:
 
 
 class TestPaths:
-    @pytest.mark.parametrize("value", ["", ".", "..", "../x", "a/..", "/abs", "a/./b", "a\x00b", "a,b", "a b", "a\\b"])
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "", ".", "..", "../x", "a/..", "/abs", "a/./b", "a\x00b", "a,b", "a b", "a\\b",
+            ".hidden", "a/.snapshot", "a\u200bb", "a\u202eb", "a\u2028b", "x" * 201, "a/" * 600,
+        ],
+    )  # fmt: skip
     def test_unsafe_relative_paths_are_refused(self, value: str) -> None:
         with pytest.raises(InvalidArgument):
             relative_subpath(value, "subDir")
 
     def test_a_nested_relative_path_is_kept(self) -> None:
         assert relative_subpath("a//b/", "subDir") == "a/b"
+
+    @pytest.mark.parametrize("value", ["%2e%2e", "\uff0e\uff0e", "\u2024\u2024", "caf\u00e9", "a..b", "x" * 200])
+    def test_names_that_only_look_like_a_way_up_are_plain_names(self, value: str) -> None:
+        assert join_inside("/base", relative_subpath(value, "subDir")) == f"/base/{value}"
+
+    @pytest.mark.parametrize("value", ["/", "//a//b/", "/var/lib/kubelet/pods/x/mount"])
+    def test_absolute_paths_are_normalised(self, value: str) -> None:
+        assert absolute_path(value, "target_path") == (value.replace("//", "/").rstrip("/") or "/")
+
+    @pytest.mark.parametrize("value", ["rel", "/a/../b", "/a\x00", "/" + "x" * 256, "/x" * 2100, "/a\u200b"])
+    def test_bad_absolute_paths_are_refused(self, value: str) -> None:
+        with pytest.raises(InvalidArgument):
+            absolute_path(value, "target_path")
 
     def test_join_inside_refuses_the_base_itself(self) -> None:
         with pytest.raises(InvalidArgument):
@@ -85,3 +116,80 @@ class TestMountOptions:
     def test_anything_else_is_refused(self, option: str) -> None:
         with pytest.raises(InvalidArgument):
             check_mount_option(option)
+
+    def test_the_allowlist_is_configurable(self) -> None:
+        allowlist = mount_option_allowlist("hard, nfsvers")
+        assert allowlist.check("nfsvers=4.2") == "nfsvers=4.2"
+        with pytest.raises(InvalidArgument, match="allowlist"):
+            allowlist.check("noac")
+        assert mount_option_allowlist("") == MountOptionAllowlist()
+
+    def test_a_malformed_allowlist_is_refused(self) -> None:
+        with pytest.raises(InvalidArgument):
+            mount_option_allowlist("hard,bad name")
+
+
+class TestNames:
+    @pytest.mark.parametrize("name", ["", "a\x00b", "a\nb", "x" * 256, "a,b", "a\u200bb"])
+    def test_bad_names_are_refused(self, name: str) -> None:
+        with pytest.raises(InvalidArgument):
+            check_volume_name(name)
+
+    def test_names_up_to_128_bytes_and_beyond_are_accepted(self) -> None:
+        assert check_volume_name("p" * 128) == "p" * 128 and check_volume_name("pvc-é" * 40)
+
+
+class TestTemplates:
+    def resolve(self, template: str, value: str) -> str:
+        params = VolumeParameters.parse({"server": "h", "share": "/e", "subDir": template}, ProvisionDefaults())
+        return params.resolve_subdir("pvc-1", {PVC_NAME: value})
+
+    @pytest.mark.parametrize(
+        "template,value",
+        [("${pvc.metadata.name}", ".."), ("x/${pvc.metadata.name}", "a/b"), ("${pvc.metadata.name}", ".hidden"),
+         ("${pvc.metadata.name", "v"), ("${pvc.spec}", "v"), ("${pvc.metadata.name}", "a\x00")],
+    )  # fmt: skip
+    def test_a_template_cannot_leave_the_share_or_smuggle_anything(self, template: str, value: str) -> None:
+        with pytest.raises(InvalidArgument):
+            self.resolve(template, value)
+
+    def test_a_filled_template_names_a_directory_below_the_share(self) -> None:
+        assert self.resolve("team/${pvc.metadata.name}", "data") == "team/data"
+
+
+class TestVolumeLocks:
+    def test_a_second_hold_of_any_held_key_is_refused_and_takes_none(self) -> None:
+        locks = VolumeLocks()
+        with locks.hold("name:a", "id:x"):
+            with pytest.raises(OperationInFlight):
+                with locks.hold("id:x", "name:b"):
+                    pass
+            assert locks.held() == frozenset({"name:a", "id:x"})
+        assert locks.held() == frozenset()
+
+    def test_keys_are_released_by_an_exception(self) -> None:
+        locks = VolumeLocks()
+        with pytest.raises(TimeoutError):
+            with locks.hold("k"):
+                raise TimeoutError("a bound ran out")
+        with locks.hold("k"):
+            pass
+
+    def test_at_once_exactly_one_caller_holds_a_key(self) -> None:
+        locks, start, results = VolumeLocks(), threading.Barrier(8), []
+
+        def call() -> None:
+            start.wait()
+            try:
+                with locks.hold("k"):
+                    results.append("held")
+                    threading.Event().wait(0.05)
+            except OperationInFlight:
+                results.append("aborted")
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == ["aborted"] * 7 + ["held"]

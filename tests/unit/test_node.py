@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, Unavailable
+from domain.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, OperationInFlight, Unavailable
+from domain.events import Event
 from domain.identity import Probe
 from domain.errors import FailedPrecondition
 from domain.locks import VolumeLocks
-from domain.model import AccessMode, OnDelete, ShareRef, VolumeCapability, VolumeId
+from domain.model import AccessMode, MountOptionAllowlist, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
 from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
 from tests.fakes import FakeMounter, FakePublicationStore
+
+
+class RecordingEvents:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
 
 VOLUME = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-1", OnDelete.DELETE))
 TARGET = "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv/mount"
@@ -127,6 +136,63 @@ class TestPublish:
             with pytest.raises(OperationInFlight):
                 publish(request())
 
+    def test_another_volume_at_a_target_in_use_is_aborted(self, publish: Publish, locks: VolumeLocks) -> None:
+        with locks.hold(f"target:{TARGET}"):
+            with pytest.raises(OperationInFlight):
+                publish(request(volume_id=str(VolumeId(ShareRef("nfs.example", "/exports"), "other", OnDelete.DELETE))))
+        assert locks.held() == frozenset()
+
+    def test_the_lock_is_released_after_a_failure(self, publish: Publish, mounter: FakeMounter, locks: VolumeLocks) -> None:
+        mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish within 1 s")
+        with pytest.raises(DeadlineExceeded):
+            publish(request())
+        assert locks.held() == frozenset()
+
+    def test_a_timed_out_mount_keeps_its_record_so_a_retry_or_unpublish_finds_it(
+        self, publish: Publish, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish within 1 s")
+        with pytest.raises(DeadlineExceeded):
+            publish(request())
+        assert TARGET in store.publications and TARGET in mounter.targets
+        publish(request())
+        assert TARGET in mounter.mounts
+
+    def test_a_stale_target_is_unmounted_and_mounted_again_and_reported(
+        self, mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks
+    ) -> None:
+        events = RecordingEvents()
+        publish = Publish(mounter, store, locks, events)
+        publish(request())
+        mounter.stale.add(TARGET)
+        publish(request())
+        assert TARGET in mounter.mounts and TARGET not in mounter.stale
+        assert events.events == [Event.VOLUME_PUBLISHED, Event.STALE_HANDLE_RECOVERED]
+        publish(request())
+        assert events.events == [Event.VOLUME_PUBLISHED, Event.STALE_HANDLE_RECOVERED]
+
+    @pytest.mark.parametrize("value", ["true", "True", " TRUE "])
+    def test_inline_ephemeral_volumes_are_refused(self, publish: Publish, mounter: FakeMounter, value: str) -> None:
+        with pytest.raises(InvalidArgument, match="inline ephemeral volumes are disabled"):
+            publish(request(context={"csi.storage.k8s.io/ephemeral": value}))
+        assert mounter.mounts == {} and mounter.targets == set()
+
+    def test_a_persistent_volume_context_is_fine(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request(context={"csi.storage.k8s.io/ephemeral": "false"}))
+        assert TARGET in mounter.mounts
+
+    def test_the_root_is_never_a_target(self, publish: Publish) -> None:
+        with pytest.raises(InvalidArgument, match="must not be '/'"):
+            publish(request(target_path="//"))
+
+    def test_mount_options_follow_the_configured_allowlist(
+        self, mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks
+    ) -> None:
+        strict = Publish(mounter, store, locks, mount_options=MountOptionAllowlist(frozenset({"hard"})))
+        with pytest.raises(InvalidArgument, match="allowlist"):
+            strict(request())
+        strict(request(capability=VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER, mount_flags=("hard",))))
+
 
 class TestUnpublish:
     def test_unmounts_and_removes_the_target(
@@ -148,10 +214,44 @@ class TestUnpublish:
             unpublish(UnpublishVolume("fake-vol-id-1", TARGET))
         assert TARGET not in mounter.targets
 
-    @pytest.mark.parametrize("volume_id,target", [("", TARGET), (VOLUME, ""), (VOLUME, "x/../y")])
+    @pytest.mark.parametrize("volume_id,target", [("", TARGET), (VOLUME, ""), (VOLUME, "x/../y"), (VOLUME, "/")])
     def test_missing_fields_are_invalid_argument(self, unpublish: Unpublish, volume_id: str, target: str) -> None:
         with pytest.raises(InvalidArgument):
             unpublish(UnpublishVolume(volume_id, target))
+
+    def test_a_mount_point_this_driver_did_not_publish_is_never_unmounted(
+        self, unpublish: Unpublish, mounter: FakeMounter
+    ) -> None:
+        mounter.mounts[TARGET] = ("someone:/else", ())
+        mounter.targets.add(TARGET)
+        with pytest.raises(FailedPrecondition, match="no record of publishing"):
+            unpublish(UnpublishVolume(VOLUME, TARGET))
+        assert TARGET in mounter.mounts and TARGET in mounter.targets
+
+    def test_a_target_holding_another_volume_is_left_alone(
+        self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        publish(request())
+        other = str(VolumeId(ShareRef("nfs.example", "/exports"), "other", OnDelete.DELETE))
+        with pytest.raises(FailedPrecondition, match="holds another volume"):
+            unpublish(UnpublishVolume(other, TARGET))
+        assert TARGET in mounter.mounts and store.publications[TARGET].volume_id == VOLUME
+
+    def test_a_stale_target_is_unmounted_and_removed(
+        self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        publish(request())
+        mounter.stale.add(TARGET)
+        unpublish(UnpublishVolume(VOLUME, TARGET))
+        assert mounter.mounts == {} and mounter.targets == set() and store.publications == {}
+
+    def test_a_record_left_by_a_timed_out_publish_is_cleaned_up(
+        self, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        store.put(Publication(VOLUME, TARGET, "nfs.example:/exports/team/pvc-1", ()))
+        mounter.targets.add(TARGET)
+        unpublish(UnpublishVolume(VOLUME, TARGET))
+        assert store.publications == {} and mounter.targets == set()
 
 
 class TestProbe:
