@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from typing import Callable
 
 import grpc
 import pytest
@@ -33,11 +34,18 @@ def settled_counts(driver: FaultDriver) -> tuple[int, int]:
     return driver.threads(), driver.fds()
 
 
-def fill_the_grpc_pool(driver: FaultDriver) -> None:
-    """gRPC starts its workers lazily, up to --workers: start them all, so a count taken now is the steady one."""
+def fill_the_grpc_pool(driver: FaultDriver, call: Callable[[], object] | None = None) -> None:
+    """gRPC starts its workers lazily, up to --workers: start them all, so a count taken now is the steady one.
+
+    Probe runs on the reserved threads and fills those; ``call`` (one that runs on the main workers) fills those.
+    """
+    calls: list[Callable[[], object]] = [lambda: driver.identity.Probe(csi.ProbeRequest(), timeout=10)]
+    if call is not None:
+        calls.append(call)
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS * 2) as pool:
-        for _ in range(3):
-            list(pool.map(lambda _: driver.identity.Probe(csi.ProbeRequest(), timeout=10), range(WORKERS * 4)))
+        for each in calls:
+            for _ in range(3):
+                list(pool.map(lambda _: each(), range(WORKERS * 4)))
 
 
 class TestRetriesAgainstAHungServer:
@@ -50,9 +58,7 @@ class TestRetriesAgainstAHungServer:
         retry = lambda: code_of(lambda: driver.controller.CreateVolume(create_request("pvc-1"), timeout=10))  # noqa: E731
         for _ in range(5):  # the share is mounted, its few workers get stuck
             assert retry() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-        fill_the_grpc_pool(driver)
-        for _ in range(10):  # pools that grow lazily (the bounded callers, gRPC's own) reach their size first
-            retry()
+        fill_the_grpc_pool(driver, retry)
         before = settled_counts(driver)
         codes = [retry() for _ in range(RETRIES)]
         after = settled_counts(driver)
@@ -71,7 +77,7 @@ class TestRetriesAgainstAHungServer:
         retry = lambda: code_of(lambda: driver.node.NodePublishVolume(request, timeout=10))  # noqa: E731
         for _ in range(5):
             assert retry() == grpc.StatusCode.DEADLINE_EXCEEDED
-        fill_the_grpc_pool(driver)
+        fill_the_grpc_pool(driver, retry)
         before = settled_counts(driver)
         codes = [retry() for _ in range(RETRIES)]
         after = settled_counts(driver)
