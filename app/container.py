@@ -69,7 +69,13 @@ class Container(containers.DeclarativeContainer):
         ValidateVolumeCapabilities, storage=storage, defaults=defaults, mount_options=mount_options
     )
     publish = providers.Factory(
-        Publish, mounter=mounter, publications=publications, locks=locks, events=telemetry, mount_options=mount_options
+        Publish,
+        mounter=mounter,
+        publications=publications,
+        locks=locks,
+        events=telemetry,
+        mount_options=mount_options,
+        inline_volumes=config.inline_volumes,
     )
     unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
     probe = providers.Factory(

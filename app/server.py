@@ -72,6 +72,7 @@ def build_container(settings: Settings) -> Container:
             "fs_timeout": settings.fs_timeout,
             "max_concurrent_mounts": settings.max_concurrent_mounts,
             "allowed_mount_options": settings.allowed_mount_options,
+            "inline_volumes": settings.inline_volumes,
             "working_mount_dir": settings.working_mount_dir,
             "state_dir": settings.state_dir,
             "default_ondelete_policy": settings.default_ondelete_policy,

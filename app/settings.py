@@ -43,6 +43,7 @@ class Settings:
     fs_timeout: float = 30.0
     max_concurrent_mounts: int = 8
     allowed_mount_options: str = ""
+    inline_volumes: bool = False
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -110,6 +111,11 @@ def parser() -> argparse.ArgumentParser:
         "--allowed-mount-options", default="",
         help="comma-separated mount option names a StorageClass or volume may ask for; empty: the built-in list",
     )
+    p.add_argument(
+        "--enable-inline-volumes", action="store_true",
+        help="serve CSI inline ephemeral volumes (anyone who can create a pod may then mount any export it names); "
+        "the CSIDriver must list Ephemeral in volumeLifecycleModes",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -159,4 +165,5 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         fs_timeout=args.fs_timeout,
         max_concurrent_mounts=args.max_concurrent_mounts,
         allowed_mount_options=args.allowed_mount_options,
+        inline_volumes=args.enable_inline_volumes,
     )

@@ -12,10 +12,10 @@ from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, V
 from domain.events import Event, NoEvents
 from domain.needs import Events, Mounting, Publications
 from domain.paths import absolute_path
+from domain.static import EPHEMERAL, ContextVolume, is_ephemeral
 
 log = logging.getLogger(__name__)
 
-EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,14 @@ class Publish:
         locks: VolumeLocks,
         events: Events = NoEvents(),
         mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
+        inline_volumes: bool = False,
     ) -> None:
         self._mounter = mounter
         self._publications = publications
         self._locks = locks
         self._events = events
         self._mount_options = mount_options
+        self._inline_volumes = inline_volumes
 
     def __call__(self, command: PublishVolume) -> None:
         if not command.volume_id:
@@ -64,23 +66,22 @@ class Publish:
         target = _target(command.target_path)
         if command.capability is None:
             raise InvalidArgument("volume_capability is required")
-        if command.context.get(EPHEMERAL, "").strip().lower() == "true":
+        inline = is_ephemeral(command.context)
+        if inline and not self._inline_volumes:
             raise InvalidArgument(
-                "inline ephemeral volumes are disabled on this driver: use a PersistentVolumeClaim "
-                f"(the volume_context has {EPHEMERAL}: true)"
+                "inline ephemeral volumes are disabled on this driver (start it with --enable-inline-volumes): "
+                f"use a PersistentVolumeClaim (the volume_context has {EPHEMERAL}: true)"
             )
         check_capability(command.capability, self._mount_options)
-        volume_id = VolumeId.parse(command.volume_id)
-        if volume_id is None:
-            raise NotFound(f"volume {command.volume_id!r} does not exist")
+        source, context_options = self._source(command, inline)
 
-        options = list(command.capability.mount_flags)
+        options = [*command.capability.mount_flags, *context_options]
         if command.readonly or command.capability.access_mode.read_only:
             options.append("ro")
         wanted = Publication(
             volume_id=command.volume_id,
             target=target,
-            source=volume_id.share.source(volume_id.subdir),
+            source=source,
             options=tuple(dict.fromkeys(options)),
         )
         recovered = False
@@ -109,6 +110,22 @@ class Publish:
                 self._forget_failed(target)
                 raise
         self._events.emit(Event.STALE_HANDLE_RECOVERED if recovered else Event.VOLUME_PUBLISHED)
+
+    def _source(self, command: PublishVolume, inline: bool) -> tuple[str, tuple[str, ...]]:
+        """server:/share/subdir to mount, and the mount options the volume context adds.
+
+        A dynamically provisioned volume is described by its id; a static or inline volume by its context
+        (server, share, subDir, mountOptions), validated like StorageClass parameters.
+        """
+        volume_id = None if inline else VolumeId.parse(command.volume_id)
+        if volume_id is not None:
+            return volume_id.share.source(volume_id.subdir), ()
+        described = ContextVolume.from_context(command.context, self._mount_options)
+        if described is None:
+            if inline:
+                raise InvalidArgument("an inline volume needs the attributes server and share")
+            raise NotFound(f"volume {command.volume_id!r} does not exist and its volume_context names no share")
+        return described.source, described.mount_options
 
     def _forget_failed(self, target: str) -> None:
         try:
@@ -156,10 +173,13 @@ class Unpublish:
                         f"{target} is a mount point this driver has no record of publishing; refusing to unmount it"
                     )
                 self._mounter.unmount(target)
-            self._mounter.remove_target(target)
+            removed = self._mounter.remove_target(target)
             if ours:
                 self._publications.remove(target)
         if mounted:
             self._events.emit(Event.VOLUME_UNPUBLISHED)
-        if not known:
+        if not known and (mounted or removed):
+            # Nothing of ours was there, but the target was: cleaned up, and the volume reported missing. With
+            # nothing there at all this is a repeat of a call that succeeded (a static volume's handle is any
+            # string, and its record is gone): OK, so a retry never leaves a pod Terminating.
             raise NotFound(f"volume {command.volume_id!r} does not exist")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from domain.errors import InvalidArgument
-from domain.model import ShareRef, VolumeId, check_mount_option
+from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, ShareRef, VolumeId
 from domain.paths import relative_subpath
 
 EPHEMERAL = "csi.storage.k8s.io/ephemeral"
@@ -26,7 +26,9 @@ class ContextVolume:
         return self.share.source(self.subdir)
 
     @classmethod
-    def from_context(cls, context: Mapping[str, str]) -> ContextVolume | None:
+    def from_context(
+        cls, context: Mapping[str, str], allowlist: MountOptionAllowlist = DEFAULT_ALLOWLIST
+    ) -> ContextVolume | None:
         """The volume the context names, or None when it names no share; hostile values are INVALID_ARGUMENT."""
         own = {key.lower(): value for key, value in context.items() if not key.startswith("csi.storage.k8s.io/")}
         if "server" not in own and "share" not in own:
@@ -37,7 +39,7 @@ class ContextVolume:
         share = ShareRef.parse(own.get("server", ""), own.get("share", ""))
         subdir = relative_subpath(own["subdir"], "subDir") if own.get("subdir") else ""
         options = tuple(
-            check_mount_option(option.strip()) for option in own.get("mountoptions", "").split(",") if option.strip()
+            allowlist.check(option.strip()) for option in own.get("mountoptions", "").split(",") if option.strip()
         )
         return cls(share, subdir, options)
 

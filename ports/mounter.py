@@ -47,8 +47,9 @@ class Mounter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def remove_target(self, path: str) -> None:
-        """Remove the (unmounted) empty directory ``path``. Missing is OK; anything else is left in place."""
+    def remove_target(self, path: str) -> bool:
+        """Remove the (unmounted) empty directory ``path``; whether it was there. Missing is OK; anything else
+        is left in place."""
 
     @abc.abstractmethod
     def check_ready(self) -> None:

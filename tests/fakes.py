@@ -97,8 +97,10 @@ class FakeMounter(Mounter):
     def make_target(self, path: str) -> None:
         self.targets.add(path)
 
-    def remove_target(self, path: str) -> None:
+    def remove_target(self, path: str) -> bool:
+        present = path in self.targets
         self.targets.discard(path)
+        return present
 
     def check_ready(self) -> None:
         if not self.ready:

@@ -192,8 +192,8 @@ class SubprocessMounter(Mounter):
     def make_target(self, path: str) -> None:
         self._fs.call(f"creating target {path}", lambda: _make_target(path))
 
-    def remove_target(self, path: str) -> None:
-        self._fs.call(f"removing target {path}", lambda: _remove_target(path))
+    def remove_target(self, path: str) -> bool:
+        return self._fs.call(f"removing target {path}", lambda: _remove_target(path))
 
     def close(self) -> None:
         self._fs.close()
@@ -263,12 +263,13 @@ def _make_target(path: str) -> None:
         raise _target_error("check target", path, err) from err
 
 
-def _remove_target(path: str) -> None:
-    """Remove an empty target directory; leave anything else where it is."""
+def _remove_target(path: str) -> bool:
+    """Remove an empty target directory; leave anything else where it is. Whether there was one."""
     try:
         os.rmdir(path)
+        return True
     except FileNotFoundError:
-        pass
+        return False
     except OSError as err:
         if err.errno in (errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
             raise FailedPrecondition(

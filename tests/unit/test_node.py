@@ -262,3 +262,24 @@ class TestProbe:
         mounter.ready = False
         with pytest.raises(FailedPrecondition):
             Probe(mounter)()
+
+
+class TestStaticAndInline:
+    STATIC = {"server": "nfs.example", "share": "/exports", "subDir": "team", "mountOptions": "hard"}
+
+    def test_a_handle_not_of_ours_is_published_from_its_context(self, publish: Publish, mounter: FakeMounter) -> None:
+        publish(request(volume_id="any-admin-handle", context=self.STATIC))
+        assert mounter.mounts[TARGET] == ("nfs.example:/exports/team", ("nfsvers=4.1", "hard"))
+
+    def test_unpublishing_a_static_volume_twice_is_ok(self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter) -> None:
+        publish(request(volume_id="any-admin-handle", context=self.STATIC))
+        unpublish(UnpublishVolume("any-admin-handle", TARGET))
+        unpublish(UnpublishVolume("any-admin-handle", TARGET))  # a retry after a lost reply
+        assert mounter.mounts == {} and mounter.targets == set()
+
+    def test_inline_volumes_are_refused_unless_enabled(self, mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> None:
+        inline = request(volume_id="csi-1", context={**self.STATIC, "csi.storage.k8s.io/ephemeral": "true"})
+        with pytest.raises(InvalidArgument, match="--enable-inline-volumes"):
+            Publish(mounter, store, locks)(inline)
+        Publish(mounter, store, locks, inline_volumes=True)(inline)
+        assert mounter.mounts[TARGET][0] == "nfs.example:/exports/team"
