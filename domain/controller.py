@@ -24,6 +24,7 @@ from domain.model import (
 )
 from domain.events import Event, NoEvents
 from domain.needs import Clock, Events, Storage
+from domain.static import ContextVolume
 from domain.parameters import ProvisionDefaults, VolumeParameters, parse_mode
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,10 @@ class ValidateVolumeCapabilities:
         if not command.capabilities:
             raise InvalidArgument("volume_capabilities must not be empty")
         volume_id = VolumeId.parse(command.volume_id)
-        record = None if volume_id is None else self._storage.read_record(volume_id.share, volume_id.subdir)
-        if volume_id is None or record is None:
+        if volume_id is None:
+            return self._validate_static(command)
+        record = self._storage.read_record(volume_id.share, volume_id.subdir)
+        if record is None:
             raise NotFound(f"volume {command.volume_id!r} does not exist")
         try:
             for capability in command.capabilities:
@@ -159,6 +162,23 @@ class ValidateVolumeCapabilities:
             return Validation(False, str(err))
         if command.mutable_parameters:
             return Validation(False, "this driver has no mutable parameters")
+        return Validation(True)
+
+    def _validate_static(self, command: ValidateVolume) -> Validation:
+        """A static volume: its context must name a reachable share (and subDir); else it does not exist."""
+        described = ContextVolume.from_context(command.context, self._mount_options)
+        if described is None:
+            raise NotFound(f"volume {command.volume_id!r} does not exist and its volume_context names no share")
+        reachable = self._storage.share_reachable(described.share) and (
+            not described.subdir or self._storage.exists(described.share, described.subdir)
+        )
+        if not reachable:
+            raise NotFound(f"{described.source} cannot be reached or does not exist")
+        try:
+            for capability in command.capabilities:
+                check_capability(capability, self._mount_options)
+        except InvalidArgument as err:
+            return Validation(False, str(err))
         return Validation(True)
 
     @staticmethod

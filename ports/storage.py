@@ -45,6 +45,10 @@ class ShareStorage(abc.ABC):
         """Remove the record beside subdir. Missing is OK."""
 
     @abc.abstractmethod
+    def share_reachable(self, share: ShareRef) -> bool:
+        """Whether the share can be reached and is exported (mounting or connecting to it if need be)."""
+
+    @abc.abstractmethod
     def shares_held(self) -> int:
         """How many shares the adapter holds open now (mounts, or client connections)."""
 

@@ -23,6 +23,7 @@ class FakeShareStorage(ShareStorage):
     def __init__(self) -> None:
         self.dirs: dict[tuple[ShareRef, str], int | None] = {}
         self.records: dict[tuple[ShareRef, str], VolumeRecord] = {}
+        self.exports: set[ShareRef] | None = None  # None: every share is exported
         self.closed = False
 
     def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
@@ -60,6 +61,9 @@ class FakeShareStorage(ShareStorage):
 
     def remove_record(self, share: ShareRef, subdir: str) -> None:
         self.records.pop((share, subdir), None)
+
+    def share_reachable(self, share: ShareRef) -> bool:
+        return self.exports is None or share in self.exports
 
     def shares_held(self) -> int:
         return len({share for share, _ in self.dirs})

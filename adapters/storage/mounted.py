@@ -63,6 +63,13 @@ class MountedShareStorage(ShareStorage):
         # a crash overwrites what the crash left instead of leaving another file behind.
         self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
 
+    def share_reachable(self, share: ShareRef) -> bool:
+        try:
+            self._root(share)
+        except DomainError:
+            return False
+        return True
+
     def shares_held(self) -> int:
         return len(self._mounted)
 

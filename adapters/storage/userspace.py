@@ -139,6 +139,13 @@ class UserspaceShareStorage(ShareStorage):
             ",".join(options.versions), options.port or "default", _or_own(options.uid), _or_own(options.gid), options.timeout,
         )
 
+    def share_reachable(self, share: ShareRef) -> bool:
+        try:
+            self._client(share)
+        except DomainError:
+            return False
+        return True
+
     def shares_held(self) -> int:
         return len(self._clients)
 

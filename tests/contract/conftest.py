@@ -63,6 +63,7 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     if kind == "fake":
         fake = FakeShareStorage()
         share = ShareRef("127.0.0.1", "/exports")
+        fake.exports = {share}
         yield Subject(kind, fake, share, FakeExport(fake, share))
         return
 

@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from domain.errors import DomainError, MountFailed
-from domain.model import VolumeRecord
+from domain.model import ShareRef, VolumeRecord
 from tests.contract.conftest import Subject
 from tests.contract.exports import DIR, FILE, SYMLINK, record_path
 
@@ -352,3 +352,11 @@ class TestClose:
         subject.storage.create_volume_dir(subject.share, "v", None)
         subject.storage.close()
         subject.storage.close()
+
+
+class TestShareReachable:
+    def test_the_exported_share_is_reachable(self, subject: Subject) -> None:
+        assert subject.storage.share_reachable(subject.share)
+
+    def test_a_share_the_server_does_not_export_is_not(self, subject: Subject) -> None:
+        assert not subject.storage.share_reachable(ShareRef(subject.share.server, "/no/such/export"))

@@ -12,6 +12,8 @@ from tests.deploy.conftest import Built
 from tests.deploy.manifests import ROOT, Tools
 
 TARGETS = ["base", *m.overlays()]
+NODE_ONLY = "node-only"
+PROVISIONING = [t for t in TARGETS if t != NODE_ONLY]  # every build that runs a controller
 
 
 def project_version() -> str:
@@ -33,7 +35,6 @@ class TestSchemas:
         self, target: str, built: dict[str, Built], tools: Tools
     ) -> None:
         assert m.validate_custom_resources(built[target].objs, tools.crds) == []
-        assert m.of_kind(built[target].objs, "VolumeSnapshotClass"), "the example VolumeSnapshotClass is missing"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -80,10 +81,17 @@ class TestPolicies:
         assert driver["spec"]["fsGroupPolicy"] == "File"
         assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"]
 
+
+
+@pytest.mark.parametrize("target", PROVISIONING)
+class TestProvisioning:
     def test_provisioner_passes_pvc_metadata_for_subdir_templates(self, target: str, built: dict[str, Built]) -> None:
         (controller,) = m.of_kind(built[target].objs, "Deployment")
         provisioner = m.container(controller, "csi-provisioner")
         assert provisioner is not None and m.flags(provisioner).get("extra-create-metadata") == "true"
+
+    def test_ships_the_example_volumesnapshotclass(self, target: str, built: dict[str, Built]) -> None:
+        assert m.of_kind(built[target].objs, "VolumeSnapshotClass"), "the example VolumeSnapshotClass is missing"
 
 
 def test_snapshot_crd_comes_from_the_release_of_the_csi_snapshotter_image(
@@ -164,3 +172,38 @@ class TestProdUserspace:
         (node,) = m.of_kind(built["prod-userspace"].objs, "DaemonSet")
         driver = m.container(node, "nfs-csi-driver")
         assert driver is not None and driver["securityContext"]["privileged"] is True
+
+
+class TestNodeOnly:
+    def test_only_the_node_plugin_and_its_csidriver_are_deployed(self, built: dict[str, Built]) -> None:
+        objs = built["node-only"].objs
+        assert m.of_kind(objs, "Deployment") == [] and m.of_kind(objs, "StorageClass") == []
+        assert [k for k in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding") if m.of_kind(objs, k)] == []
+        (node,) = m.of_kind(objs, "DaemonSet")
+        assert m.flags(m.container(node, "nfs-csi-driver") or {})["mode"] == "node"
+        assert len(m.of_kind(objs, "CSIDriver")) == 1
+
+
+@pytest.fixture(scope="module")
+def example(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """deploy/examples/static, built."""
+    text = m.build(tools.kustomize, ROOT / "deploy" / "examples" / "static")
+    path = tmp_path_factory.mktemp("example") / "static.yaml"
+    path.write_text(text)
+    return Built("examples/static", path, m.load(text))
+
+
+class TestStaticExample:
+    def test_the_static_pv_and_pvc_validate_strictly(self, tools: Tools, example: Built) -> None:
+        assert m.kubernetes_validate(tools.kubernetes_validate, example.path) == []
+
+    def test_the_pv_names_this_driver_and_a_share_the_node_accepts(self, built: dict[str, Built], example: Built) -> None:
+        (driver,) = m.of_kind(built["node-only"].objs, "CSIDriver")
+        (pv,) = m.of_kind(example.objs, "PersistentVolume")
+        (pvc,) = m.of_kind(example.objs, "PersistentVolumeClaim")
+        csi = pv["spec"]["csi"]
+        assert csi["driver"] == driver["metadata"]["name"]
+        assert pvc["spec"]["volumeName"] == pv["metadata"]["name"] and pvc["spec"]["storageClassName"] == ""
+        from domain.static import ContextVolume
+
+        assert ContextVolume.from_context(csi["volumeAttributes"]) is not None  # the node's own validation

@@ -115,3 +115,19 @@ class TestInlineVolumes:
     def test_an_inline_volume_without_a_share_is_invalid_argument(self, inline_driver: Driver, tmp_path: Path) -> None:
         request = lambda: publish(inline_driver, tmp_path / "t", "csi-2", dict(self.INLINE))  # noqa: E731
         assert code_of(request) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TestValidateStatic:
+    def request(self, context: dict[str, str]) -> csi.ValidateVolumeCapabilitiesRequest:
+        return csi.ValidateVolumeCapabilitiesRequest(
+            volume_id="admin-handle", volume_capabilities=[mount_capability()], volume_context=context
+        )
+
+    def test_a_static_volume_on_a_reachable_share_is_confirmed(self, driver: Driver, export_dir: Path) -> None:
+        (export_dir / "legacy").mkdir()
+        answer = driver.controller.ValidateVolumeCapabilities(self.request({"server": SERVER, "share": SHARE, "subDir": "legacy"}))
+        assert answer.HasField("confirmed")
+
+    @pytest.mark.parametrize("context", [{"server": SERVER, "share": SHARE, "subDir": "missing"}, {"server": SERVER, "share": "/not/exported"}, {}])
+    def test_otherwise_it_is_not_found(self, driver: Driver, context: dict[str, str]) -> None:
+        assert code_of(lambda: driver.controller.ValidateVolumeCapabilities(self.request(context))) == grpc.StatusCode.NOT_FOUND

@@ -243,3 +243,31 @@ class TestValidateVolumeCapabilities:
         for command in (ValidateVolume("", RWX), ValidateVolume(str(volume.volume_id), ())):
             with pytest.raises(InvalidArgument):
                 validate(command)
+
+
+class TestValidateStaticVolumes:
+    CONTEXT = {"server": "nfs.example", "share": "/exports", "subDir": "legacy"}
+
+    @pytest.fixture
+    def validate(self, storage: FakeShareStorage) -> ValidateVolumeCapabilities:
+        storage.exports = {SHARE}
+        return ValidateVolumeCapabilities(storage, ProvisionDefaults())
+
+    def test_a_reachable_share_and_subdir_are_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
+        storage.create_volume_dir(SHARE, "legacy", None)
+        assert validate(ValidateVolume("admin-handle", RWX, context=self.CONTEXT)).confirmed
+
+    def test_block_is_still_not_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
+        storage.create_volume_dir(SHARE, "legacy", None)
+        block = (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)
+        assert not validate(ValidateVolume("admin-handle", block, context=self.CONTEXT)).confirmed
+
+    @pytest.mark.parametrize(
+        "context",
+        [{}, {"server": "nfs.example", "share": "/exports", "subDir": "missing"}, {"server": "nfs.example", "share": "/other"}],
+    )
+    def test_no_share_a_missing_subdir_or_an_unexported_share_is_not_found(
+        self, validate: ValidateVolumeCapabilities, context: dict[str, str]
+    ) -> None:
+        with pytest.raises(NotFound):
+            validate(ValidateVolume("admin-handle", RWX, context=context))
