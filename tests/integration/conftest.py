@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 import pytest
@@ -81,12 +81,13 @@ class Driver:
         return self.process.wait(timeout=30)
 
 
-def start_driver(workdir: Path, *extra: str, mode: str = "all") -> Driver:
+def start_driver(workdir: Path, *extra: str, mode: str = "all", wrapper: Sequence[str] = ()) -> Driver:
+    """``python -m app`` with the stand-in, run under ``wrapper`` (e.g. setpriv) when given; ready to call."""
     workdir.mkdir(parents=True, exist_ok=True)
     sock = workdir / "csi.sock"
     log = workdir / "driver.log"
     argv = [
-        sys.executable, "-m", "app",
+        *wrapper, sys.executable, "-m", "app",
         "--endpoint", f"unix://{sock}",
         "--mode", mode,
         "--nodeid", "node-1",

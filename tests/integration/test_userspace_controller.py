@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -14,8 +11,7 @@ import grpc
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
-from tests.conftest import ROOT
-from tests.integration.conftest import STANDIN, Driver, mount_capability
+from tests.integration.conftest import Driver, mount_capability, start_driver
 from tests.integration.ganesha import Ganesha, ganesha  # noqa: F401 - the session's NFS server fixture
 
 pytestmark = pytest.mark.integration
@@ -26,39 +22,19 @@ ARCHIVED = re.compile(r"^archived-pvc-1-\d{8}T\d{6}Z$")
 
 def start_userspace_controller(workdir: Path, server: Ganesha, *extra: str) -> Driver:
     """``python -m app --mode controller --storage userspace``, under setpriv with an empty capability set."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    sock, log = workdir / "csi.sock", workdir / "driver.log"
-    argv = [
-        *NO_PRIVILEGE, sys.executable, "-m", "app",
-        "--endpoint", f"unix://{sock}",
-        "--mode", "controller",
+    driver = start_driver(
+        workdir,
         "--storage", "userspace",
         "--nfs-version", "4.1",
         "--nfs-port", str(server.port),
         "--nfs-timeout", "10",
-        "--working-mount-dir", str(workdir / "shares"),
-        "--state-dir", str(workdir / "state"),
-        "--mount-command", STANDIN,
-        "--log-level", "debug",
         *extra,
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while not sock.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"driver did not start:\n{log.read_text()}")
-        time.sleep(0.02)
-    channel = grpc.insecure_channel(f"unix:{sock}")
-    grpc.channel_ready_future(channel).result(timeout=10)
-    driver = Driver(process, sock, channel, log)
-    if "controller storage: userspace NFS" not in log.read_text():
+        mode="controller",
+        wrapper=NO_PRIVILEGE,
+    )  # fmt: skip
+    if "controller storage: userspace NFS" not in driver.log.read_text():
         driver.stop()
-        raise AssertionError(
-            "the driver ignored --storage userspace: app/server.py build_container must pass "
-            f"settings.storage_config() as the container's 'storage' section\n{log.read_text()}"
-        )
+        raise AssertionError(f"the driver ignored --storage userspace:\n{driver.log.read_text()}")
     return driver
 
 
