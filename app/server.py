@@ -131,18 +131,24 @@ class DriverServer:
             csi_grpc.add_NodeServicer_to_server(c.node_servicer(), self._server)
         path = self._endpoint.socket_path
         if path:
+            # gRPC creates the socket file when it binds, before it listens: bind under a private name and
+            # rename it into place once served, so a client that sees the socket is never refused.
             os.makedirs(os.path.dirname(path), exist_ok=True)
             clear_stale_socket(path)
+            binding = f"{path}.binding-{os.getpid()}"
+            if os.path.lexists(binding):
+                os.unlink(binding)
             previous = os.umask(0o117)
             try:
-                self._bind()
+                self._bind(f"unix:{binding}")
             finally:
                 os.umask(previous)
+            self._server.start()
+            os.chmod(binding, 0o660)
+            os.rename(binding, path)
         else:
-            self._bind()
-        self._server.start()
-        if path:
-            os.chmod(path, 0o660)
+            self._bind(self._endpoint.address)
+            self._server.start()
         self._serving = True
         log.info(
             "serving %s on %s",
@@ -151,9 +157,9 @@ class DriverServer:
             extra={"driver": self._settings.driver_name, "version": VERSION},
         )
 
-    def _bind(self) -> None:
+    def _bind(self, address: str) -> None:
         try:
-            port = self._server.add_insecure_port(self._endpoint.address)
+            port = self._server.add_insecure_port(address)
         except RuntimeError as err:
             raise EndpointInUse(f"cannot listen on {self._settings.endpoint}: {err}") from err
         if port == 0:
