@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from domain.errors import InvalidArgument
-from domain.model import mount_option_allowlist
+from domain.model import ShareRef, mount_option_allowlist, parse_share_list
 
 DEFAULT_DRIVER_NAME = "nfs.csi.ownedstorage.dev"
 VERSION = "0.1.0"
@@ -44,6 +44,7 @@ class Settings:
     max_concurrent_mounts: int = 8
     allowed_mount_options: str = ""
     inline_volumes: bool = False
+    shares: tuple[ShareRef, ...] = ()
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -116,6 +117,11 @@ def parser() -> argparse.ArgumentParser:
         help="serve CSI inline ephemeral volumes (anyone who can create a pod may then mount any export it names); "
         "the CSIDriver must list Ephemeral in volumeLifecycleModes",
     )
+    p.add_argument(
+        "--shares", default="",
+        help="comma-separated server:/path list of the shares the controller serves; ListVolumes and ListSnapshots "
+        "list what is on them (a share a StorageClass names still works without being listed)",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -132,6 +138,10 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         mount_option_allowlist(args.allowed_mount_options)
     except InvalidArgument as err:
         parser().error(f"--allowed-mount-options: {err}")
+    try:
+        shares = parse_share_list(args.shares)
+    except InvalidArgument as err:
+        parser().error(f"--shares: {err}")
     nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
     if not all(v in ("4.1", "4.0", "3") for v in nfs_versions):
         parser().error("--nfs-version takes 4.1, 4.0 or 3, or a comma-separated fallback list of them")
@@ -166,4 +176,5 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         max_concurrent_mounts=args.max_concurrent_mounts,
         allowed_mount_options=args.allowed_mount_options,
         inline_volumes=args.enable_inline_volumes,
+        shares=shares,
     )

@@ -77,6 +77,25 @@ class ShareRef:
         return f"{self.server}:{path}"
 
 
+def parse_share_list(value: str) -> tuple[ShareRef, ...]:
+    """``server:/path[,server:/path...]``: the shares an operator lists (ListVolumes, ListSnapshots look there)."""
+    shares: list[ShareRef] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        server, sep, path = item.partition(":/")
+        if not sep:
+            raise InvalidArgument(f"share {item!r} must be written server:/path")
+        share = ShareRef.parse(server, "/" + path)
+        if share not in shares:
+            shares.append(share)
+    return tuple(shares)
+
+
+METADATA_DIR = ".nfs-csi"
+"""The driver's own directory at a share's root (indexes, snapshots); no volume subDir may start with '.'."""
+
+
 @dataclass(frozen=True)
 class VolumeId:
     """Everything DeleteVolume and NodePublish need, in a versioned, unambiguous string.

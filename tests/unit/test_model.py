@@ -16,6 +16,7 @@ from domain.model import (
     check_mount_option,
     check_volume_name,
     mount_option_allowlist,
+    parse_share_list,
 )
 from domain.parameters import PVC_NAME, ProvisionDefaults, VolumeParameters
 from domain.paths import absolute_path, join_inside, relative_subpath
@@ -71,6 +72,20 @@ class TestShareRef:
 
     def test_share_is_normalised(self) -> None:
         assert ShareRef.parse("h", "//exports//x/").share == "/exports/x"
+
+
+class TestShareList:
+    def test_parses_deduplicates_and_keeps_order(self) -> None:
+        shares = parse_share_list(" b:/x, [fd00::1]:/exports/a ,b:/x/,")
+        assert shares == (ShareRef("b", "/x"), ShareRef("[fd00::1]", "/exports/a"))
+
+    def test_empty_is_no_shares(self) -> None:
+        assert parse_share_list("") == ()
+
+    @pytest.mark.parametrize("value", ["host", "host:rel", "-o:/x", "h:/a/../b", ":/x"])
+    def test_bad_entries_are_refused(self, value: str) -> None:
+        with pytest.raises(InvalidArgument):
+            parse_share_list(value)
 
 
 class TestPaths:
