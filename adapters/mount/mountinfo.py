@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
+import select
+import threading
 from dataclasses import dataclass
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
@@ -49,12 +52,55 @@ def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
         return parse_mountinfo(handle.read())
 
 
-def is_mount_point(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> bool:
-    wanted = os.path.normpath(path)
-    return any(entry.mount_point == wanted for entry in read_mountinfo(mountinfo_path))
+class MountTable:
+    """How many mounts sit at each path, re-read only when the kernel says the table changed.
+
+    Parsing the whole table on every question costs time in proportion to the mounts on the machine (a node with
+    thousands of published volumes has thousands of lines), and a CreateVolume asks several times. The kernel
+    flags an open /proc/<pid>/mountinfo with POLLPRI once the namespace's mount table changes, so a poll(0) says
+    whether the last parse is still true. Any other file (tests hand one in) has no such signal: it is re-read on
+    every question.
+    """
+
+    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
+        self._path = path
+        self._watchable = path.startswith("/proc/")
+        self._guard = threading.Lock()
+        self._fd = -1
+        self._poll: select.poll | None = None
+        self._counts: collections.Counter[str] | None = None
+
+    def count(self, path: str) -> int:
+        """How many mounts are stacked at path (0: it is no mount point)."""
+        return self._current()[os.path.normpath(path)]
+
+    def _current(self) -> collections.Counter[str]:
+        if not self._watchable:
+            return _count(read_mountinfo(self._path))
+        with self._guard:
+            if self._poll is None:
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+                self._poll = select.poll()
+                self._poll.register(self._fd, select.POLLPRI | select.POLLERR)
+            # Poll before reading: a change after the poll shows in this read and flags the next poll too.
+            changed = bool(self._poll.poll(0))
+            if changed or self._counts is None:
+                self._counts = _count(parse_mountinfo(self._read()))
+            return self._counts
+
+    def _read(self) -> str:
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="surrogateescape")
+
+    def close(self) -> None:
+        with self._guard:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd, self._poll, self._counts = -1, None, None
 
 
-def mount_count(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> int:
-    """How many mounts are stacked at path (0: it is no mount point)."""
-    wanted = os.path.normpath(path)
-    return sum(1 for entry in read_mountinfo(mountinfo_path) if entry.mount_point == wanted)
+def _count(entries: list[MountEntry]) -> collections.Counter[str]:
+    return collections.Counter(entry.mount_point for entry in entries)

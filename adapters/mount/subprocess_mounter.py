@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import tenacity
 
 from adapters.mount.bounded import BoundedCalls
-from adapters.mount.mountinfo import is_mount_point, mount_count
+from adapters.mount.mountinfo import MountTable
 from adapters.mount.observer import MountObserver
 from adapters.mount.process import CommandTimedOut, Completed, run_command
 from domain.errors import (
@@ -107,7 +107,7 @@ class SubprocessMounter(Mounter):
         self._timeout = timeout
         self._retry = retry
         self._runner = runner
-        self._mountinfo = mountinfo_path
+        self._mounts = MountTable(mountinfo_path)
         self._max_mounts = max(1, max_concurrent_mounts)
         self._mount_slots = threading.BoundedSemaphore(self._max_mounts)
         # Stats and mkdirs of publish targets: a target may be a mount of a hung server.
@@ -148,7 +148,7 @@ class SubprocessMounter(Mounter):
     def unmount(self, target: str) -> None:
         binary = self._binary(self._umount_command)
         for _ in range(MAX_STACKED_MOUNTS):
-            stacked = mount_count(target, self._mountinfo)
+            stacked = self._mounts.count(target)
             if stacked == 0:
                 return
             self._unmount_one(binary, target, stacked)
@@ -169,7 +169,7 @@ class SubprocessMounter(Mounter):
                 timeouts += 1
                 failures.append(str(err))
                 continue
-            if mount_count(target, self._mountinfo) < stacked:
+            if self._mounts.count(target) < stacked:
                 return
             failures.append(" ".join(["umount", *flags, f"exited {result.returncode}: {result.output}"]))
         message = f"cannot unmount {target}: " + "; ".join(failures)
@@ -178,7 +178,7 @@ class SubprocessMounter(Mounter):
         raise MountFailed(message)
 
     def is_mount_point(self, path: str) -> bool:
-        return is_mount_point(path, self._mountinfo)
+        return self._mounts.count(path) > 0
 
     def is_stale(self, path: str) -> bool:
         try:
@@ -197,6 +197,7 @@ class SubprocessMounter(Mounter):
 
     def close(self) -> None:
         self._fs.close()
+        self._mounts.close()
 
     def _run(self, kind: str, argv: Sequence[str]) -> Completed:
         started = time.perf_counter()

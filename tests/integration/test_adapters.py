@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from adapters.mount.mountinfo import MountTable
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter, TransientMountError
 from adapters.storage.mounted import MountedShareStorage
 from domain.errors import DeadlineExceeded, MountFailed, NotFound
@@ -134,3 +136,60 @@ class TestMountedShareStorage:
         with pytest.raises(OSError):
             storage.remove_volume_dir(self.share, "v")
         assert (outside / "data").read_text() == "keep"
+
+
+class TestMountTable:
+    """The mount table is re-read only when the kernel flags a change; a real bind mount must still show at once."""
+
+    def test_sees_a_mount_and_its_removal(self, tmp_path: Path) -> None:
+        target = tmp_path / "t"
+        target.mkdir()
+        table = MountTable()
+        try:
+            assert table.count(str(target)) == 0
+            subprocess.run(["mount", "--bind", str(tmp_path), str(target)], check=True, timeout=10)
+            try:
+                assert table.count(str(target)) == 1
+                subprocess.run(["mount", "--bind", str(tmp_path), str(target)], check=True, timeout=10)
+                assert table.count(str(target) + "/") == 2
+                subprocess.run(["umount", str(target)], check=True, timeout=10)
+                assert table.count(str(target)) == 1
+            finally:
+                while table.count(str(target)):
+                    subprocess.run(["umount", str(target)], check=True, timeout=10)
+            assert table.count(str(target)) == 0
+        finally:
+            table.close()
+
+    def test_reads_the_table_only_after_a_change(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        table = MountTable()
+        reads = 0
+        read = table._read
+
+        def counting() -> str:
+            nonlocal reads
+            reads += 1
+            return read()
+
+        monkeypatch.setattr(table, "_read", counting)
+        try:
+            for _ in range(5):
+                table.count(str(tmp_path))
+            assert reads == 1
+            subprocess.run(["mount", "-t", "tmpfs", "none", str(tmp_path)], check=True, timeout=10)
+            try:
+                assert table.count(str(tmp_path)) == 1
+                assert reads == 2
+            finally:
+                subprocess.run(["umount", str(tmp_path)], check=True, timeout=10)
+        finally:
+            table.close()
+
+    def test_a_plain_file_is_read_every_time(self, tmp_path: Path) -> None:
+        line = "36 25 0:32 / {} rw,relatime shared:1 - tmpfs none rw\n"
+        table_file = tmp_path / "mountinfo"
+        table_file.write_text(line.format("/a"))
+        table = MountTable(str(table_file))
+        assert table.count("/a") == 1
+        table_file.write_text(line.format("/b"))
+        assert (table.count("/a"), table.count("/b")) == (0, 1)
