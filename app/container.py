@@ -6,16 +6,18 @@ from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
 from adapters.metrics.prometheus import PrometheusTelemetry
-from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeServicer
+from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeServicer, StagingNodeServicer
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedShareStorage
 from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
 from domain.controller import DeleteVolume, ProvisionVolume, ValidateVolumeCapabilities
-from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe
+from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe, node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
 from domain.node import Publish, Unpublish
+from domain.stage import Stage, Unstage
+from domain.stats import GetVolumeStats
 from domain.parameters import ProvisionDefaults, parse_mode
 
 
@@ -54,6 +56,9 @@ class Container(containers.DeclarativeContainer):
     # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller).
     storage = providers.Selector(config.storage.kind, mount=mounted_storage, userspace=userspace_storage)
     publications = providers.ThreadSafeSingleton(JsonFilePublicationStore, state_dir=config.state_dir)
+    stagings = providers.ThreadSafeSingleton(JsonFilePublicationStore, state_dir=config.state_dir, kind="stagings")
+    # --node-stage: "yes" stages each volume once per node and bind-mounts it into targets; "no" mounts directly.
+    stagings_in_use = providers.Selector(config.node_stage, yes=stagings, no=providers.Object(None))
 
     defaults = providers.Factory(
         ProvisionDefaults,
@@ -76,8 +81,17 @@ class Container(containers.DeclarativeContainer):
         events=telemetry,
         mount_options=mount_options,
         inline_volumes=config.inline_volumes,
+        stagings=stagings_in_use,
     )
     unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
+    stage = providers.Factory(
+        Stage, mounter=mounter, stagings=stagings, locks=locks, events=telemetry, mount_options=mount_options
+    )
+    unstage = providers.Factory(Unstage, mounter=mounter, stagings=stagings, locks=locks)
+    # One instance: it remembers each volume's last usage, reported with an abnormal condition.
+    volume_stats = providers.ThreadSafeSingleton(
+        GetVolumeStats, mounter=mounter, publications=publications, stagings=stagings_in_use
+    )
     probe = providers.Factory(
         Probe, mounter=providers.Selector(config.probe_mount_helper, yes=mounter, no=providers.Object(None))
     )
@@ -93,10 +107,27 @@ class Container(containers.DeclarativeContainer):
         validate=validate,
         capabilities=providers.Object(CONTROLLER_CAPABILITIES),
     )
-    node_servicer = providers.Factory(
+    node_capabilities = providers.Callable(
+        node_capabilities, providers.Callable(lambda answer: answer == "yes", config.node_stage)
+    )
+    direct_node_servicer = providers.Factory(
         NodeServicer,
         publish=publish,
         unpublish=unpublish,
+        stats=volume_stats,
         node_id=config.node_id,
-        capabilities=providers.Object(NODE_CAPABILITIES),
+        capabilities=node_capabilities,
+        max_volumes_per_node=config.max_volumes_per_node,
     )
+    staging_node_servicer = providers.Factory(
+        StagingNodeServicer,
+        publish=publish,
+        unpublish=unpublish,
+        stats=volume_stats,
+        node_id=config.node_id,
+        capabilities=node_capabilities,
+        stage=stage,
+        unstage=unstage,
+        max_volumes_per_node=config.max_volumes_per_node,
+    )
+    node_servicer = providers.Selector(config.node_stage, yes=staging_node_servicer, no=direct_node_servicer)

@@ -73,6 +73,8 @@ def build_container(settings: Settings) -> Container:
             "max_concurrent_mounts": settings.max_concurrent_mounts,
             "allowed_mount_options": settings.allowed_mount_options,
             "inline_volumes": settings.inline_volumes,
+            "node_stage": "yes" if settings.node_stage else "no",
+            "max_volumes_per_node": settings.max_volumes_per_node,
             "working_mount_dir": settings.working_mount_dir,
             "state_dir": settings.state_dir,
             "default_ondelete_policy": settings.default_ondelete_policy,

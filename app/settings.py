@@ -45,6 +45,8 @@ class Settings:
     allowed_mount_options: str = ""
     inline_volumes: bool = False
     shares: tuple[ShareRef, ...] = ()
+    node_stage: bool = False
+    max_volumes_per_node: int = 0
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -122,6 +124,15 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated server:/path list of the shares the controller serves; ListVolumes and ListSnapshots "
         "list what is on them (a share a StorageClass names still works without being listed)",
     )
+    p.add_argument(
+        "--node-stage", action="store_true",
+        help="mount each volume once per node at kubelet's staging path (NodeStageVolume) and bind-mount it into "
+        "each pod; default: mount every publish directly",
+    )
+    p.add_argument(
+        "--max-volumes-per-node", type=int, default=0,
+        help="most volumes the scheduler may place on this node (NodeGetInfo); 0: no limit",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -142,6 +153,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         shares = parse_share_list(args.shares)
     except InvalidArgument as err:
         parser().error(f"--shares: {err}")
+    if args.max_volumes_per_node < 0:
+        parser().error("--max-volumes-per-node must be 0 (no limit) or more")
     nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
     if not all(v in ("4.1", "4.0", "3") for v in nfs_versions):
         parser().error("--nfs-version takes 4.1, 4.0 or 3, or a comma-separated fallback list of them")
@@ -177,4 +190,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         allowed_mount_options=args.allowed_mount_options,
         inline_volumes=args.enable_inline_volumes,
         shares=shares,
+        node_stage=args.node_stage,
+        max_volumes_per_node=args.max_volumes_per_node,
     )

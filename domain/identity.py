@@ -18,7 +18,13 @@ class PluginInfo:
 # "regardless of ... which RPCs an instance is serving", so a node-only process reports CONTROLLER_SERVICE too.
 PLUGIN_CAPABILITIES: tuple[str, ...] = ("CONTROLLER_SERVICE",)
 CONTROLLER_CAPABILITIES: tuple[str, ...] = ("CREATE_DELETE_VOLUME",)
-NODE_CAPABILITIES: tuple[str, ...] = ()
+NODE_CAPABILITIES: tuple[str, ...] = ("GET_VOLUME_STATS", "VOLUME_CONDITION")
+STAGE_CAPABILITY = "STAGE_UNSTAGE_VOLUME"
+
+
+def node_capabilities(stage: bool) -> tuple[str, ...]:
+    """STAGE_UNSTAGE_VOLUME only when the node stages (--node-stage): kubelet then stages before it publishes."""
+    return (*NODE_CAPABILITIES, STAGE_CAPABILITY) if stage else NODE_CAPABILITIES
 
 
 class Probe:

@@ -292,3 +292,15 @@ class Publication:
     def from_json(cls, raw: bytes) -> Publication:
         data = json.loads(raw)
         return cls(str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]))
+
+
+@dataclass(frozen=True)
+class FilesystemUsage:
+    """A mounted filesystem's size and use, in bytes and inodes (from statvfs)."""
+
+    total_bytes: int
+    available_bytes: int
+    used_bytes: int
+    total_inodes: int
+    free_inodes: int
+    used_inodes: int

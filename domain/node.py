@@ -1,10 +1,10 @@
-"""Node use cases: publish and unpublish a volume at a target path."""
+"""Node use cases: publish and unpublish a volume at a target path, directly or from its staging mount."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from domain.locks import VolumeLocks
@@ -16,6 +16,9 @@ from domain.static import EPHEMERAL, ContextVolume, is_ephemeral
 
 log = logging.getLogger(__name__)
 
+# The options recorded for a bind mount of a staging mount into a publish target. "bind" is never on the NFS
+# mount option allowlist, so such a record cannot be mistaken for a direct NFS mount's.
+BIND = "bind"
 
 
 @dataclass(frozen=True)
@@ -25,24 +28,92 @@ class PublishVolume:
     capability: VolumeCapability | None
     readonly: bool = False
     context: Mapping[str, str] = field(default_factory=dict)
+    staging_target_path: str = ""
 
 
-def _target(raw: str) -> str:
+def checked_path(raw: str, what: str = "target_path") -> str:
     if not raw:
-        raise InvalidArgument("target_path is required")
-    target = absolute_path(raw, "target_path")
+        raise InvalidArgument(f"{what} is required")
+    target = absolute_path(raw, what)
     if target == "/":
-        raise InvalidArgument("target_path must not be '/'")
+        raise InvalidArgument(f"{what} must not be '/'")
     return target
 
 
-def _lock_keys(volume_id: str, target: str) -> tuple[str, str]:
+def lock_keys(volume_id: str, target: str) -> tuple[str, str]:
     """One call per volume at a target, and one volume per target at a time."""
     return f"{volume_id}@{target}", f"target:{target}"
 
 
+def volume_source(
+    volume_id: str, context: Mapping[str, str], allowlist: MountOptionAllowlist, inline: bool = False
+) -> tuple[str, tuple[str, ...]]:
+    """server:/share/subdir to mount, and the mount options the volume context adds.
+
+    A dynamically provisioned volume is described by its id; a static or inline volume by its context
+    (server, share, subDir, mountOptions), validated like StorageClass parameters.
+    """
+    parsed = None if inline else VolumeId.parse(volume_id)
+    if parsed is not None:
+        return parsed.share.source(parsed.subdir), ()
+    described = ContextVolume.from_context(context, allowlist)
+    if described is None:
+        if inline:
+            raise InvalidArgument("an inline volume needs the attributes server and share")
+        raise NotFound(f"volume {volume_id!r} does not exist and its volume_context names no share")
+    return described.source, described.mount_options
+
+
+def mount_recorded(
+    mounter: Mounting, records: Publications, wanted: Publication, mount: Callable[[], None], what: str
+) -> bool | None:
+    """Mount ``wanted`` at its path once, recording it first; None when it is already there, else whether a
+    stale mount was replaced.
+
+    The record is written before the mount, so a restart finds what may be mounted there; a mount that failed
+    for sure is forgotten, one that timed out is kept (it may still land) so a retry or an unmount cleans up.
+    """
+    path = wanted.target
+    existing = records.get(path)
+    mounted = mounter.is_mount_point(path)
+    if existing is not None and existing != wanted:
+        raise AlreadyExists(f"{path} is already {what} with other arguments")
+    if existing is None and mounted:
+        raise AlreadyExists(f"{path} is already a mount point not {what} by this driver")
+    recovered = False
+    if existing is not None and mounted:
+        if not mounter.is_stale(path):
+            return None
+        log.warning("%s answers 'stale file handle': unmounting it and mounting %s again", path, wanted.source)
+        mounter.unmount(path)
+        recovered = True
+    mounter.make_target(path)
+    records.put(wanted)
+    try:
+        mount()
+    except DeadlineExceeded:
+        raise
+    except BaseException:
+        _forget_failed(mounter, records, path)
+        raise
+    return recovered
+
+
+def _forget_failed(mounter: Mounting, records: Publications, path: str) -> None:
+    try:
+        if not mounter.is_mount_point(path):
+            records.remove(path)
+            mounter.remove_target(path)
+    except Exception:  # noqa: BLE001 - the mount's own error is the one to report
+        log.warning("could not clean up %s after a failed mount", path, exc_info=True)
+
+
 class Publish:
-    """NodePublishVolume: mount server:/share/subdir at the target, once; a stale mount there is mounted again."""
+    """NodePublishVolume: mount server:/share/subdir at the target, once; a stale mount there is mounted again.
+
+    With ``stagings`` (the node stages volumes, --node-stage), a volume is bind-mounted from its staging mount
+    instead, read-only when the publish is; inline ephemeral volumes are never staged, so they mount directly.
+    """
 
     def __init__(
         self,
@@ -52,6 +123,7 @@ class Publish:
         events: Events = NoEvents(),
         mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
         inline_volumes: bool = False,
+        stagings: Publications | None = None,
     ) -> None:
         self._mounter = mounter
         self._publications = publications
@@ -59,11 +131,12 @@ class Publish:
         self._events = events
         self._mount_options = mount_options
         self._inline_volumes = inline_volumes
+        self._stagings = stagings
 
     def __call__(self, command: PublishVolume) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
-        target = _target(command.target_path)
+        target = checked_path(command.target_path)
         if command.capability is None:
             raise InvalidArgument("volume_capability is required")
         inline = is_ephemeral(command.context)
@@ -73,67 +146,35 @@ class Publish:
                 f"use a PersistentVolumeClaim (the volume_context has {EPHEMERAL}: true)"
             )
         check_capability(command.capability, self._mount_options)
-        source, context_options = self._source(command, inline)
+        source, context_options = volume_source(command.volume_id, command.context, self._mount_options, inline)
+        readonly = command.readonly or command.capability.access_mode.read_only
+        if self._stagings is not None and not inline:
+            staging = self._staged(command, self._stagings)
+            wanted = Publication(command.volume_id, target, staging, (BIND, "ro") if readonly else (BIND,))
+            mount = lambda: self._mounter.bind_mount(staging, target, readonly)  # noqa: E731
+        else:
+            options = [*command.capability.mount_flags, *context_options]
+            if readonly:
+                options.append("ro")
+            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(options)))
+            mount = lambda: self._mounter.mount(wanted.source, target, wanted.options)  # noqa: E731
+        with self._locks.hold(*lock_keys(command.volume_id, target)):
+            recovered = mount_recorded(self._mounter, self._publications, wanted, mount, "published")
+        if recovered is not None:
+            self._events.emit(Event.STALE_HANDLE_RECOVERED if recovered else Event.VOLUME_PUBLISHED)
 
-        options = [*command.capability.mount_flags, *context_options]
-        if command.readonly or command.capability.access_mode.read_only:
-            options.append("ro")
-        wanted = Publication(
-            volume_id=command.volume_id,
-            target=target,
-            source=source,
-            options=tuple(dict.fromkeys(options)),
-        )
-        recovered = False
-        with self._locks.hold(*_lock_keys(command.volume_id, target)):
-            existing = self._publications.get(target)
-            mounted = self._mounter.is_mount_point(target)
-            if existing is not None and existing != wanted:
-                raise AlreadyExists(f"{target} is already published with other arguments")
-            if existing is None and mounted:
-                raise AlreadyExists(f"{target} is already a mount point not published by this driver")
-            if existing is not None and mounted:
-                if not self._mounter.is_stale(target):
-                    return
-                log.warning("%s answers 'stale file handle': unmounting it and mounting %s again", target, wanted.source)
-                self._mounter.unmount(target)
-                recovered = True
-            self._mounter.make_target(target)
-            self._publications.put(wanted)  # before the mount: a restart finds what may be mounted here
-            try:
-                self._mounter.mount(wanted.source, target, wanted.options)
-            except DeadlineExceeded:
-                # The mount may still land (a killed helper can outlive its timeout in the kernel): keep the
-                # record, so a retry mounts again and NodeUnpublish may unmount what did land.
-                raise
-            except BaseException:
-                self._forget_failed(target)
-                raise
-        self._events.emit(Event.STALE_HANDLE_RECOVERED if recovered else Event.VOLUME_PUBLISHED)
-
-    def _source(self, command: PublishVolume, inline: bool) -> tuple[str, tuple[str, ...]]:
-        """server:/share/subdir to mount, and the mount options the volume context adds.
-
-        A dynamically provisioned volume is described by its id; a static or inline volume by its context
-        (server, share, subDir, mountOptions), validated like StorageClass parameters.
-        """
-        volume_id = None if inline else VolumeId.parse(command.volume_id)
-        if volume_id is not None:
-            return volume_id.share.source(volume_id.subdir), ()
-        described = ContextVolume.from_context(command.context, self._mount_options)
-        if described is None:
-            if inline:
-                raise InvalidArgument("an inline volume needs the attributes server and share")
-            raise NotFound(f"volume {command.volume_id!r} does not exist and its volume_context names no share")
-        return described.source, described.mount_options
-
-    def _forget_failed(self, target: str) -> None:
-        try:
-            if not self._mounter.is_mount_point(target):
-                self._publications.remove(target)
-                self._mounter.remove_target(target)
-        except Exception:  # noqa: BLE001 - the mount's own error is the one to report
-            log.warning("could not clean up %s after a failed mount", target, exc_info=True)
+    def _staged(self, command: PublishVolume, stagings: Publications) -> str:
+        """The staging path this volume is staged (and mounted) at; FAILED_PRECONDITION when it is not."""
+        if not command.staging_target_path:
+            raise FailedPrecondition(
+                "staging_target_path is required: this node stages volumes (--node-stage), so NodeStageVolume "
+                "comes first"
+            )
+        staging = checked_path(command.staging_target_path, "staging_target_path")
+        staged = stagings.get(staging)
+        if staged is None or staged.volume_id != command.volume_id or not self._mounter.is_mount_point(staging):
+            raise FailedPrecondition(f"volume {command.volume_id!r} is not staged at {staging}: NodeStageVolume first")
+        return staging
 
 
 @dataclass(frozen=True)
@@ -159,8 +200,8 @@ class Unpublish:
     def __call__(self, command: UnpublishVolume) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
-        target = _target(command.target_path)
-        with self._locks.hold(*_lock_keys(command.volume_id, target)):
+        target = checked_path(command.target_path)
+        with self._locks.hold(*lock_keys(command.volume_id, target)):
             existing = self._publications.get(target)
             ours = existing is not None and existing.volume_id == command.volume_id
             if existing is not None and not ours:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from typing import Sequence
 
+from domain.model import FilesystemUsage
 from domain.needs import Mounting
 
 
@@ -18,6 +19,13 @@ class Mounter(abc.ABC):
     @abc.abstractmethod
     def mount(self, source: str, target: str, options: Sequence[str]) -> None:
         """Mount NFS ``source`` (``server:/path``) at ``target`` with ``options``."""
+
+    @abc.abstractmethod
+    def bind_mount(self, source: str, target: str, readonly: bool) -> None:
+        """Bind-mount the local directory ``source`` (a staging mount) at ``target``, read-only when asked.
+
+        Bounded in time like ``mount``; a bind that cannot be made read-only is undone, never left writable.
+        """
 
     @abc.abstractmethod
     def unmount(self, target: str) -> None:
@@ -36,6 +44,15 @@ class Mounter(abc.ABC):
 
         Bounded in time: raise DeadlineExceeded when the stat does not return in time, Unavailable when
         earlier stats of hung mounts still hold every worker that may stat.
+        """
+
+    @abc.abstractmethod
+    def filesystem_usage(self, path: str) -> FilesystemUsage:
+        """Bytes and inodes of the filesystem mounted at ``path`` (statvfs).
+
+        Bounded in time and cheap to refuse: DeadlineExceeded when the call does not return in time;
+        Unavailable at once while an earlier call on the same path has not returned, or when every worker is
+        held by hung calls, and when the mount answers with a dead handle (ESTALE, ENOTCONN, EIO).
         """
 
     @abc.abstractmethod

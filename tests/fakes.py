@@ -6,8 +6,8 @@ import datetime
 import posixpath
 from typing import Sequence
 
-from domain.errors import FailedPrecondition, MountFailed, NotFound
-from domain.model import Publication, ShareRef, VolumeRecord
+from domain.errors import DeadlineExceeded, FailedPrecondition, MountFailed, NotFound, Unavailable
+from domain.model import FilesystemUsage, Publication, ShareRef, VolumeRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
 from ports.publications import PublicationStore
@@ -79,6 +79,8 @@ class FakeMounter(Mounter):
         self.ready = True
         self.fail_next_mount: Exception | None = None
         self.stale: set[str] = set()  # mounts that answer a stat with ESTALE, until unmounted
+        self.hung: set[str] = set()  # mounts whose stats never return
+        self.usage = FilesystemUsage(10 << 30, 6 << 30, 4 << 30, 1000, 900, 100)
 
     def mount(self, source: str, target: str, options: Sequence[str]) -> None:
         if self.fail_next_mount is not None:
@@ -88,15 +90,28 @@ class FakeMounter(Mounter):
             raise NotFound(f"mount point {target} does not exist")
         self.mounts[target] = (source, tuple(options))
 
+    def bind_mount(self, source: str, target: str, readonly: bool) -> None:
+        if source not in self.mounts:
+            raise NotFound(f"bind source {source} is not mounted")
+        self.mount(source, target, ("bind", "ro") if readonly else ("bind",))
+
     def unmount(self, target: str) -> None:
         self.mounts.pop(target, None)
         self.stale.discard(target)
+        self.hung.discard(target)
 
     def is_mount_point(self, path: str) -> bool:
         return path in self.mounts
 
     def is_stale(self, path: str) -> bool:
         return path in self.stale
+
+    def filesystem_usage(self, path: str) -> FilesystemUsage:
+        if path in self.hung:
+            raise DeadlineExceeded(f"statvfs of {path} did not finish within 30 s")
+        if path in self.stale:
+            raise Unavailable(f"cannot stat {path}: Stale file handle")
+        return self.usage
 
     def make_target(self, path: str) -> None:
         self.targets.add(path)

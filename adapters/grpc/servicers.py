@@ -14,6 +14,8 @@ from domain.errors import InvalidArgument
 from domain.identity import PluginInfo, Probe
 from domain.model import AccessMode, CapacityRange, VolumeCapability
 from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
+from domain.stage import Stage, StageVolume, Unstage, UnstageVolume
+from domain.stats import GetVolumeStats, VolumeStats
 
 
 def capability_from(message: csi.VolumeCapability) -> VolumeCapability:
@@ -133,12 +135,39 @@ class ControllerServicer(csi_grpc.ControllerServicer):
         )
 
 
+def stats_message(stats: VolumeStats) -> csi.NodeGetVolumeStatsResponse:
+    usage = []
+    if stats.usage is not None:
+        u = stats.usage
+        usage = [
+            csi.VolumeUsage(
+                unit=csi.VolumeUsage.BYTES, total=u.total_bytes, available=u.available_bytes, used=u.used_bytes
+            ),
+            csi.VolumeUsage(
+                unit=csi.VolumeUsage.INODES, total=u.total_inodes, available=u.free_inodes, used=u.used_inodes
+            ),
+        ]
+    return csi.NodeGetVolumeStatsResponse(
+        usage=usage, volume_condition=csi.VolumeCondition(abnormal=stats.abnormal, message=stats.message)
+    )
+
+
 class NodeServicer(csi_grpc.NodeServicer):
-    def __init__(self, publish: Publish, unpublish: Unpublish, node_id: str, capabilities: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        unpublish: Unpublish,
+        stats: GetVolumeStats,
+        node_id: str,
+        capabilities: tuple[str, ...],
+        max_volumes_per_node: int = 0,
+    ) -> None:
         self._publish = publish
         self._unpublish = unpublish
+        self._stats = stats
         self._node_id = node_id
         self._capabilities = capabilities
+        self._max_volumes = max_volumes_per_node
 
     @translate_errors
     def NodePublishVolume(self, request: csi.NodePublishVolumeRequest, context: grpc.ServicerContext) -> Any:
@@ -151,6 +180,7 @@ class NodeServicer(csi_grpc.NodeServicer):
                 else None,
                 readonly=request.readonly,
                 context=dict(request.volume_context),
+                staging_target_path=request.staging_target_path,
             )
         )
         return csi.NodePublishVolumeResponse()
@@ -161,6 +191,10 @@ class NodeServicer(csi_grpc.NodeServicer):
         return csi.NodeUnpublishVolumeResponse()
 
     @translate_errors
+    def NodeGetVolumeStats(self, request: csi.NodeGetVolumeStatsRequest, context: grpc.ServicerContext) -> Any:
+        return stats_message(self._stats(request.volume_id, request.volume_path))
+
+    @translate_errors
     def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
         rpc = csi.NodeServiceCapability.RPC
         return csi.NodeGetCapabilitiesResponse(
@@ -169,4 +203,42 @@ class NodeServicer(csi_grpc.NodeServicer):
 
     @translate_errors
     def NodeGetInfo(self, request: csi.NodeGetInfoRequest, context: grpc.ServicerContext) -> Any:
-        return csi.NodeGetInfoResponse(node_id=self._node_id)
+        return csi.NodeGetInfoResponse(node_id=self._node_id, max_volumes_per_node=self._max_volumes)
+
+
+class StagingNodeServicer(NodeServicer):
+    """The node in stage mode (--node-stage); without it NodeStage and NodeUnstage stay UNIMPLEMENTED."""
+
+    def __init__(
+        self,
+        publish: Publish,
+        unpublish: Unpublish,
+        stats: GetVolumeStats,
+        node_id: str,
+        capabilities: tuple[str, ...],
+        stage: Stage,
+        unstage: Unstage,
+        max_volumes_per_node: int = 0,
+    ) -> None:
+        super().__init__(publish, unpublish, stats, node_id, capabilities, max_volumes_per_node)
+        self._stage = stage
+        self._unstage = unstage
+
+    @translate_errors
+    def NodeStageVolume(self, request: csi.NodeStageVolumeRequest, context: grpc.ServicerContext) -> Any:
+        self._stage(
+            StageVolume(
+                volume_id=request.volume_id,
+                staging_target_path=request.staging_target_path,
+                capability=capability_from(request.volume_capability)
+                if request.HasField("volume_capability")
+                else None,
+                context=dict(request.volume_context),
+            )
+        )
+        return csi.NodeStageVolumeResponse()
+
+    @translate_errors
+    def NodeUnstageVolume(self, request: csi.NodeUnstageVolumeRequest, context: grpc.ServicerContext) -> Any:
+        self._unstage(UnstageVolume(volume_id=request.volume_id, staging_target_path=request.staging_target_path))
+        return csi.NodeUnstageVolumeResponse()

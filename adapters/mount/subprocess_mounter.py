@@ -28,6 +28,7 @@ from domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from domain.model import FilesystemUsage
 from ports.mounter import Mounter
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class SubprocessMounter(Mounter):
         max_concurrent_mounts: int = 8,
         fs_timeout: float = 30.0,
         fs_workers: int = 4,
+        bind_command: str = "mount",
+        stat_workers: int = 8,
     ) -> None:
         self._observer = observer
         self._mount_command = mount_command
@@ -112,6 +115,12 @@ class SubprocessMounter(Mounter):
         self._mount_slots = threading.BoundedSemaphore(self._max_mounts)
         # Stats and mkdirs of publish targets: a target may be a mount of a hung server.
         self._fs = BoundedCalls("the publish targets' filesystem", fs_workers, fs_timeout)
+        # NodeGetVolumeStats: threads of their own, so kubelet's polls of hung volumes never hold up a publish;
+        # at most one call per path in flight, so a hung mount holds one thread however often it is polled.
+        self._stats = BoundedCalls("the published volumes' statvfs", stat_workers, fs_timeout)
+        self._statting: set[str] = set()
+        self._statting_guard = threading.Lock()
+        self._bind_command = bind_command
 
     def _binary(self, command: str) -> str:
         path = resolve_binary(command)
@@ -144,6 +153,24 @@ class SubprocessMounter(Mounter):
             return self._run("mount", argv)
         finally:
             self._mount_slots.release()
+
+    def bind_mount(self, source: str, target: str, readonly: bool) -> None:
+        """mount --bind, then a read-only remount (a bind takes no ro at creation); a failed remount is undone."""
+        binary = self._binary(self._bind_command)
+        result = self._run("mount", [binary, "--bind", source, target])
+        if result.returncode != 0:
+            raise self._classify(f"bind {source} at {target}", result)
+        if not readonly:
+            return
+        try:
+            result = self._run("mount", [binary, "-o", "remount,bind,ro", target])
+        except DeadlineExceeded:
+            self.unmount(target)
+            raise
+        if result.returncode != 0:
+            self.unmount(target)
+            raise MountFailed(f"cannot make the bind of {source} at {target} read-only (exit {result.returncode}): "
+                              f"{result.output}; unmounted it")
 
     def unmount(self, target: str) -> None:
         binary = self._binary(self._umount_command)
@@ -189,6 +216,38 @@ class SubprocessMounter(Mounter):
             raise MountFailed(f"cannot stat {path}: {err.strerror}") from err
         return False
 
+    def filesystem_usage(self, path: str) -> FilesystemUsage:
+        with self._statting_guard:
+            if path in self._statting:
+                raise Unavailable(
+                    f"an earlier stat of {path} has not returned after up to {self._stats.timeout:g} s "
+                    "(the NFS server may be down)"
+                )
+            self._statting.add(path)
+        started = threading.Event()
+
+        def measure() -> os.statvfs_result:
+            started.set()
+            try:
+                return os.statvfs(path)
+            finally:
+                self._done_statting(path)
+
+        try:
+            result = self._stats.call(f"statvfs of {path}", measure)
+        except OSError as err:
+            if err.errno in STALE_ERRNOS:
+                raise Unavailable(f"cannot stat {path}: {err.strerror} (errno {err.errno})") from err
+            raise MountFailed(f"cannot stat {path}: {err.strerror}") from err
+        finally:
+            if not started.is_set():
+                self._done_statting(path)  # refused before it ran: nothing of it is stuck
+        return _usage(result)
+
+    def _done_statting(self, path: str) -> None:
+        with self._statting_guard:
+            self._statting.discard(path)
+
     def make_target(self, path: str) -> None:
         self._fs.call(f"creating target {path}", lambda: _make_target(path))
 
@@ -197,6 +256,7 @@ class SubprocessMounter(Mounter):
 
     def close(self) -> None:
         self._fs.close()
+        self._stats.close()
         self._mounts.close()
 
     def _run(self, kind: str, argv: Sequence[str]) -> Completed:
@@ -221,6 +281,18 @@ class SubprocessMounter(Mounter):
         if any(text in lowered for text in _MISSING):
             return NotFound(message)
         return MountFailed(message)
+
+
+def _usage(result: os.statvfs_result) -> FilesystemUsage:
+    block = result.f_frsize or result.f_bsize
+    return FilesystemUsage(
+        total_bytes=result.f_blocks * block,
+        available_bytes=result.f_bavail * block,
+        used_bytes=(result.f_blocks - result.f_bfree) * block,
+        total_inodes=result.f_files,
+        free_inodes=result.f_ffree,
+        used_inodes=result.f_files - result.f_ffree,
+    )
 
 
 _TARGET_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -20,8 +20,10 @@ class JsonFilePublicationStore(PublicationStore):
     killed in between leaves that fixed-name temporary file, which the next write of the same target overwrites.
     """
 
-    def __init__(self, state_dir: str) -> None:
-        self._dir = os.path.join(os.path.abspath(state_dir), "publications")
+    def __init__(self, state_dir: str, kind: str = "publications") -> None:
+        # kind: "publications" (targets) or "stagings" (staging paths), each in a directory of its own, so a
+        # record of one kind is never read as the other.
+        self._dir = os.path.join(os.path.abspath(state_dir), kind)
         self._writing = threading.Lock()
 
     def _path(self, target: str) -> str:

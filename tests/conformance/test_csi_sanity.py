@@ -84,7 +84,22 @@ PROVEN_BY: dict[Capability, tuple[str, ...]] = {
         "Controller Service [Controller Server] CreateVolume",
         "Controller Service [Controller Server] DeleteVolume",
     ),
+    # csi-sanity checks no condition itself; the stats specs (and the lifecycle that asks for stats) carry it.
+    ("node", "GET_VOLUME_STATS"): ("Node Service NodeGetVolumeStats", "Node Service should work"),
+    ("node", "VOLUME_CONDITION"): ("Node Service NodeGetVolumeStats", "Node Service should work"),
+    ("node", "STAGE_UNSTAGE_VOLUME"): (
+        "Node Service NodeStageVolume",
+        "Node Service NodeUnstageVolume",
+        "Node Service should work",
+        "Node Service should be idempotent",
+    ),
 }
+
+# Stricter, for these: every listed spec group must have run and passed (not just one of them).
+EVERY_GROUP_PASSES = {("node", "GET_VOLUME_STATS"), ("node", "STAGE_UNSTAGE_VOLUME")}
+
+# Extra flags per mode, per topology (run-sanity starts the drivers the same way).
+TOPOLOGY_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {"stage": {"node": ("--node-stage",)}}
 
 
 def _wait_for_socket(path: str, process: subprocess.Popen[bytes], deadline: float) -> None:
@@ -120,7 +135,9 @@ def _capabilities_of(socket_path: str, mode: str) -> set[Capability]:
     return found
 
 
-def advertised_capabilities(modes: tuple[str, ...]) -> dict[str, set[Capability]]:
+def advertised_capabilities(
+    modes: tuple[str, ...], flags: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, set[Capability]]:
     """Start one driver per mode (capability calls mount nothing) and ask each what it advertises."""
     found: dict[str, set[Capability]] = {}
     with tempfile.TemporaryDirectory(prefix="csi-caps-") as tmp:
@@ -135,6 +152,7 @@ def advertised_capabilities(modes: tuple[str, ...]) -> dict[str, set[Capability]
                     "--working-mount-dir", os.path.join(tmp, f"{mode}-shares"),
                     "--state-dir", os.path.join(tmp, f"{mode}-state"),
                     "--log-level", "error",
+                    *(flags or {}).get(mode, ()),
                 ],
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
@@ -161,17 +179,23 @@ def run_sanity(topology: str) -> tuple[subprocess.CompletedProcess[str], Report]
 
 @pytest.mark.parametrize(
     ("topology", "modes"),
-    [("all", ("all",)), ("split", ("controller", "node")), ("userspace", ("controller", "node"))],
+    [
+        ("all", ("all",)),
+        ("split", ("controller", "node")),
+        ("userspace", ("controller", "node")),
+        ("stage", ("controller", "node")),
+    ],
 )
 class TestCsiSanity:
     def test_every_spec_passes_and_only_unadvertised_capabilities_are_skipped(
         self, topology: str, modes: tuple[str, ...], capsys: pytest.CaptureFixture[str]
     ) -> None:
         # given what each process of this topology advertises
-        per_process = advertised_capabilities(modes)
+        per_process = advertised_capabilities(modes, TOPOLOGY_FLAGS.get(topology))
         plugin_sets = {frozenset(c for c in caps if c[0] == "plugin") for caps in per_process.values()}
         assert len(plugin_sets) == 1, f"processes of one plugin disagree on plugin capabilities: {per_process}"
         advertised = set().union(*per_process.values())
+        assert (("node", "STAGE_UNSTAGE_VOLUME") in advertised) == (topology == "stage"), advertised
 
         # when csi-sanity runs against the topology
         result, report = run_sanity(topology)
@@ -207,3 +231,8 @@ class TestCsiSanity:
             specs = [s for s in report.specs if s.name.startswith(PROVEN_BY[capability])]
             assert any(s.status == "passed" for s in specs), f"no spec proving {capability} ran and passed"
             assert not any(s.status == "failed" for s in specs), f"a spec proving {capability} failed"
+            if capability in EVERY_GROUP_PASSES:
+                for group in PROVEN_BY[capability]:
+                    assert any(
+                        s.status == "passed" for s in report.specs if s.name.startswith(group)
+                    ), f"{capability} is advertised but no spec of {group!r} ran and passed"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from adapters.storage.mounted import MountedShareStorage
 from domain.errors import DomainError, InvalidArgument
-from domain.model import OnDelete, ShareRef, VolumeId
+from domain.model import FilesystemUsage, OnDelete, ShareRef, VolumeId
 from domain.paths import MAX_COMPONENT_BYTES, absolute_path, join_inside, relative_subpath
 from ports.mounter import Mounter
 
@@ -115,6 +115,9 @@ class _AlwaysMounted(Mounter):
         return True
     def is_stale(self, path: str) -> bool:
         return False
+    def bind_mount(self, source: str, target: str, readonly: bool) -> None: ...
+    def filesystem_usage(self, path: str) -> FilesystemUsage:
+        raise NotImplementedError
     def make_target(self, path: str) -> None: ...
     def remove_target(self, path: str) -> None: ...
     def check_ready(self) -> None: ...

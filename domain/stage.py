@@ -1,0 +1,109 @@
+"""Stage use cases (--node-stage): mount a volume once per node at its staging path, and unmount it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from domain.errors import FailedPrecondition, InvalidArgument
+from domain.events import Event, NoEvents
+from domain.locks import VolumeLocks
+from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, check_capability
+from domain.needs import Events, Mounting, Publications
+from domain.node import checked_path, lock_keys, mount_recorded, volume_source
+from domain.static import is_ephemeral
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageVolume:
+    volume_id: str
+    staging_target_path: str
+    capability: VolumeCapability | None
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+class Stage:
+    """NodeStageVolume: mount server:/share/subdir at the staging path, once per node, with the same option
+    checks as a direct publish; a stale staging mount is mounted again. NodePublishVolume then bind-mounts it.
+
+    Read-only is a property of each publish (a bind remounted ro), except for a reader-only access mode, which
+    makes the staging mount itself read-only.
+    """
+
+    def __init__(
+        self,
+        mounter: Mounting,
+        stagings: Publications,
+        locks: VolumeLocks,
+        events: Events = NoEvents(),
+        mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
+    ) -> None:
+        self._mounter = mounter
+        self._stagings = stagings
+        self._locks = locks
+        self._events = events
+        self._mount_options = mount_options
+
+    def __call__(self, command: StageVolume) -> None:
+        if not command.volume_id:
+            raise InvalidArgument("volume_id is required")
+        staging = checked_path(command.staging_target_path, "staging_target_path")
+        if command.capability is None:
+            raise InvalidArgument("volume_capability is required")
+        if is_ephemeral(command.context):
+            raise InvalidArgument("inline ephemeral volumes are published directly, never staged")
+        check_capability(command.capability, self._mount_options)
+        source, context_options = volume_source(command.volume_id, command.context, self._mount_options)
+        options = [*command.capability.mount_flags, *context_options]
+        if command.capability.access_mode.read_only:
+            options.append("ro")
+        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)))
+        with self._locks.hold(*lock_keys(command.volume_id, staging)):
+            recovered = mount_recorded(
+                self._mounter,
+                self._stagings,
+                wanted,
+                lambda: self._mounter.mount(wanted.source, staging, wanted.options),
+                "staged",
+            )
+        if recovered:
+            self._events.emit(Event.STALE_HANDLE_RECOVERED)
+
+
+@dataclass(frozen=True)
+class UnstageVolume:
+    volume_id: str
+    staging_target_path: str
+
+
+class Unstage:
+    """NodeUnstageVolume: unmount what this driver staged at the staging path (escalating like NodeUnpublish);
+    OK when nothing is staged there. The staging directory is the CO's: it is left in place.
+
+    A mount point this driver has no record of staging for this volume is never unmounted.
+    """
+
+    def __init__(self, mounter: Mounting, stagings: Publications, locks: VolumeLocks) -> None:
+        self._mounter = mounter
+        self._stagings = stagings
+        self._locks = locks
+
+    def __call__(self, command: UnstageVolume) -> None:
+        if not command.volume_id:
+            raise InvalidArgument("volume_id is required")
+        staging = checked_path(command.staging_target_path, "staging_target_path")
+        with self._locks.hold(*lock_keys(command.volume_id, staging)):
+            existing = self._stagings.get(staging)
+            if existing is not None and existing.volume_id != command.volume_id:
+                raise FailedPrecondition(f"{staging} stages another volume, {existing.volume_id!r}; left as it is")
+            if self._mounter.is_mount_point(staging):
+                if existing is None:
+                    raise FailedPrecondition(
+                        f"{staging} is a mount point this driver has no record of staging; refusing to unmount it"
+                    )
+                self._mounter.unmount(staging)
+            if existing is not None:
+                self._stagings.remove(staging)

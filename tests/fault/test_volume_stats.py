@@ -1,0 +1,74 @@
+"""NodeGetVolumeStats on mounts gone bad: a hung server and a stale handle are an abnormal condition, in bounded time.
+
+What is real: the kernel blocks the statvfs of a FUSE mount whose server never answers, and answers ESTALE from one
+that plays a restarted server (tests/standin/fusefs); the driver's threads, bounds and gRPC socket are its own.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from adapters.csi.v1 import csi_pb2 as csi
+from tests.fault.conftest import SERVER, Lab, fuse_pids, kill_all, publish_request, volume_id_for
+
+pytestmark = pytest.mark.integration
+
+
+def stats(driver: object, volume_id: str, path: str) -> tuple[csi.NodeGetVolumeStatsResponse, float]:
+    started = time.monotonic()
+    response = driver.node.NodeGetVolumeStats(  # type: ignore[attr-defined]
+        csi.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path), timeout=20
+    )
+    return response, time.monotonic() - started
+
+
+class TestStatsOfAHungMount:
+    def test_is_abnormal_at_the_bound_then_at_once_while_the_first_stat_is_stuck(self, lab: Lab) -> None:
+        # Given a published volume whose server stopped answering (a stat blocks in the kernel)
+        driver = lab.start("--fs-timeout", "1", mount_command="mount.nfs-hungfs", mode="node")
+        (lab.export / "pvc-1").mkdir()
+        lab.mark(f"{SERVER}.hung")
+        target = lab.tmp / "target"
+        volume = volume_id_for("pvc-1")
+        driver.node.NodePublishVolume(publish_request(volume, target), timeout=20)
+        threads_before = driver.threads()
+        # When kubelet asks for its stats, then the answer is abnormal, not an error, within the bound
+        response, took = stats(driver, volume, str(target))
+        assert response.volume_condition.abnormal and "did not finish within 1 s" in response.volume_condition.message
+        assert 1 <= took < 3, took
+        # and while that stat is stuck, each later poll is answered abnormal at once and costs no thread
+        for _ in range(5):
+            response, took = stats(driver, volume, str(target))
+            assert response.volume_condition.abnormal and "has not returned" in response.volume_condition.message
+            assert took < 0.5, took
+        assert driver.threads() <= threads_before + 1
+        # When the server's connection is gone, then the stat returns and the poll after it is answered again
+        kill_all(fuse_pids(lab.root))
+        time.sleep(0.3)
+        response, took = stats(driver, volume, str(target))
+        assert took < 3 and response.volume_condition.abnormal  # a dead FUSE connection answers ENOTCONN
+        assert "has not returned" not in response.volume_condition.message
+        assert driver.stop() == 0
+
+
+class TestStatsOfAStaleMount:
+    def test_is_abnormal_with_a_message_naming_the_stale_handle(self, lab: Lab) -> None:
+        driver = lab.start(mount_command="mount.nfs-stale", mode="node")
+        (lab.export / "pvc-1").mkdir()
+        target = lab.tmp / "target"
+        volume = volume_id_for("pvc-1")
+        lab.mark(f"{SERVER}.stale")
+        driver.node.NodePublishVolume(publish_request(volume, target), timeout=20)
+        response, took = stats(driver, volume, str(target))
+        assert response.volume_condition.abnormal and "Stale file handle" in response.volume_condition.message
+        assert took < 2
+        # and a publish again recovers it, after which the stats are healthy and carry usage
+        driver.node.NodePublishVolume(publish_request(volume, target), timeout=20)
+        response, _ = stats(driver, volume, str(target))
+        assert not response.volume_condition.abnormal and {u.unit for u in response.usage} == {
+            csi.VolumeUsage.BYTES, csi.VolumeUsage.INODES
+        }
+        driver.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(volume_id=volume, target_path=str(target)), timeout=30)
+        assert driver.stop() == 0

@@ -1,0 +1,282 @@
+"""Stage, unstage, publish from a staging mount, volume stats and node capabilities, against fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from domain.identity import node_capabilities
+from domain.locks import VolumeLocks
+from domain.model import AccessMode, FilesystemUsage, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
+from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
+from domain.stage import Stage, StageVolume, Unstage, UnstageVolume
+from domain.stats import GetVolumeStats
+from tests.fakes import FakeMounter, FakePublicationStore
+
+VOLUME = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-1", OnDelete.DELETE))
+STAGING = "/var/lib/kubelet/plugins/kubernetes.io/csi/nfs.csi.ownedstorage.dev/abc/globalmount"
+TARGET = "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv/mount"
+TARGET_2 = "/var/lib/kubelet/pods/uid2/volumes/kubernetes.io~csi/pv/mount"
+RWX = VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER, mount_flags=("nfsvers=4.1", "hard"))
+SOURCE = "nfs.example:/exports/team/pvc-1"
+
+
+class Node:
+    """One node in stage mode: the use cases over shared fakes."""
+
+    def __init__(self) -> None:
+        self.mounter = FakeMounter()
+        self.publications = FakePublicationStore()
+        self.stagings = FakePublicationStore()
+        self.locks = VolumeLocks()
+        self.stage = Stage(self.mounter, self.stagings, self.locks)
+        self.unstage = Unstage(self.mounter, self.stagings, self.locks)
+        self.publish = Publish(self.mounter, self.publications, self.locks, stagings=self.stagings, inline_volumes=True)
+        self.unpublish = Unpublish(self.mounter, self.publications, self.locks)
+        self.stats = GetVolumeStats(self.mounter, self.publications, self.stagings)
+
+
+@pytest.fixture
+def node() -> Node:
+    return Node()
+
+
+def stage_request(**changes: object) -> StageVolume:
+    fields: dict[str, object] = {"volume_id": VOLUME, "staging_target_path": STAGING, "capability": RWX}
+    fields.update(changes)
+    return StageVolume(**fields)  # type: ignore[arg-type]
+
+
+def publish_request(**changes: object) -> PublishVolume:
+    fields: dict[str, object] = {
+        "volume_id": VOLUME, "target_path": TARGET, "capability": RWX, "staging_target_path": STAGING,
+    }  # fmt: skip
+    fields.update(changes)
+    return PublishVolume(**fields)  # type: ignore[arg-type]
+
+
+class TestStage:
+    def test_mounts_the_volume_once_at_the_staging_path_and_records_it(self, node: Node) -> None:
+        node.stage(stage_request())
+        assert node.mounter.mounts == {STAGING: (SOURCE, ("nfsvers=4.1", "hard"))}
+        assert node.stagings.get(STAGING) == Publication(VOLUME, STAGING, SOURCE, ("nfsvers=4.1", "hard"))
+        assert node.publications.publications == {}
+
+    def test_staging_again_identically_is_ok_and_mounts_nothing_more(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.mounter.fail_next_mount = AssertionError("mounted twice")
+        node.stage(stage_request())
+        assert list(node.mounter.mounts) == [STAGING]
+
+    def test_staging_with_other_arguments_is_already_exists_and_leaves_the_mount(self, node: Node) -> None:
+        node.stage(stage_request())
+        with pytest.raises(AlreadyExists):
+            node.stage(stage_request(capability=VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER)))
+        assert node.mounter.mounts[STAGING] == (SOURCE, ("nfsvers=4.1", "hard"))
+
+    def test_another_volume_at_a_staging_path_in_use_is_already_exists(self, node: Node) -> None:
+        node.stage(stage_request())
+        other = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-2", OnDelete.DELETE))
+        with pytest.raises(AlreadyExists):
+            node.stage(stage_request(volume_id=other))
+
+    def test_a_reader_only_access_mode_stages_read_only(self, node: Node) -> None:
+        node.stage(stage_request(capability=VolumeCapability(AccessMode.MULTI_NODE_READER_ONLY)))
+        assert node.mounter.mounts[STAGING] == (SOURCE, ("ro",))
+
+    def test_a_stale_staging_mount_is_mounted_again_on_retry(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.mounter.stale.add(STAGING)
+        node.stage(stage_request())
+        assert STAGING in node.mounter.mounts and STAGING not in node.mounter.stale
+
+    def test_a_recorded_staging_that_lost_its_mount_is_mounted_again(self, node: Node) -> None:
+        # Given a node that rebooted: the record survived, the mount did not
+        node.stage(stage_request())
+        node.mounter.mounts.clear()
+        node.stage(stage_request())
+        assert node.mounter.mounts[STAGING][0] == SOURCE
+
+    def test_a_failed_mount_leaves_no_record(self, node: Node) -> None:
+        node.mounter.fail_next_mount = NotFound("no such export")
+        with pytest.raises(NotFound):
+            node.stage(stage_request())
+        assert node.stagings.publications == {} and node.mounter.mounts == {}
+
+    def test_a_timed_out_mount_keeps_its_record_for_the_retry(self, node: Node) -> None:
+        node.mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish")
+        with pytest.raises(DeadlineExceeded):
+            node.stage(stage_request())
+        assert STAGING in node.stagings.publications
+        node.stage(stage_request())
+        assert STAGING in node.mounter.mounts
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"volume_id": ""},
+            {"staging_target_path": ""},
+            {"staging_target_path": "relative"},
+            {"staging_target_path": "/a/../../etc"},
+            {"capability": None},
+            {"capability": VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True)},
+            {"capability": VolumeCapability(AccessMode.SINGLE_NODE_WRITER, mount_flags=("bind",))},
+            {"context": {"csi.storage.k8s.io/ephemeral": "true", "server": "s", "share": "/e"}},
+        ],
+    )
+    def test_bad_requests_are_invalid_argument_and_mount_nothing(self, node: Node, changes: dict[str, object]) -> None:
+        with pytest.raises(InvalidArgument):
+            node.stage(stage_request(**changes))
+        assert node.mounter.mounts == {} and node.stagings.publications == {}
+
+    def test_an_unknown_volume_is_not_found(self, node: Node) -> None:
+        with pytest.raises(NotFound):
+            node.stage(stage_request(volume_id="fake-vol-id-1"))
+
+    def test_a_static_volume_is_staged_from_its_context(self, node: Node) -> None:
+        node.stage(stage_request(volume_id="static-1", context={"server": "nfs.example", "share": "/exports"}))
+        assert node.mounter.mounts[STAGING] == ("nfs.example:/exports", ("nfsvers=4.1", "hard"))
+
+
+class TestUnstage:
+    def test_unmounts_and_forgets_the_staging_but_leaves_the_directory(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.unstage(UnstageVolume(VOLUME, STAGING))
+        assert node.mounter.mounts == {} and node.stagings.publications == {}
+        assert STAGING in node.mounter.targets  # the CO's directory
+
+    def test_unstaging_twice_or_what_was_never_staged_is_ok(self, node: Node) -> None:
+        node.unstage(UnstageVolume(VOLUME, STAGING))
+        node.stage(stage_request())
+        node.unstage(UnstageVolume(VOLUME, STAGING))
+        node.unstage(UnstageVolume(VOLUME, STAGING))
+        assert node.mounter.mounts == {}
+
+    def test_a_mount_point_this_driver_did_not_stage_is_never_unmounted(self, node: Node) -> None:
+        node.mounter.mounts[STAGING] = ("other:/x", ())
+        with pytest.raises(FailedPrecondition):
+            node.unstage(UnstageVolume(VOLUME, STAGING))
+        assert STAGING in node.mounter.mounts
+
+    def test_a_staging_path_holding_another_volume_is_left_alone(self, node: Node) -> None:
+        node.stage(stage_request())
+        with pytest.raises(FailedPrecondition):
+            node.unstage(UnstageVolume("other-volume", STAGING))
+        assert STAGING in node.mounter.mounts
+
+    @pytest.mark.parametrize(("volume_id", "path"), [("", STAGING), (VOLUME, ""), (VOLUME, "relative")])
+    def test_missing_fields_are_invalid_argument(self, node: Node, volume_id: str, path: str) -> None:
+        with pytest.raises(InvalidArgument):
+            node.unstage(UnstageVolume(volume_id, path))
+
+
+class TestPublishFromStaging:
+    def test_binds_the_staging_mount_into_each_target_read_only_when_asked(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        node.publish(publish_request(target_path=TARGET_2, readonly=True))
+        assert node.mounter.mounts[TARGET] == (STAGING, ("bind",))
+        assert node.mounter.mounts[TARGET_2] == (STAGING, ("bind", "ro"))
+        assert [source for source, _ in node.mounter.mounts.values()].count(SOURCE) == 1
+
+    def test_publishing_again_identically_is_ok_and_otherwise_already_exists(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        node.publish(publish_request())
+        with pytest.raises(AlreadyExists):
+            node.publish(publish_request(readonly=True))
+        assert node.mounter.mounts[TARGET] == (STAGING, ("bind",))
+
+    def test_an_empty_staging_path_is_failed_precondition(self, node: Node) -> None:
+        with pytest.raises(FailedPrecondition, match="staging_target_path is required"):
+            node.publish(publish_request(staging_target_path=""))
+        assert node.mounter.mounts == {}
+
+    def test_a_volume_not_staged_there_is_failed_precondition(self, node: Node) -> None:
+        with pytest.raises(FailedPrecondition, match="not staged"):
+            node.publish(publish_request())
+        node.stage(stage_request())
+        node.mounter.mounts.clear()  # the staging mount is gone (a reboot)
+        with pytest.raises(FailedPrecondition, match="not staged"):
+            node.publish(publish_request())
+
+    def test_inline_volumes_are_mounted_directly(self, node: Node) -> None:
+        context = {"csi.storage.k8s.io/ephemeral": "true", "server": "nfs.example", "share": "/exports"}
+        node.publish(publish_request(volume_id="csi-inline-1", staging_target_path="", context=context))
+        assert node.mounter.mounts[TARGET] == ("nfs.example:/exports", ("nfsvers=4.1", "hard"))
+
+    def test_unpublish_unmounts_the_bind_and_leaves_the_staging_mount(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        node.unpublish(UnpublishVolume(VOLUME, TARGET))
+        assert list(node.mounter.mounts) == [STAGING] and TARGET not in node.mounter.targets
+
+    def test_unpublish_never_touches_a_staging_mount(self, node: Node) -> None:
+        node.stage(stage_request())
+        with pytest.raises(FailedPrecondition):
+            node.unpublish(UnpublishVolume(VOLUME, STAGING))
+        assert STAGING in node.mounter.mounts
+
+
+class TestVolumeStats:
+    def test_reports_the_usage_of_a_published_volume_and_a_healthy_condition(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        stats = node.stats(VOLUME, TARGET)
+        assert stats.usage == node.mounter.usage and not stats.abnormal
+
+    def test_the_staging_path_is_a_volume_path_too(self, node: Node) -> None:
+        node.stage(stage_request())
+        assert node.stats(VOLUME, STAGING + "/").usage == node.mounter.usage
+
+    @pytest.mark.parametrize(("volume_id", "path"), [("", TARGET), (VOLUME, "")])
+    def test_missing_fields_are_invalid_argument(self, node: Node, volume_id: str, path: str) -> None:
+        with pytest.raises(InvalidArgument):
+            node.stats(volume_id, path)
+
+    @pytest.mark.parametrize("path", ["some/path", "/nowhere", TARGET_2, "/a/../etc"])
+    def test_a_path_where_the_volume_is_not_is_not_found(self, node: Node, path: str) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        with pytest.raises(NotFound):
+            node.stats(VOLUME, path)
+
+    def test_another_volumes_path_is_not_found(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        with pytest.raises(NotFound):
+            node.stats("fake-vol-id-1", TARGET)
+
+    def test_a_hung_mount_is_abnormal_with_the_last_usage_measured(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.publish(publish_request())
+        node.stats(VOLUME, TARGET)
+        node.mounter.usage = FilesystemUsage(1, 1, 0, 1, 1, 0)
+        node.mounter.hung.add(TARGET)
+        stats = node.stats(VOLUME, TARGET)
+        assert stats.abnormal and "did not finish" in stats.message
+        assert stats.usage == FilesystemUsage(10 << 30, 6 << 30, 4 << 30, 1000, 900, 100)
+
+    def test_a_stale_mount_is_abnormal_with_a_message_not_an_error(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.mounter.stale.add(STAGING)
+        stats = node.stats(VOLUME, STAGING)
+        assert stats.abnormal and "Stale file handle" in stats.message and stats.usage is None
+
+    def test_a_recorded_volume_whose_mount_is_gone_is_abnormal(self, node: Node) -> None:
+        node.stage(stage_request())
+        node.mounter.mounts.clear()
+        stats = node.stats(VOLUME, STAGING)
+        assert stats.abnormal and "no longer a mount point" in stats.message
+
+    def test_without_stage_mode_only_publications_count(self) -> None:
+        mounter, publications = FakeMounter(), FakePublicationStore()
+        Publish(mounter, publications, VolumeLocks())(publish_request(staging_target_path=""))
+        stats = GetVolumeStats(mounter, publications)
+        assert stats(VOLUME, TARGET).usage == mounter.usage
+
+
+class TestNodeCapabilities:
+    def test_stats_and_condition_always_and_staging_only_in_stage_mode(self) -> None:
+        assert node_capabilities(False) == ("GET_VOLUME_STATS", "VOLUME_CONDITION")
+        assert node_capabilities(True) == ("GET_VOLUME_STATS", "VOLUME_CONDITION", "STAGE_UNSTAGE_VOLUME")
