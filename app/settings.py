@@ -45,6 +45,7 @@ class Settings:
     allowed_mount_options: str = ""
     inline_volumes: bool = False
     shares: tuple[ShareRef, ...] = ()
+    snapshot_timeout: float = 600.0
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -122,6 +123,11 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated server:/path list of the shares the controller serves; ListVolumes and ListSnapshots "
         "list what is on them (a share a StorageClass names still works without being listed)",
     )
+    p.add_argument(
+        "--snapshot-timeout", type=float, default=600.0,
+        help="seconds for packing a snapshot, restoring one or cloning a volume (each file call within it is still "
+        "bounded by --fs-timeout or --nfs-timeout); a retry while one runs is ABORTED",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -132,6 +138,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--endpoint must start with unix:// or tcp://")
     if args.mount_attempts < 1 or args.workers < 1 or args.mount_timeout <= 0:
         parser().error("--mount-attempts and --workers must be at least 1, --mount-timeout positive")
+    if args.snapshot_timeout <= 0:
+        parser().error("--snapshot-timeout must be positive")
     if args.fs_timeout <= 0 or args.max_concurrent_mounts < 1:
         parser().error("--fs-timeout must be positive, --max-concurrent-mounts at least 1")
     try:
@@ -177,4 +185,5 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         allowed_mount_options=args.allowed_mount_options,
         inline_volumes=args.enable_inline_volumes,
         shares=shares,
+        snapshot_timeout=args.snapshot_timeout,
     )
