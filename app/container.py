@@ -7,6 +7,7 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeServicer, StagingNodeServicer
+from adapters.grpc.snapshots import SnapshotUseCases
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedShareStorage
@@ -19,6 +20,7 @@ from domain.node import Publish, Unpublish
 from domain.stage import Stage, Unstage
 from domain.stats import GetVolumeStats
 from domain.parameters import ProvisionDefaults, parse_mode
+from domain.snapshots import CreateSnapshot, DeleteSnapshot, GetSnapshot, ListSnapshots
 
 
 class Container(containers.DeclarativeContainer):
@@ -38,7 +40,11 @@ class Container(containers.DeclarativeContainer):
         fs_timeout=config.fs_timeout,
     )
     mounted_storage = providers.ThreadSafeSingleton(
-        MountedShareStorage, mounter=mounter, working_dir=config.working_mount_dir, fs_timeout=config.fs_timeout
+        MountedShareStorage,
+        mounter=mounter,
+        working_dir=config.working_mount_dir,
+        fs_timeout=config.fs_timeout,
+        snapshot_timeout=config.snapshot_timeout,
     )
     userspace_storage = providers.ThreadSafeSingleton(
         UserspaceShareStorage,
@@ -52,6 +58,7 @@ class Container(containers.DeclarativeContainer):
             reserved_port=config.storage.nfs_reserved_port,
             timeout=config.storage.nfs_timeout,
         ),
+        snapshot_timeout=config.snapshot_timeout,
     )
     # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller).
     storage = providers.Selector(config.storage.kind, mount=mounted_storage, userspace=userspace_storage)
@@ -72,6 +79,13 @@ class Container(containers.DeclarativeContainer):
     delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry)
     validate = providers.Factory(
         ValidateVolumeCapabilities, storage=storage, defaults=defaults, mount_options=mount_options
+    )
+    snapshots = providers.Factory(
+        SnapshotUseCases,
+        create=providers.Factory(CreateSnapshot, storage=storage, locks=locks, clock=clock, events=telemetry),
+        delete=providers.Factory(DeleteSnapshot, storage=storage, locks=locks, events=telemetry),
+        get=providers.Factory(GetSnapshot, storage=storage),
+        list=providers.Factory(ListSnapshots, storage=storage, shares=config.shares),
     )
     publish = providers.Factory(
         Publish,
@@ -106,6 +120,7 @@ class Container(containers.DeclarativeContainer):
         delete=delete,
         validate=validate,
         capabilities=providers.Object(CONTROLLER_CAPABILITIES),
+        snapshots=snapshots,
     )
     node_capabilities = providers.Callable(
         node_capabilities, providers.Callable(lambda answer: answer == "yes", config.node_stage)

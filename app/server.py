@@ -70,6 +70,7 @@ def build_container(settings: Settings) -> Container:
             "mount_timeout": settings.mount_timeout,
             "mount_attempts": settings.mount_attempts,
             "fs_timeout": settings.fs_timeout,
+            "snapshot_timeout": settings.snapshot_timeout,
             "max_concurrent_mounts": settings.max_concurrent_mounts,
             "allowed_mount_options": settings.allowed_mount_options,
             "inline_volumes": settings.inline_volumes,

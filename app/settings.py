@@ -47,6 +47,7 @@ class Settings:
     shares: tuple[ShareRef, ...] = ()
     node_stage: bool = False
     max_volumes_per_node: int = 0
+    snapshot_timeout: float = 600.0
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -133,6 +134,11 @@ def parser() -> argparse.ArgumentParser:
         "--max-volumes-per-node", type=int, default=0,
         help="most volumes the scheduler may place on this node (NodeGetInfo); 0: no limit",
     )
+    p.add_argument(
+        "--snapshot-timeout", type=float, default=600.0,
+        help="seconds for packing a snapshot, restoring one or cloning a volume (each file call within it is still "
+        "bounded by --fs-timeout or --nfs-timeout); a retry while one runs is ABORTED",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -143,6 +149,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--endpoint must start with unix:// or tcp://")
     if args.mount_attempts < 1 or args.workers < 1 or args.mount_timeout <= 0:
         parser().error("--mount-attempts and --workers must be at least 1, --mount-timeout positive")
+    if args.snapshot_timeout <= 0:
+        parser().error("--snapshot-timeout must be positive")
     if args.fs_timeout <= 0 or args.max_concurrent_mounts < 1:
         parser().error("--fs-timeout must be positive, --max-concurrent-mounts at least 1")
     try:
@@ -192,4 +200,5 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         shares=shares,
         node_stage=args.node_stage,
         max_volumes_per_node=args.max_volumes_per_node,
+        snapshot_timeout=args.snapshot_timeout,
     )

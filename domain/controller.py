@@ -25,6 +25,15 @@ from domain.model import (
 from domain.events import Event, NoEvents
 from domain.needs import Clock, Events, Storage
 from domain.static import ContextVolume
+from domain.snapshots import (
+    CONTENT_SOURCE_KEY,
+    PENDING_KEY,
+    ContentSource,
+    ResolvedSource,
+    check_source_capacity,
+    populate,
+    resolve_source,
+)
 from domain.parameters import ProvisionDefaults, VolumeParameters, parse_mode
 
 log = logging.getLogger(__name__)
@@ -36,7 +45,7 @@ class CreateVolume:
     capabilities: tuple[VolumeCapability, ...]
     capacity: CapacityRange = CapacityRange()
     parameters: Mapping[str, str] = field(default_factory=dict)
-    has_content_source: bool = False
+    content_source: ContentSource | None = None
 
 
 @dataclass(frozen=True)
@@ -66,37 +75,70 @@ class ProvisionVolume:
     def __call__(self, command: CreateVolume) -> ProvisionedVolume:
         check_volume_name(command.name)
         check_capabilities(command.capabilities, self._mount_options)
-        if command.has_content_source:
-            raise InvalidArgument("volume_content_source is not supported yet")
         params = VolumeParameters.parse(command.parameters, self._defaults)
         subdir = params.resolve_subdir(command.name, command.parameters)
         volume_id = VolumeId(params.share, subdir, params.on_delete)
         stored_parameters = params.as_record(subdir)
+        source = command.content_source
+        if source is not None:
+            stored_parameters[CONTENT_SOURCE_KEY] = source.key
         share = params.share
 
         created = False
-        with self._locks.hold(f"name:{command.name}", str(volume_id)):
+        source_keys = source.lock_keys() if source is not None else ()
+        with self._locks.hold(f"name:{command.name}", str(volume_id), *source_keys):
+            resolved: ResolvedSource | None = None
             record = self._storage.read_record(share, subdir)
             if record is None:
+                resolved = resolve_source(self._storage, source) if source is not None else None
                 if self._storage.exists(share, subdir):
                     raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
                 self._refuse_nesting(volume_id)
-                record = VolumeRecord(command.name, command.capacity.capacity_bytes, stored_parameters)
+                capacity = command.capacity.capacity_bytes
+                if resolved is not None:
+                    check_source_capacity(resolved, command.capacity.limit_bytes)
+                    capacity = capacity or resolved.capacity_bytes
+                # A clone's record says "pending" until its content is in place: never returned before that.
+                pending = {PENDING_KEY: "true"} if resolved is not None else {}
+                record = VolumeRecord(command.name, capacity, {**stored_parameters, **pending})
                 self._storage.write_record(share, subdir, record)
                 created = True
             elif record.name != command.name:
                 raise AlreadyExists(f"directory {subdir!r} already belongs to volume {record.name!r}")
+            elif record.parameters.get(CONTENT_SOURCE_KEY, "") != stored_parameters.get(CONTENT_SOURCE_KEY, ""):
+                raise AlreadyExists(f"volume {command.name!r} exists with another content source")
             elif not command.capacity.admits(record.capacity_bytes):
                 raise AlreadyExists(
                     f"volume {command.name!r} exists with capacity {record.capacity_bytes} bytes, "
                     f"outside the requested range"
                 )
-            elif dict(record.parameters) != stored_parameters:
+            elif _without_pending(record.parameters) != stored_parameters:
                 raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
+            if PENDING_KEY in record.parameters and source is not None:
+                resolved = resolved or resolve_source(self._storage, source)
+                record = self._fill(share, subdir, record, resolved, params.mount_permissions or None, fresh=created)
             self._storage.create_volume_dir(share, subdir, params.mount_permissions or None)
         if created:
             self._events.emit(Event.VOLUME_CREATED)
         return ProvisionedVolume(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
+
+    def _fill(
+        self, share: ShareRef, subdir: str, record: VolumeRecord, resolved: ResolvedSource, mode: int | None, fresh: bool
+    ) -> VolumeRecord:
+        """Copy the content in, then drop the pending mark; a retry after an interruption starts from empty."""
+        if not fresh:
+            self._storage.remove_volume_dir(share, subdir)  # what an interrupted try left half copied
+        self._storage.create_volume_dir(share, subdir, mode)
+        try:
+            populate(self._storage, resolved, share, subdir)
+        except InvalidArgument:
+            # A source refused as unsafe will be refused again: leave nothing behind, not even the pending volume.
+            self._storage.remove_volume_dir(share, subdir)
+            self._storage.remove_record(share, subdir)
+            raise
+        complete = VolumeRecord(record.name, record.capacity_bytes, _without_pending(record.parameters))
+        self._storage.write_record(share, subdir, complete)
+        return complete
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
         parent = posixpath.dirname(volume_id.subdir)
@@ -105,6 +147,10 @@ class ProvisionVolume:
             if owner is not None:
                 raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
             parent = posixpath.dirname(parent)
+
+
+def _without_pending(parameters: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in parameters.items() if k != PENDING_KEY}
 
 
 def volume_context(share: ShareRef, subdir: str, mount_permissions: int) -> dict[str, str]:

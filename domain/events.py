@@ -13,6 +13,8 @@ class Event(str, enum.Enum):
     VOLUME_PUBLISHED = "volume_published"
     VOLUME_UNPUBLISHED = "volume_unpublished"
     STALE_HANDLE_RECOVERED = "stale_handle_recovered"
+    SNAPSHOT_CREATED = "snapshot_created"
+    SNAPSHOT_DELETED = "snapshot_deleted"
 
 
 class NoEvents:

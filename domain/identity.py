@@ -17,7 +17,13 @@ class PluginInfo:
 # Plugin capabilities describe the plugin "as a whole": the spec wants every instance to return the same set
 # "regardless of ... which RPCs an instance is serving", so a node-only process reports CONTROLLER_SERVICE too.
 PLUGIN_CAPABILITIES: tuple[str, ...] = ("CONTROLLER_SERVICE",)
-CONTROLLER_CAPABILITIES: tuple[str, ...] = ("CREATE_DELETE_VOLUME",)
+CONTROLLER_CAPABILITIES: tuple[str, ...] = (
+    "CREATE_DELETE_VOLUME",
+    "CREATE_DELETE_SNAPSHOT",
+    "LIST_SNAPSHOTS",
+    "GET_SNAPSHOT",
+    "CLONE_VOLUME",
+)
 NODE_CAPABILITIES: tuple[str, ...] = ("GET_VOLUME_STATS", "VOLUME_CONDITION")
 STAGE_CAPABILITY = "STAGE_UNSTAGE_VOLUME"
 

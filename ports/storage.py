@@ -6,6 +6,7 @@ import abc
 
 from domain.model import ShareRef, VolumeRecord
 from domain.needs import Storage
+from domain.snapshot_model import SnapshotRecord
 
 
 class ShareStorage(abc.ABC):
@@ -47,6 +48,44 @@ class ShareStorage(abc.ABC):
     @abc.abstractmethod
     def share_reachable(self, share: ShareRef) -> bool:
         """Whether the share can be reached and is exported (mounting or connecting to it if need be)."""
+
+    # -- snapshots and clones -------------------------------------------------------------------------------------
+    # A snapshot is ``.nfs-csi/snapshots/<leaf>.<fmt>`` (the archive) and ``<leaf>.json`` (its record) on a share.
+    # Packing, restoring and copying may take long: they are bounded as a whole by the snapshot timeout (each
+    # call on the share still by its own bound), and a second one on the same target while one still runs is
+    # refused (OperationInFlight) instead of run twice. Nothing is reached through a symbolic link, and nothing
+    # outside the source (read) and the destination volume or snapshot files (written) is touched.
+
+    @abc.abstractmethod
+    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+        """Archive subdir's content (modes, numeric owners, times, links as links; no devices or fifos) to the
+        snapshot's archive, written under a temporary name and renamed into place; return its size in bytes."""
+
+    @abc.abstractmethod
+    def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
+        """Store the snapshot's record atomically: the commit point, written after its archive is in place."""
+
+    @abc.abstractmethod
+    def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
+        """The snapshot's record, or None when there is none."""
+
+    @abc.abstractmethod
+    def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+        """Every (leaf, record) on the share; unreadable records are skipped; none (or no directory) is []."""
+
+    @abc.abstractmethod
+    def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
+        """Remove the record first (the snapshot stops existing), then its archives and temporaries. Missing is OK."""
+
+    @abc.abstractmethod
+    def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
+        """Unpack the snapshot's archive into the existing, empty directory subdir; an unsafe member (absolute,
+        '..', a link leaving subdir, a device) is refused (InvalidArgument) before it is written."""
+
+    @abc.abstractmethod
+    def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
+        """Copy source_subdir's content into the existing, empty directory subdir, keeping modes, times and (where
+        the process may) owners; links are copied as links."""
 
     @abc.abstractmethod
     def shares_held(self) -> int:

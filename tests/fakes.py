@@ -8,6 +8,7 @@ from typing import Sequence
 
 from domain.errors import DeadlineExceeded, FailedPrecondition, MountFailed, NotFound, Unavailable
 from domain.model import FilesystemUsage, Publication, ShareRef, VolumeRecord
+from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
 from ports.publications import PublicationStore
@@ -25,6 +26,10 @@ class FakeShareStorage(ShareStorage):
         self.records: dict[tuple[ShareRef, str], VolumeRecord] = {}
         self.exports: set[ShareRef] | None = None  # None: every share is exported
         self.closed = False
+        self.files: dict[tuple[ShareRef, str], bytes] = {}  # volume content: path below the share -> bytes
+        self.archives: dict[tuple[ShareRef, str], dict[str, bytes | None]] = {}  # relative path -> bytes, None: dir
+        self.snapshot_records: dict[tuple[ShareRef, str], SnapshotRecord] = {}
+        self.fail_next_fill: Exception | None = None  # raised half way through the next restore or copy
 
     def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
         for parent in _ancestors(subdir):
@@ -36,6 +41,8 @@ class FakeShareStorage(ShareStorage):
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             del self.dirs[key]
+        for key in [k for k in self.files if k[0] == share and k[1].startswith(subdir + "/")]:
+            del self.files[key]
         # The records of volumes inside live in the removed tree (the contract suite found this).
         for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:
             del self.records[key]
@@ -67,6 +74,51 @@ class FakeShareStorage(ShareStorage):
 
     def shares_held(self) -> int:
         return len({share for share, _ in self.dirs})
+
+    def _content(self, share: ShareRef, subdir: str) -> dict[str, bytes | None]:
+        prefix = subdir + "/"
+        content: dict[str, bytes | None] = {k[1][len(prefix) :]: None for k in self.dirs if k[0] == share and k[1].startswith(prefix)}
+        content.update({k[1][len(prefix) :]: v for k, v in self.files.items() if k[0] == share and k[1].startswith(prefix)})
+        return content
+
+    def _fill(self, share: ShareRef, subdir: str, content: dict[str, bytes | None]) -> None:
+        for n, (path, data) in enumerate(sorted(content.items())):
+            if self.fail_next_fill is not None and n == len(content) // 2:
+                error, self.fail_next_fill = self.fail_next_fill, None
+                raise error
+            if data is None:
+                self.dirs[(share, f"{subdir}/{path}")] = None
+            else:
+                self.files[(share, f"{subdir}/{path}")] = data
+
+    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+        if (share, subdir) not in self.dirs:
+            raise MountFailed(f"{subdir!r} does not exist")
+        content = self._content(share, subdir)
+        self.archives[(snapshot_share, leaf)] = content
+        return 512 + sum(len(v or b"") for v in content.values())
+
+    def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
+        self.snapshot_records[(share, leaf)] = record
+
+    def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
+        return self.snapshot_records.get((share, leaf))
+
+    def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+        return sorted((leaf, record) for (s, leaf), record in self.snapshot_records.items() if s == share)
+
+    def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
+        self.snapshot_records.pop((share, leaf), None)
+        self.archives.pop((share, leaf), None)
+
+    def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
+        content = self.archives.get((snapshot_share, leaf))
+        if content is None:
+            raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
+        self._fill(share, subdir, content)
+
+    def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
+        self._fill(share, subdir, self._content(source_share, source_subdir))
 
     def close(self) -> None:
         self.closed = True

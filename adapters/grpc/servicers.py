@@ -9,6 +9,7 @@ import grpc
 from adapters.csi.v1 import csi_pb2 as csi
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.errors import translate_errors
+from adapters.grpc.snapshots import SnapshotRpcs, SnapshotUseCases, content_source_from
 from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
 from domain.errors import InvalidArgument
 from domain.identity import PluginInfo, Probe
@@ -63,14 +64,16 @@ class IdentityServicer(csi_grpc.IdentityServicer):
         return csi.ProbeResponse(ready={"value": True})
 
 
-class ControllerServicer(csi_grpc.ControllerServicer):
+class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
     def __init__(
         self,
         provision: ProvisionVolume,
         delete: DeleteVolume,
         validate: ValidateVolumeCapabilities,
         capabilities: tuple[str, ...],
+        snapshots: SnapshotUseCases,
     ) -> None:
+        self._snapshots = snapshots
         self._provision = provision
         self._delete = delete
         self._validate = validate
@@ -84,7 +87,7 @@ class ControllerServicer(csi_grpc.ControllerServicer):
                 capabilities=capabilities_from(request.volume_capabilities),
                 capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes),
                 parameters=dict(request.parameters),
-                has_content_source=request.HasField("volume_content_source"),
+                content_source=content_source_from(request),
             )
         )
         return csi.CreateVolumeResponse(
@@ -92,6 +95,7 @@ class ControllerServicer(csi_grpc.ControllerServicer):
                 volume_id=str(volume.volume_id),
                 capacity_bytes=volume.capacity_bytes,
                 volume_context=dict(volume.context),
+                content_source=request.volume_content_source if request.HasField("volume_content_source") else None,
             )
         )
 

@@ -18,6 +18,8 @@ _EVENT_COUNTERS = {
     Event.VOLUME_DELETED: ("nfs_csi_volumes_deleted_total", "Volumes DeleteVolume removed (onDelete: delete)."),
     Event.VOLUME_ARCHIVED: ("nfs_csi_volumes_archived_total", "Volumes DeleteVolume archived (onDelete: archive)."),
     Event.VOLUME_RETAINED: ("nfs_csi_volumes_retained_total", "Volumes DeleteVolume retained (onDelete: retain)."),
+    Event.SNAPSHOT_CREATED: ("nfs_csi_snapshots_created_total", "Snapshots CreateSnapshot archived (a retry counts once)."),
+    Event.SNAPSHOT_DELETED: ("nfs_csi_snapshots_deleted_total", "Snapshots DeleteSnapshot removed."),
     Event.STALE_HANDLE_RECOVERED: (
         "nfs_csi_stale_handle_recoveries_total",
         "Publish targets found stale (ESTALE) and mounted again.",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import tarfile
-from typing import BinaryIO
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Protocol
 
-from domain.errors import InvalidArgument
+from domain.errors import DeadlineExceeded, InvalidArgument
 
 FORMATS = {"tar.gz": "w:gz", "tar": "w"}
 
@@ -63,3 +67,190 @@ def unpack(archive_file: BinaryIO, dest_dir: str) -> None:
     """Extract into dest_dir, which must exist; raise UnsafeArchive before writing an unsafe member."""
     with tarfile.open(fileobj=archive_file, mode="r:*") as archive:
         archive.extractall(dest_dir, filter=SafeMembers())
+
+
+# -- streaming pack and unpack over any tree: the storage adapters walk their share themselves ---------------------
+
+DIRECTORY, FILE, SYMLINK = "dir", "file", "symlink"
+STREAM_MODES = {"tar.gz": "w|gz", "tar": "w|"}
+_CHUNK = 1 << 20
+
+
+class Deadline:
+    """A cooperative bound on a long walk: checked between files and chunks, so the work stops near it."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self._end = time.monotonic() + seconds
+        self._seconds = seconds
+        self._what = what
+
+    def check(self) -> None:
+        if time.monotonic() > self._end:
+            raise DeadlineExceeded(f"{self._what} did not finish within {self._seconds:g} s (--snapshot-timeout)")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in a tree, as lstat saw it: ``path`` is relative ('.' is the top), never reached through a link."""
+
+    path: str
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+    target: str = ""
+    open: Callable[[], ContextManager[BinaryIO]] | None = None  # a regular file's content, opened without following
+
+
+class TreeWriter(Protocol):
+    """Builds a tree under an (empty) top directory; every path is relative, checked, and reached without links."""
+
+    def directory(self, path: str) -> None: ...
+    def file(self, path: str, data: BinaryIO) -> None: ...
+    def symlink(self, path: str, target: str) -> None: ...
+    def finish(self, path: str, entry: Entry) -> None: ...  # mode, owner (where allowed) and times
+
+
+def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadline) -> None:
+    """Write the entries as a tar stream (PAX, numeric owners, nanosecond-ish times) to out, which need not seek."""
+    mode = STREAM_MODES.get(fmt)
+    if mode is None:
+        raise InvalidArgument(f"archive format {fmt!r} is not one of {', '.join(STREAM_MODES)}")
+    with tarfile.open(fileobj=out, mode=mode, format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+        for entry in entries:
+            deadline.check()
+            info = tarfile.TarInfo(entry.path)
+            info.mode, info.uid, info.gid = entry.mode & 0o7777, entry.uid, entry.gid
+            info.mtime = entry.mtime_ns / 1e9
+            info.pax_headers = {"mtime": _ns_text(entry.mtime_ns)}  # exact: a float would round the nanoseconds
+            if entry.kind == DIRECTORY:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            elif entry.kind == SYMLINK:
+                info.type, info.linkname = tarfile.SYMTYPE, entry.target
+                archive.addfile(info)
+            elif entry.kind == FILE and entry.open is not None:
+                with entry.open() as data:
+                    info.size = entry.size
+                    archive.addfile(info, _Bounded(data, deadline))
+
+
+class _Bounded(io.RawIOBase):
+    """A reader that checks the deadline on every chunk."""
+
+    def __init__(self, inner: BinaryIO, deadline: Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self._deadline.check()
+        return self._inner.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _ns_text(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return f"{seconds}.{fraction:09d}"
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    """The exact PAX mtime when there is one, else tar's own (whole or float seconds)."""
+    text = member.pax_headers.get("mtime", "")
+    seconds, _, fraction = text.partition(".")
+    if seconds.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
+        return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    return int(member.mtime * 1_000_000_000)
+
+
+def _entry_of(member: tarfile.TarInfo, path: str) -> Entry:
+    kind = DIRECTORY if member.isdir() else SYMLINK if member.issym() else FILE
+    return Entry(path, kind, member.mode & 0o7777, member.uid, member.gid, _mtime_ns(member), member.size)
+
+
+def unpack_tree(archive_file: BinaryIO, writer: TreeWriter, deadline: Deadline) -> None:
+    """Read a tar stream and build it with writer; refuse (UnsafeArchive) before writing any unsafe member.
+
+    Refused: what SafeMembers refuses (absolute names, '..', devices, fifos, links leaving the top, paths through
+    a link the archive made), and hard links. Directories get their mode and times after their content.
+    """
+    guard = SafeMembers()
+    made: set[str] = {"."}
+    directories: list[tuple[str, Entry]] = []
+    with tarfile.open(fileobj=archive_file, mode="r|*") as archive:
+        for member in archive:
+            deadline.check()
+            guard(member, "")
+            path = posixpath.normpath(member.name)
+            if member.islnk():
+                raise UnsafeArchive(f"archive member {member.name!r} is a hard link; they are not restored")
+            if not (member.isdir() or member.isreg() or member.issym()):
+                raise UnsafeArchive(f"archive member {member.name!r} is of an unsupported type")
+            if path in made and not member.isdir():
+                raise UnsafeArchive(f"archive member {member.name!r} appears twice")
+            parent = posixpath.dirname(path) or "."
+            for missing in _missing_parents(parent, made):
+                writer.directory(missing)
+                made.add(missing)
+            entry = _entry_of(member, path)
+            if member.isdir():
+                if path not in made:
+                    writer.directory(path)
+                    made.add(path)
+                directories.append((path, entry))
+                continue
+            if member.issym():
+                writer.symlink(path, member.linkname)
+            else:
+                data = archive.extractfile(member)
+                assert data is not None
+                writer.file(path, _Bounded(data, deadline))  # type: ignore[arg-type]
+            made.add(path)
+            writer.finish(path, entry)
+    for path, entry in reversed(directories):
+        writer.finish(path, entry)
+
+
+def _missing_parents(parent: str, made: set[str]) -> list[str]:
+    missing: list[str] = []
+    while parent not in made and parent not in ("", "."):
+        missing.append(parent)
+        parent = posixpath.dirname(parent) or "."
+    return list(reversed(missing))
+
+
+def copy_tree(entries: Iterable[Entry], writer: TreeWriter, deadline: Deadline) -> None:
+    """Copy a tree entry by entry (a clone): the same checks as an archive, without one in between."""
+    pipe_r, pipe_w = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(pipe_w, "wb", buffering=_CHUNK) as out:
+                pack_tree(entries, out, "tar", deadline)
+        except BaseException as err:  # noqa: BLE001 - reported by the consumer
+            failure.append(err)
+
+    producer = threading.Thread(target=produce, name="clone-pack", daemon=True)
+    producer.start()
+    error: BaseException | None = None
+    try:
+        with os.fdopen(pipe_r, "rb", buffering=_CHUNK) as source:
+            unpack_tree(source, writer, deadline)
+            while source.read(_CHUNK):  # the end-of-archive padding: let the producer finish writing it
+                pass
+    except BaseException as err:  # noqa: BLE001 - told apart from the producer's below
+        error = err
+    producer.join()  # the read end is closed by now, so a producer still writing fails instead of blocking
+    if failure and not isinstance(failure[0], BrokenPipeError):
+        raise failure[0]  # the source side failed first; the consumer only saw a truncated stream
+    if error is not None:
+        raise error

@@ -14,9 +14,20 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
-from domain.errors import DomainError, FailedPrecondition, MountFailed, ResourceExhausted, Unavailable
-from domain.model import ShareRef, VolumeRecord
+from adapters.storage.archive import (
+    DIRECTORY,
+    FILE,
+    SYMLINK,
+    Deadline,
+    Entry,
+    copy_tree,
+    pack_tree,
+    unpack_tree,
+)
+from domain.errors import DomainError, FailedPrecondition, MountFailed, OperationInFlight, ResourceExhausted, Unavailable
+from domain.model import METADATA_DIR, ShareRef, VolumeRecord
 from domain.paths import join_inside
+from domain.snapshot_model import FORMATS, SnapshotRecord, archive_name, is_leaf, record_file
 from ports.mounter import Mounter
 from ports.storage import ShareStorage
 
@@ -49,6 +60,7 @@ class MountedShareStorage(ShareStorage):
         mount_options: tuple[str, ...] = (),
         fs_timeout: float = 30.0,
         fs_workers: int = 4,
+        snapshot_timeout: float = 600.0,
     ) -> None:
         self._mounter = mounter
         self._working_dir = os.path.abspath(working_dir)
@@ -62,6 +74,9 @@ class MountedShareStorage(ShareStorage):
         # One writer of a record at a time in this process: the temporary file has a fixed name, so a retry after
         # a crash overwrites what the crash left instead of leaving another file behind.
         self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
+        self._snapshot_timeout = snapshot_timeout
+        self._long_calls: dict[ShareRef, BoundedCalls] = {}
+        self._busy: set[tuple[str, ShareRef, str]] = set()  # long work running now, until its thread ends
 
     def share_reachable(self, share: ShareRef) -> bool:
         try:
@@ -292,6 +307,209 @@ class MountedShareStorage(ShareStorage):
 
         self._on_share(share, f"removing the record of {subdir!r}", work)
 
+    # -- snapshots and clones: long work, on threads of its own, bounded as a whole by --snapshot-timeout ------------
+
+    def _on_share_long(self, share: ShareRef, key: tuple[str, ShareRef, str], what: str, work: Callable[[Deadline], T]) -> T:
+        """Run work on the share's long-work threads; the key stays busy until the thread ends, not the call.
+
+        A caller that gave up (DEADLINE_EXCEEDED) leaves its work running until the deadline check stops it; a
+        retry meanwhile is refused (ABORTED) instead of packing or copying a second time into the same files.
+        """
+        root = self._root(share)
+        with self._guard:
+            if key in self._busy:
+                raise OperationInFlight(f"{what} on {share.source()} is still running; try again later")
+            self._busy.add(key)
+            calls = self._long_calls.get(share)
+            if calls is None:
+                calls = self._long_calls[share] = BoundedCalls(
+                    f"share {share.source()} (snapshots)", self._fs_workers, self._snapshot_timeout
+                )
+        started = threading.Event()
+
+        def run() -> T:
+            started.set()
+            try:
+                return work(Deadline(self._snapshot_timeout, f"{what} on {share.source()}"))
+            finally:
+                with self._guard:
+                    self._busy.discard(key)
+
+        try:
+            return calls.call(f"{what} on {share.source()}", run)
+        except DomainError:
+            raise
+        except OSError as err:
+            known = self._share_error(share, root, what, err)
+            if known is None:
+                raise MountFailed(f"{what} on {share.source()} failed: {err}") from err
+            raise known from err
+        finally:
+            if not started.is_set():
+                with self._guard:
+                    self._busy.discard(key)
+
+    @contextmanager
+    def _snapshots_dir(self, root: str, create: bool) -> Iterator[int | None]:
+        """An fd of ``.nfs-csi/snapshots`` (private: 0700 when made here), reached without following links."""
+        fd = os.open(root, _OPEN_DIR)
+        try:
+            for name in (METADATA_DIR, "snapshots"):
+                if create:
+                    try:
+                        os.mkdir(name, 0o700, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                try:
+                    child = os.open(name, _OPEN_DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    os.close(fd)
+                    fd = -1
+                    yield None
+                    return
+                except OSError as err:
+                    if err.errno in STALE_ERRNOS:
+                        raise
+                    raise MountFailed(f"{name!r} in the share's {METADATA_DIR} is not a plain directory") from err
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    @contextmanager
+    def _volume_dir(self, root: str, subdir: str) -> Iterator[int]:
+        with self._parent(root, subdir) as (fd, leaf):
+            if fd is None:
+                raise MountFailed(f"{subdir!r} does not exist")
+            try:
+                volume_fd = os.open(leaf, _OPEN_DIR, dir_fd=fd)
+            except OSError as err:
+                if err.errno in STALE_ERRNOS:
+                    raise
+                raise MountFailed(f"{subdir!r} does not exist or is not a plain directory") from err
+        try:
+            yield volume_fd
+        finally:
+            os.close(volume_fd)
+
+    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+        source_root = self._root(share)
+        name = archive_name(leaf, fmt)
+        temporary = f"{name}.tmp"
+
+        def work(deadline: Deadline) -> int:
+            with self._volume_dir(source_root, subdir) as volume_fd, self._snapshots_dir(
+                self._root(snapshot_share), create=True
+            ) as snapshots_fd:
+                assert snapshots_fd is not None
+                out_fd = os.open(
+                    temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                    dir_fd=snapshots_fd,
+                )
+                try:
+                    with os.fdopen(out_fd, "wb", buffering=1 << 20) as out:
+                        pack_tree(fd_entries(volume_fd), out, fmt, deadline)
+                        out.flush()
+                        os.fsync(out.fileno())
+                        size = os.fstat(out.fileno()).st_size
+                    os.rename(temporary, name, src_dir_fd=snapshots_fd, dst_dir_fd=snapshots_fd)
+                except BaseException:
+                    _unlink_quietly(temporary, snapshots_fd)
+                    raise
+                return size
+
+        return self._on_share_long(snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work)
+
+    def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
+        data = record.to_json()
+
+        def work(root: str) -> None:
+            with self._snapshots_dir(root, create=True) as fd:
+                assert fd is not None
+                _write_atomically(fd, record_file(leaf), data)
+
+        self._on_share(share, f"writing the record of snapshot {leaf!r}", work)
+
+    def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
+        def work(root: str) -> bytes | None:
+            with self._snapshots_dir(root, create=False) as fd:
+                return None if fd is None else _read_small(fd, record_file(leaf))
+
+        raw = self._on_share(share, f"reading the record of snapshot {leaf!r}", work)
+        if raw is None:
+            return None
+        try:
+            return SnapshotRecord.from_json(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            raise MountFailed(f"the record of snapshot {leaf!r} is unreadable") from err
+
+    def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+        def work(root: str) -> list[tuple[str, bytes]]:
+            found: list[tuple[str, bytes]] = []
+            with self._snapshots_dir(root, create=False) as fd:
+                if fd is None:
+                    return found
+                for name in sorted(os.listdir(fd)):
+                    leaf = name[: -len(".json")]
+                    if not name.endswith(".json") or not is_leaf(leaf):
+                        continue
+                    try:
+                        raw = _read_small(fd, name)
+                    except MountFailed as err:
+                        log.warning("skipping snapshot record %s: %s", name, err)
+                        continue
+                    if raw is not None:
+                        found.append((leaf, raw))
+            return found
+
+        records: list[tuple[str, SnapshotRecord]] = []
+        for leaf, raw in self._on_share(share, "listing snapshots", work):
+            try:
+                records.append((leaf, SnapshotRecord.from_json(raw)))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping unreadable snapshot record %s on %s", leaf, share.source())
+        return records
+
+    def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
+        def work(root: str) -> None:
+            with self._snapshots_dir(root, create=False) as fd:
+                if fd is None:
+                    return
+                names = [record_file(leaf), f"{record_file(leaf)}.tmp"]  # the record first: it stops existing
+                for fmt in FORMATS:
+                    names += [archive_name(leaf, fmt), f"{archive_name(leaf, fmt)}.tmp"]
+                for name in names:
+                    _unlink_quietly(name, fd)
+
+        with self._guard:
+            if ("pack", share, leaf) in self._busy:
+                raise OperationInFlight(f"snapshot {leaf!r} is still being packed; try again later")
+        self._on_share(share, f"removing snapshot {leaf!r}", work)
+
+    def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
+        snapshot_root, root = self._root(snapshot_share), self._root(share)
+
+        def work(deadline: Deadline) -> None:
+            with self._snapshots_dir(snapshot_root, create=False) as snapshots_fd:
+                if snapshots_fd is None:
+                    raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
+                archive_fd = _open_regular(snapshots_fd, archive_name(leaf, fmt))
+                with os.fdopen(archive_fd, "rb", buffering=1 << 20) as archive, self._volume_dir(root, subdir) as fd:
+                    unpack_tree(archive, FdTreeWriter(fd), deadline)
+
+        self._on_share_long(share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work)
+
+    def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
+        source_root, root = self._root(source_share), self._root(share)
+
+        def work(deadline: Deadline) -> None:
+            with self._volume_dir(source_root, source_subdir) as source_fd, self._volume_dir(root, subdir) as fd:
+                copy_tree(fd_entries(source_fd), FdTreeWriter(fd), deadline)
+
+        self._on_share_long(share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work)
+
     def close(self) -> None:
         with self._guard:
             mounted, self._mounted = dict(self._mounted), {}
@@ -303,5 +521,159 @@ class MountedShareStorage(ShareStorage):
                 log.info("unmounted share %s from %s", share.source(), path)
             except Exception:  # noqa: BLE001 - shutdown goes on for the other shares
                 log.exception("could not unmount share %s from %s", share.source(), path)
-        for bounded in calls.values():
+        with self._guard:
+            long_calls, self._long_calls = dict(self._long_calls), {}
+        for bounded in [*calls.values(), *long_calls.values()]:
             bounded.close()
+
+
+# -- helpers of the snapshot methods: every path is one name below a directory fd, opened without following ---------
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _open_regular(dir_fd: int, name: str) -> int:
+    """O_NONBLOCK: a FIFO planted in the file's place must not block the open; anything but a file is refused."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MountFailed(f"{name!r} is not a regular file")
+    return fd
+
+
+def _read_small(dir_fd: int, name: str) -> bytes | None:
+    try:
+        fd = _open_regular(dir_fd, name)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise MountFailed(f"{name!r} is a symbolic link") from err
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(1 << 16)
+
+
+def _write_atomically(dir_fd: int, name: str, data: bytes) -> None:
+    temporary = f"{name}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def _entry(path: str, kind: str, info: os.stat_result, **more: Any) -> Entry:
+    return Entry(path, kind, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns, **more)
+
+
+def fd_entries(top_fd: int) -> Iterator[Entry]:
+    """The tree below top_fd, parents first, by directory fds: a link is reported as a link, never followed, and
+    an entry swapped for a link while walking is skipped. Devices, fifos and sockets are left out."""
+    yield _entry(".", DIRECTORY, os.fstat(top_fd))
+    yield from _walk(top_fd, "")
+
+
+def _walk(dir_fd: int, prefix: str) -> Iterator[Entry]:
+    for name in sorted(os.listdir(dir_fd)):
+        path = prefix + name
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            try:
+                child = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
+            except OSError as err:
+                if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue
+                raise
+            try:
+                yield _entry(path, DIRECTORY, info)
+                yield from _walk(child, path + "/")
+            finally:
+                os.close(child)
+        elif stat.S_ISLNK(info.st_mode):
+            yield _entry(path, SYMLINK, info, target=os.readlink(name, dir_fd=dir_fd))
+        elif stat.S_ISREG(info.st_mode):
+            yield _entry(path, FILE, info, size=info.st_size, open=_opener(dir_fd, name))
+        else:
+            log.info("not archiving %s: a device, fifo or socket", path)
+
+
+def _opener(dir_fd: int, name: str) -> Callable[[], Any]:
+    @contextmanager
+    def opened() -> Iterator[Any]:
+        with os.fdopen(_open_regular(dir_fd, name), "rb", buffering=1 << 20) as handle:
+            yield handle
+
+    return opened
+
+
+class FdTreeWriter:
+    """Builds a tree below an open directory fd; each path is walked name by name with O_NOFOLLOW.
+
+    Owners are set only where this process may (root); modes and times always.
+    """
+
+    def __init__(self, top_fd: int) -> None:
+        self._top = top_fd
+        self._may_chown = os.geteuid() == 0
+
+    @contextmanager
+    def _parent(self, path: str) -> Iterator[tuple[int, str]]:
+        *parents, leaf = path.split("/")
+        fd = os.dup(self._top)
+        try:
+            for name in parents:
+                child = os.open(name, _OPEN_DIR, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            yield fd, leaf
+        finally:
+            os.close(fd)
+
+    def directory(self, path: str) -> None:
+        with self._parent(path) as (fd, leaf):
+            try:
+                os.mkdir(leaf, 0o700, dir_fd=fd)
+            except FileExistsError:
+                os.close(os.open(leaf, _OPEN_DIR, dir_fd=fd))  # a directory already, not a link or a file
+
+    def file(self, path: str, data: Any) -> None:
+        with self._parent(path) as (fd, leaf):
+            out = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            with os.fdopen(out, "wb", buffering=1 << 20) as handle:
+                shutil.copyfileobj(data, handle, 1 << 20)
+
+    def symlink(self, path: str, target: str) -> None:
+        with self._parent(path) as (fd, leaf):
+            os.symlink(target, leaf, dir_fd=fd)
+
+    def finish(self, path: str, entry: Entry) -> None:
+        times = (entry.mtime_ns, entry.mtime_ns)
+        if entry.kind == SYMLINK:
+            with self._parent(path) as (fd, leaf):
+                if self._may_chown:
+                    os.chown(leaf, entry.uid, entry.gid, dir_fd=fd, follow_symlinks=False)
+                os.utime(leaf, ns=times, dir_fd=fd, follow_symlinks=False)
+            return
+        if path == ".":
+            target = os.dup(self._top)
+        else:
+            flags = _OPEN_DIR if entry.kind == DIRECTORY else os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            with self._parent(path) as (fd, leaf):
+                target = os.open(leaf, flags, dir_fd=fd)
+        try:
+            if self._may_chown:
+                os.fchown(target, entry.uid, entry.gid)  # before the mode: a chown clears set-id bits
+            os.fchmod(target, entry.mode)
+            os.utime(target, ns=times)
+        finally:
+            os.close(target)

@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
 import logging
 import os
 import posixpath
 import threading
 import uuid
 from dataclasses import dataclass
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import tenacity
 
+from adapters.storage.archive import (
+    DIRECTORY,
+    FILE,
+    SYMLINK,
+    Deadline,
+    Entry,
+    copy_tree,
+    pack_tree,
+    unpack_tree,
+)
 from adapters.storage.mounted import record_name
-from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, MountFailed, NotFound, Unavailable
+from domain.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    MountFailed,
+    NotFound,
+    OperationInFlight,
+    ResourceExhausted,
+    Unavailable,
+)
 from domain.model import ShareRef, VolumeRecord
 from domain.paths import join_inside
+from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, SnapshotRecord, archive_name, is_leaf, record_file
 from ports.storage import ShareStorage
 
 log = logging.getLogger(__name__)
@@ -30,6 +54,9 @@ _STATE_LOST = frozenset(
     {"NFS4ERR_STALE", "NFS3ERR_STALE", "NFS4ERR_BADSESSION", "NFS4ERR_DEADSESSION", "NFS4ERR_STALE_CLIENTID",
      "NFS4ERR_EXPIRED", "NFS4ERR_BAD_STATEID", "NFS4ERR_STALE_STATEID", "NFS4ERR_CONN_NOT_BOUND_TO_SESSION"}
 )
+
+_NO_SPACE = frozenset({"NFS4ERR_NOSPC", "NFS3ERR_NOSPC", "NFS4ERR_DQUOT", "NFS3ERR_DQUOT"})
+_CHUNK = 1 << 20
 
 T = TypeVar("T")
 
@@ -63,6 +90,10 @@ class NfsClient(Protocol):
     def rmdir(self, path: str) -> None: ...
     def remove(self, path: str, *, missing_ok: bool = ...) -> None: ...
     def rename(self, source: str, destination: str) -> None: ...
+    def chown(self, path: str, uid: int, gid: int) -> None: ...
+    def utime(self, path: str, *, ns: tuple[int, int]) -> None: ...
+    def symlink(self, target: str, link_path: str) -> None: ...
+    def readlink(self, path: str) -> str: ...
     def scandir(self, path: str) -> Iterator[Any]: ...
     def open(self, path: str, mode: str = ...) -> Any: ...
     def close(self) -> None: ...
@@ -120,8 +151,15 @@ class UserspaceShareStorage(ShareStorage):
     mount-based adapter's layout (``.<leaf>.nfs-csi.json`` beside the directory), so both work on one share.
     """
 
-    def __init__(self, options: NfsClientOptions = NfsClientOptions(), connect: Connector = connect_with_nfs_rs) -> None:
+    def __init__(
+        self,
+        options: NfsClientOptions = NfsClientOptions(),
+        connect: Connector = connect_with_nfs_rs,
+        snapshot_timeout: float = 600.0,
+    ) -> None:
         self._options = options
+        self._snapshot_timeout = snapshot_timeout
+        self._busy: set[tuple[str, ShareRef, str]] = set()
         self._connect = connect
         self._guard = threading.Lock()
         self._share_locks: dict[ShareRef, threading.Lock] = {}
@@ -220,6 +258,8 @@ class UserspaceShareStorage(ShareStorage):
         if isinstance(err, TimeoutError):
             self._drop(share, client)
             return DeadlineExceeded(f"{where} took longer than {self._options.timeout} s")
+        if _code(err) in _NO_SPACE or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return ResourceExhausted(f"{where}: no space left on the share ({err})")
         if _code(err) in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
             return MountFailed(f"{where}: a component on the way is not a plain directory ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
@@ -394,6 +434,195 @@ class UserspaceShareStorage(ShareStorage):
 
         self._run(share, f"removing the record of {subdir!r}", remove)
 
+    # -- snapshots and clones ---------------------------------------------------------------------------------------
+    # Streamed over the NFS file objects: nothing is staged locally. Each NFS call is bounded by --nfs-timeout, the
+    # whole walk by --snapshot-timeout (checked between files and chunks). Not retried on a lost connection: the
+    # domain retries from the start (a half archive is only ever a temporary file; a half clone stays pending).
+
+    def _long(
+        self,
+        share: ShareRef,
+        key: tuple[str, ShareRef, str],
+        what: str,
+        work: Callable[[NfsClient, Deadline], T],
+        reset: Callable[[NfsClient], None] | None = None,
+    ) -> T:
+        """Run a long walk once per connection attempt; a lost connection (or a server's "retry") starts it again
+        from the beginning, after ``reset`` undoes what the broken attempt wrote. One deadline bounds all tries."""
+        with self._guard:
+            if key in self._busy:
+                raise OperationInFlight(f"{what} on {share.source()} is still running; try again later")
+            self._busy.add(key)
+        deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
+        try:
+            for attempt in self._retrying:
+                with attempt:
+                    client = self._client(share)
+                    try:
+                        if attempt.retry_state.attempt_number > 1 and reset is not None:
+                            reset(client)
+                        return work(client, deadline)
+                    except DomainError:
+                        raise
+                    except Exception as err:  # noqa: BLE001 - nfs-rs raises its own hierarchy and builtins
+                        raise self._operation_error(share, client, what, err) from err
+            raise AssertionError("unreachable: tenacity reraises")
+        finally:
+            with self._guard:
+                self._busy.discard(key)
+
+    def _emptied(self, path: str) -> Callable[[NfsClient], None]:
+        def reset(client: NfsClient) -> None:
+            self._remove_tree(client, path)
+            client.mkdir(path, 0o700)
+
+        return reset
+
+    def _snapshot_path(self, share: ShareRef, name: str) -> str:
+        return self._checked(share, f"{SNAPSHOT_DIR}/{name}")
+
+    def _make_snapshot_dir(self, client: NfsClient) -> None:
+        for path in (SNAPSHOT_DIR.split("/")[0], SNAPSHOT_DIR):
+            try:
+                client.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+
+    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+        source = self._checked(share, subdir)
+        final = self._snapshot_path(snapshot_share, archive_name(leaf, fmt))
+        temporary = f"{final}.tmp"
+
+        def work(client: NfsClient, deadline: Deadline) -> int:
+            reader = self._client(share)
+            if not _is_directory(reader.stat(source)):
+                raise MountFailed(f"{subdir!r} is not a directory")
+            self._make_snapshot_dir(client)
+            try:
+                with client.open(temporary, "wb") as raw:
+                    out = io.BufferedWriter(raw, _CHUNK)
+                    pack_tree(nfs_entries(reader, source), out, fmt, deadline)
+                    out.flush()
+                    out.detach()
+                size = int(client.stat(temporary).size)
+                client.rename(temporary, final)
+            except BaseException:
+                try:
+                    client.remove(temporary, missing_ok=True)
+                except Exception:  # noqa: BLE001 - the first failure is the one to report
+                    log.debug("could not remove %s", temporary, exc_info=True)
+                raise
+            return size
+
+        return self._long(snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work)
+
+    def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
+        path = self._snapshot_path(share, record_file(leaf))
+        temporary = f"{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        data = record.to_json()
+
+        def write(client: NfsClient) -> None:
+            self._make_snapshot_dir(client)
+            try:
+                with client.open(temporary, "wb") as handle:
+                    handle.write(data)
+                client.rename(temporary, path)
+            except Exception:
+                client.remove(temporary, missing_ok=True)
+                raise
+
+        self._run(share, f"writing the record of snapshot {leaf!r}", write)
+
+    def _read_small(self, client: NfsClient, path: str) -> bytes | None:
+        try:
+            info = client.stat(path)
+        except FileNotFoundError:
+            return None
+        if str(getattr(info.type, "value", info.type)) != "file":
+            raise MountFailed(f"{path!r} is not a regular file")
+        with client.open(path, "rb") as handle:
+            data: bytes = handle.read(_RECORD_LIMIT)
+        return data
+
+    def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
+        path = self._snapshot_path(share, record_file(leaf))
+        raw = self._run(share, f"reading the record of snapshot {leaf!r}", lambda client: self._read_small(client, path))
+        if raw is None:
+            return None
+        try:
+            return SnapshotRecord.from_json(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            raise MountFailed(f"the record of snapshot {leaf!r} is unreadable") from err
+
+    def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+        def listing(client: NfsClient) -> list[tuple[str, bytes]]:
+            try:
+                entries = sorted(client.scandir(SNAPSHOT_DIR), key=lambda e: str(e.name))
+            except FileNotFoundError:
+                return []
+            found: list[tuple[str, bytes]] = []
+            for entry in entries:
+                name = str(entry.name)
+                leaf = name[: -len(".json")]
+                if not name.endswith(".json") or not is_leaf(leaf):
+                    continue
+                if str(getattr(entry.info.type, "value", entry.info.type)) != "file":
+                    continue
+                raw = self._read_small(client, f"{SNAPSHOT_DIR}/{name}")
+                if raw is not None:
+                    found.append((leaf, raw))
+            return found
+
+        records: list[tuple[str, SnapshotRecord]] = []
+        for leaf, raw in self._run(share, "listing snapshots", listing):
+            try:
+                records.append((leaf, SnapshotRecord.from_json(raw)))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping unreadable snapshot record %s on %s", leaf, share.source())
+        return records
+
+    def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
+        names = [record_file(leaf)]  # the record first: the snapshot stops existing
+        for fmt in FORMATS:
+            names += [archive_name(leaf, fmt), f"{archive_name(leaf, fmt)}.tmp"]
+        paths = [self._snapshot_path(share, name) for name in names]
+
+        def remove(client: NfsClient) -> None:
+            for path in paths:
+                try:
+                    client.remove(path, missing_ok=True)
+                except FileNotFoundError:
+                    pass
+
+        with self._guard:
+            if ("pack", share, leaf) in self._busy:
+                raise OperationInFlight(f"snapshot {leaf!r} is still being packed; try again later")
+        self._run(share, f"removing snapshot {leaf!r}", remove)
+
+    def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
+        archive = self._snapshot_path(snapshot_share, archive_name(leaf, fmt))
+        target = self._checked(share, subdir)
+
+        def work(client: NfsClient, deadline: Deadline) -> None:
+            reader = self._client(snapshot_share)
+            if str(getattr(reader.stat(archive).type, "value", "")) != "file":
+                raise MountFailed(f"the archive of snapshot {leaf!r} is not a regular file")
+            with reader.open(archive, "rb") as raw:
+                unpack_tree(io.BufferedReader(raw, _CHUNK), NfsTreeWriter(client, target), deadline)
+
+        self._long(
+            share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work, self._emptied(target)
+        )
+
+    def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
+        source, target = self._checked(source_share, source_subdir), self._checked(share, subdir)
+
+        def work(client: NfsClient, deadline: Deadline) -> None:
+            reader = self._client(source_share)
+            copy_tree(nfs_entries(reader, source), NfsTreeWriter(client, target), deadline)
+
+        self._long(share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work, self._emptied(target))
+
     def close(self) -> None:
         with self._guard:
             clients, self._clients = dict(self._clients), {}
@@ -408,3 +637,97 @@ class UserspaceShareStorage(ShareStorage):
                 log.info("disconnected from share %s", share.source())
             except Exception:  # noqa: BLE001 - shutdown goes on for the other shares
                 log.exception("could not close the NFS client of share %s", share.source())
+
+
+# -- the tree walks of the snapshot methods: LOOKUP never follows a link, so neither do they ------------------------
+
+
+def _kind(info: Any) -> str:
+    return str(getattr(info.type, "value", info.type))
+
+
+def _nfs_entry(path: str, kind: str, info: Any, **more: Any) -> Entry:
+    return Entry(path, kind, int(info.mode) & 0o7777, int(info.uid), int(info.gid), int(info.mtime), **more)
+
+
+def nfs_entries(client: NfsClient, top: str) -> Iterator[Entry]:
+    """The tree below top, parents first, from READDIR's own attributes; links are read, never followed."""
+    yield _nfs_entry(".", DIRECTORY, client.stat(top))
+    yield from _subtree(client, top, "")
+
+
+def _subtree(client: NfsClient, top: str, prefix: str) -> Iterator[Entry]:
+    directory = posixpath.join(top, prefix) if prefix else top
+    for entry in sorted(client.scandir(directory), key=lambda e: str(e.name)):
+        name = str(entry.name)
+        if name in (".", ".."):
+            continue
+        path, remote = posixpath.join(prefix, name), posixpath.join(directory, name)
+        kind = _kind(entry.info)
+        if kind == "directory":
+            yield _nfs_entry(path, DIRECTORY, entry.info)
+            yield from _subtree(client, top, path)
+        elif kind == "symlink":
+            yield _nfs_entry(path, SYMLINK, entry.info, target=client.readlink(remote))
+        elif kind == "file":
+            yield _nfs_entry(path, FILE, entry.info, size=int(entry.info.size), open=_nfs_opener(client, remote))
+        else:
+            log.info("not archiving %s: a device, fifo or socket", path)
+
+
+def _nfs_opener(client: NfsClient, path: str) -> Callable[[], Any]:
+    @contextmanager
+    def opened() -> Iterator[Any]:
+        with client.open(path, "rb") as raw:  # OPEN of a link fails on the server (NFS4ERR_SYMLINK)
+            yield io.BufferedReader(raw, _CHUNK)
+
+    return opened
+
+
+class NfsTreeWriter:
+    """Builds a tree below ``top`` over NFS. Modes and times are set as sent; owners only where the server lets
+    the AUTH_SYS identity chown (uid 0 on an export without root squashing): elsewhere they are the identity's."""
+
+    def __init__(self, client: NfsClient, top: str) -> None:
+        self._client = client
+        self._top = top
+        self._may_chown = True
+
+    def _path(self, path: str) -> str:
+        return self._top if path == "." else posixpath.join(self._top, path)
+
+    def directory(self, path: str) -> None:
+        try:
+            self._client.mkdir(self._path(path), 0o700)
+        except FileExistsError:
+            if not _is_directory(self._client.stat(self._path(path))):
+                raise MountFailed(f"{path!r} exists and is not a directory") from None
+
+    def file(self, path: str, data: Any) -> None:
+        with self._client.open(self._path(path), "wb") as raw:
+            while True:
+                chunk = data.read(_CHUNK)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[raw.write(view) :]
+
+    def symlink(self, path: str, target: str) -> None:
+        self._client.symlink(target, self._path(path))
+
+    def finish(self, path: str, entry: Entry) -> None:
+        remote = self._path(path)
+        if self._may_chown:
+            try:
+                self._client.chown(remote, entry.uid, entry.gid)
+            except PermissionError:
+                self._may_chown = False  # the server decides; one refusal says it for the whole tree
+                log.info("the NFS server refuses chown to this AUTH_SYS identity: owners are not preserved")
+        if entry.kind != SYMLINK:
+            self._client.chmod(remote, entry.mode)
+        try:
+            self._client.utime(remote, ns=(entry.mtime_ns, entry.mtime_ns))
+        except PermissionError:
+            if entry.kind != SYMLINK:
+                raise

@@ -93,6 +93,18 @@ PROVEN_BY: dict[Capability, tuple[str, ...]] = {
         "Node Service should work",
         "Node Service should be idempotent",
     ),
+    ("controller", "CREATE_DELETE_SNAPSHOT"): (
+        "CreateSnapshot [Controller Server]",
+        "DeleteSnapshot [Controller Server]",
+        "Controller Service [Controller Server] CreateVolume should create volume from an existing source snapshot",
+        "Controller Service [Controller Server] CreateVolume should fail when the volume source snapshot is not found",
+    ),
+    ("controller", "LIST_SNAPSHOTS"): ("ListSnapshots [Controller Server]",),
+    ("controller", "GET_SNAPSHOT"): ("GetSnapshot [Controller Server]",),
+    ("controller", "CLONE_VOLUME"): (
+        "Controller Service [Controller Server] CreateVolume should create volume from an existing source volume",
+        "Controller Service [Controller Server] CreateVolume should fail when the volume source volume is not found",
+    ),
 }
 
 # Stricter, for these: every listed spec group must have run and passed (not just one of them).

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Callable
 
 import pytest
 
-from domain.errors import DomainError, MountFailed
+from domain.errors import DomainError, InvalidArgument, MountFailed
 from domain.model import ShareRef, VolumeRecord
+from domain.snapshot_model import SnapshotRecord
 from tests.contract.conftest import Subject
-from tests.contract.exports import DIR, FILE, SYMLINK, record_path
+from tests.contract.exports import DIR, FILE, SYMLINK, DiskExport, record_path
 
 RECORD = VolumeRecord("pvc-1", 5 << 30, {"server": "127.0.0.1", "share": "/exports", "subDir": "ns/v"})
 REFUSED = (DomainError, OSError)  # how an adapter says no; what matters is that nothing outside was touched
@@ -360,3 +362,88 @@ class TestShareReachable:
 
     def test_a_share_the_server_does_not_export_is_not(self, subject: Subject) -> None:
         assert not subject.storage.share_reachable(ShareRef(subject.share.server, "/no/such/export"))
+
+
+def _disk(subject: Subject) -> DiskExport:
+    assert isinstance(subject.export, DiskExport)
+    return subject.export
+
+
+def _plant_relative_link(subject: Subject, path: str, target: str) -> None:
+    os.symlink(target, _disk(subject).root / path)
+
+
+SNAPSHOT = SnapshotRecord("snap-1", "nfs1#127.0.0.1#/exports#v#delete", 1024, 1_700_000_000_000_000_000, "tar.gz")
+
+
+class TestSnapshots:
+    def test_a_record_is_written_read_listed_and_removed(self, subject: Subject) -> None:
+        storage, share = subject.storage, subject.share
+        assert storage.read_snapshot_record(share, "snap-1") is None
+        assert storage.list_snapshot_records(share) == []
+        storage.write_snapshot_record(share, "snap-1", SNAPSHOT)
+        assert storage.read_snapshot_record(share, "snap-1") == SNAPSHOT
+        assert storage.list_snapshot_records(share) == [("snap-1", SNAPSHOT)]
+        storage.remove_snapshot(share, "snap-1")
+        storage.remove_snapshot(share, "snap-1")
+        assert storage.read_snapshot_record(share, "snap-1") is None
+        assert storage.list_snapshot_records(share) == []
+
+    def test_pack_returns_a_size_and_a_packed_volume_restores_into_another(self, subject: Subject) -> None:
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        storage.create_volume_dir(share, "v/sub", None)
+        size = storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        assert size > 0
+        storage.create_volume_dir(share, "w", None)
+        storage.restore_snapshot(share, "snap-1", "tar", share, "w")
+        assert storage.exists(share, "w/sub")
+
+    @on_disk_only
+    @pytest.mark.parametrize("fmt", ["tar.gz", "tar"])
+    def test_files_and_links_survive_pack_and_restore(self, subject: Subject, fmt: str) -> None:
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        subject.export.plant_file("v/a/file", b"content")
+        _plant_relative_link(subject, "v/out", "a")
+        size = storage.pack_snapshot(share, "v", share, "snap-1", fmt)
+        tree = subject.export.tree()
+        assert tree[f".nfs-csi/snapshots/snap-1.{fmt}"] == FILE and size > 0
+        storage.create_volume_dir(share, "w", None)
+        storage.restore_snapshot(share, "snap-1", fmt, share, "w")
+        tree = subject.export.tree()
+        assert (tree["w/a"], tree["w/a/file"], tree["w/out"]) == (DIR, FILE, SYMLINK)
+        assert subject.export.read("w/a/file") == b"content"
+        assert os.readlink(_disk(subject).root / "w/out") == "a"
+
+    @on_disk_only
+    def test_a_link_leaving_the_volume_is_packed_as_a_link_but_never_restored(self, subject: Subject) -> None:
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        subject.export.plant_symlink("v/out")  # to a directory outside the share
+        storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        storage.create_volume_dir(share, "w", None)
+        with pytest.raises(InvalidArgument):
+            storage.restore_snapshot(share, "snap-1", "tar", share, "w")
+        with pytest.raises(InvalidArgument):
+            storage.copy_volume(share, "v", share, "w")
+        assert [path for path in subject.export.tree() if path.startswith("w/")] == []
+
+    @on_disk_only
+    def test_copy_volume_copies_files_and_links(self, subject: Subject) -> None:
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        subject.export.plant_file("v/a/file", b"content")
+        _plant_relative_link(subject, "v/out", "a/file")
+        storage.create_volume_dir(share, "w", None)
+        storage.copy_volume(share, "v", share, "w")
+        tree = subject.export.tree()
+        assert (tree["w/a/file"], tree["w/out"]) == (FILE, SYMLINK)
+        assert subject.export.read("w/a/file") == b"content"
+
+    @on_disk_only
+    def test_a_volume_that_is_a_link_is_not_packed(self, subject: Subject) -> None:
+        subject.export.plant_symlink("v")
+        with pytest.raises(REFUSED):
+            subject.storage.pack_snapshot(subject.share, "v", subject.share, "snap-1", "tar")
+        assert not any(".nfs-csi/snapshots/snap-1" in path for path in subject.export.tree())

@@ -126,7 +126,10 @@ class TestIdentity:
     def test_probe_is_ready_and_capabilities_are_listed(self, driver: Driver) -> None:
         assert driver.identity.Probe(csi.ProbeRequest()).ready.value is True
         caps = driver.controller.ControllerGetCapabilities(csi.ControllerGetCapabilitiesRequest())
-        assert [c.rpc.type for c in caps.capabilities] == [csi.ControllerServiceCapability.RPC.CREATE_DELETE_VOLUME]
+        rpc = csi.ControllerServiceCapability.RPC
+        assert [c.rpc.type for c in caps.capabilities] == [
+            rpc.CREATE_DELETE_VOLUME, rpc.CREATE_DELETE_SNAPSHOT, rpc.LIST_SNAPSHOTS, rpc.GET_SNAPSHOT, rpc.CLONE_VOLUME
+        ]
 
     def test_probe_fails_when_the_mount_helper_is_missing(self, tmp_path: Path, export_root: Path) -> None:
         running = start_driver(tmp_path / "d", "--mount-command", str(tmp_path / "no-such-mount.nfs"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -135,3 +136,72 @@ class TestUnprivilegedController:
         with pytest.raises(grpc.RpcError) as err:
             create(controller, "/exports/no-such-share")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class TestSnapshotsAndClones:
+    def test_snapshot_restore_and_clone_keep_content_modes_and_times(
+        self, controller: Driver, share: tuple[str, Path]
+    ) -> None:
+        path, on_disk = share
+        source = create(controller, path, name="pvc-1").volume
+        volume = on_disk / "pvc-1"
+        (volume / "dir").mkdir()
+        (volume / "dir" / "file").write_bytes(b"over NFS from user space")
+        (volume / "link").symlink_to("dir/file")
+        os.chmod(volume / "dir" / "file", 0o640)
+        os.chmod(volume / "dir", 0o750)
+        os.chown(volume / "dir" / "file", 1234, 5678)
+        for name in ("dir/file", "dir", "link"):
+            os.utime(volume / name, ns=(1_600_000_000_123_456_789,) * 2, follow_symlinks=False)
+        expected = _described(volume)
+
+        snapshot = controller.controller.CreateSnapshot(
+            csi.CreateSnapshotRequest(name="snap-1", source_volume_id=source.volume_id), timeout=60
+        ).snapshot
+        assert snapshot.ready_to_use and (on_disk / ".nfs-csi" / "snapshots" / "snap-1.tar.gz").is_file()
+        listed = controller.controller.ListSnapshots(csi.ListSnapshotsRequest(source_volume_id=source.volume_id), timeout=30)
+        assert [e.snapshot.snapshot_id for e in listed.entries] == [snapshot.snapshot_id]
+
+        for name, source_field in (("restored", "snapshot"), ("cloned", "volume")):
+            request = csi.CreateVolumeRequest(
+                name=name,
+                capacity_range=csi.CapacityRange(required_bytes=2 << 30),
+                volume_capabilities=[mount_capability()],
+                parameters={"server": "127.0.0.1", "share": path},
+            )
+            if source_field == "snapshot":
+                request.volume_content_source.snapshot.snapshot_id = snapshot.snapshot_id
+            else:
+                request.volume_content_source.volume.volume_id = source.volume_id
+            controller.controller.CreateVolume(request, timeout=60)
+            assert _described(on_disk / name) == expected, name
+            assert (on_disk / name / "dir" / "file").read_bytes() == b"over NFS from user space"
+
+        with pytest.raises(grpc.RpcError) as err:
+            controller.controller.CreateVolume(
+                csi.CreateVolumeRequest(
+                    name="missing",
+                    volume_capabilities=[mount_capability()],
+                    parameters={"server": "127.0.0.1", "share": path},
+                    volume_content_source=csi.VolumeContentSource(
+                        snapshot=csi.VolumeContentSource.SnapshotSource(snapshot_id=snapshot.snapshot_id + "x")
+                    ),
+                ),
+                timeout=30,
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+        controller.controller.DeleteSnapshot(csi.DeleteSnapshotRequest(snapshot_id=snapshot.snapshot_id), timeout=30)
+        assert list((on_disk / ".nfs-csi" / "snapshots").iterdir()) == []
+
+
+def _described(volume: Path) -> dict[str, tuple[int, int, int, int | str]]:
+    """Mode, owner and mtime of everything below volume; a link's target instead of its time, which NFS SETATTR
+    does not set on a link."""
+    return {
+        str(p.relative_to(volume)): (
+            p.lstat().st_mode, p.lstat().st_uid, p.lstat().st_gid,
+            os.readlink(p) if p.is_symlink() else p.lstat().st_mtime_ns,
+        )
+        for p in sorted(volume.rglob("*"))
+    }

@@ -144,7 +144,6 @@ class TestProvision:
             CreateVolume("pvc-1", (), parameters=PARAMS),
             CreateVolume("pvc-1", (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),), parameters=PARAMS),
             CreateVolume("pvc-1", (VolumeCapability(AccessMode.UNKNOWN),), parameters=PARAMS),
-            CreateVolume("pvc-1", RWX, parameters=PARAMS, has_content_source=True),
             CreateVolume("a/b", RWX, parameters=PARAMS),
         ],
     )
