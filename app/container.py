@@ -16,6 +16,7 @@ from domain.identity import CONTROLLER_CAPABILITIES, NODE_CAPABILITIES, PLUGIN_C
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
 from domain.node import Publish, Unpublish
+from domain.volumes import ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume
 from domain.parameters import ProvisionDefaults, parse_mode
 
 
@@ -68,6 +69,11 @@ class Container(containers.DeclarativeContainer):
     validate = providers.Factory(
         ValidateVolumeCapabilities, storage=storage, defaults=defaults, mount_options=mount_options
     )
+    list_volumes = providers.Factory(ListVolumes, storage=storage, shares=config.shares)
+    get_volume = providers.Factory(GetVolume, storage=storage)
+    get_capacity = providers.Factory(GetCapacity, storage=storage, defaults=defaults, mount_options=mount_options)
+    expand = providers.Factory(ExpandVolume, storage=storage, locks=locks, mount_options=mount_options)
+    modify = providers.Factory(ModifyVolume, storage=storage, locks=locks)
     publish = providers.Factory(
         Publish,
         mounter=mounter,
@@ -92,6 +98,11 @@ class Container(containers.DeclarativeContainer):
         delete=delete,
         validate=validate,
         capabilities=providers.Object(CONTROLLER_CAPABILITIES),
+        list_volumes=list_volumes,
+        get_volume=get_volume,
+        get_capacity=get_capacity,
+        expand=expand,
+        modify=modify,
     )
     node_servicer = providers.Factory(
         NodeServicer,

@@ -25,7 +25,7 @@ from domain.model import (
 from domain.events import Event, NoEvents
 from domain.needs import Clock, Events, Storage
 from domain.static import ContextVolume
-from domain.parameters import ProvisionDefaults, VolumeParameters, parse_mode
+from domain.parameters import ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class CreateVolume:
     capacity: CapacityRange = CapacityRange()
     parameters: Mapping[str, str] = field(default_factory=dict)
     has_content_source: bool = False
+    mutable_parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class ProvisionVolume:
         if command.has_content_source:
             raise InvalidArgument("volume_content_source is not supported yet")
         params = VolumeParameters.parse(command.parameters, self._defaults)
+        mutable = parse_mutable(command.mutable_parameters)
         subdir = params.resolve_subdir(command.name, command.parameters)
         volume_id = VolumeId(params.share, subdir, params.on_delete)
         stored_parameters = params.as_record(subdir)
@@ -81,7 +83,9 @@ class ProvisionVolume:
                 if self._storage.exists(share, subdir):
                     raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
                 self._refuse_nesting(volume_id)
-                record = VolumeRecord(command.name, command.capacity.capacity_bytes, stored_parameters)
+                record = VolumeRecord(
+                    command.name, command.capacity.capacity_bytes, stored_parameters, mutable_parameters=mutable
+                )
                 self._storage.write_record(share, subdir, record)
                 created = True
             elif record.name != command.name:
@@ -93,7 +97,10 @@ class ProvisionVolume:
                 )
             elif dict(record.parameters) != stored_parameters:
                 raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
-            self._storage.create_volume_dir(share, subdir, params.mount_permissions or None)
+            # The record's mode: a retry must not undo what ControllerModifyVolume set since.
+            self._storage.create_volume_dir(
+                share, subdir, effective_mode(record.parameters, record.mutable_parameters) or None
+            )
         if created:
             self._events.emit(Event.VOLUME_CREATED)
         return ProvisionedVolume(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
@@ -158,10 +165,9 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
             self._check_context(volume_id, record, command.context)
             self._check_parameters(volume_id, record, command.parameters)
+            parse_mutable(command.mutable_parameters)  # supported ones can be set on any volume at any time
         except InvalidArgument as err:
             return Validation(False, str(err))
-        if command.mutable_parameters:
-            return Validation(False, "this driver has no mutable parameters")
         return Validation(True)
 
     def _validate_static(self, command: ValidateVolume) -> Validation:
@@ -179,6 +185,8 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument as err:
             return Validation(False, str(err))
+        if command.mutable_parameters:
+            return Validation(False, "a volume this driver did not create has no mutable parameters")
         return Validation(True)
 
     @staticmethod

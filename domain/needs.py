@@ -6,7 +6,7 @@ import datetime
 from typing import Protocol, Sequence
 
 from domain.events import Event
-from domain.model import Publication, ShareRef, VolumeRecord
+from domain.model import ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 
 
 class Storage(Protocol):
@@ -18,6 +18,8 @@ class Storage(Protocol):
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None: ...
     def remove_record(self, share: ShareRef, subdir: str) -> None: ...
     def share_reachable(self, share: ShareRef) -> bool: ...
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]: ...
+    def available_bytes(self, share: ShareRef) -> int: ...
 
 
 class Mounting(Protocol):

@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import tenacity
 
-from adapters.storage.mounted import record_name
+from adapters.storage.mounted import INDEX_DIR, index_entry, indexed_subdir, record_name
 from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, MountFailed, NotFound, Unavailable
-from domain.model import ShareRef, VolumeRecord
+from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
 from domain.paths import join_inside
 from ports.storage import ShareStorage
 
@@ -26,6 +26,7 @@ NFS_VERSIONS = ("4.1", "4.0", "3")
 # which is what the mount-based adapter creates under the usual umask.
 _NEW_DIR_MODE = 0o755
 _RECORD_LIMIT = 1 << 16
+_ENTRY_LIMIT = 4096
 _STATE_LOST = frozenset(
     {"NFS4ERR_STALE", "NFS3ERR_STALE", "NFS4ERR_BADSESSION", "NFS4ERR_DEADSESSION", "NFS4ERR_STALE_CLIENTID",
      "NFS4ERR_EXPIRED", "NFS4ERR_BAD_STATEID", "NFS4ERR_STALE_STATEID", "NFS4ERR_CONN_NOT_BOUND_TO_SESSION"}
@@ -65,6 +66,7 @@ class NfsClient(Protocol):
     def rename(self, source: str, destination: str) -> None: ...
     def scandir(self, path: str) -> Iterator[Any]: ...
     def open(self, path: str, mode: str = ...) -> Any: ...
+    def fs_stat(self) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -106,6 +108,10 @@ def _or_own(identity: int | None) -> str:
 
 def _is_directory(info: Any) -> bool:
     return str(getattr(info.type, "value", info.type)) == "directory"
+
+
+def _is_file(info: Any) -> bool:
+    return str(getattr(info.type, "value", info.type)) == "file"
 
 
 def _code(err: BaseException) -> str:
@@ -368,6 +374,7 @@ class UserspaceShareStorage(ShareStorage):
         data = record.to_json()
 
         def write(client: NfsClient) -> None:
+            self._index(client, subdir)
             self._make_parents(client, subdir)
             try:
                 with client.open(temporary, "wb") as handle:
@@ -387,12 +394,77 @@ class UserspaceShareStorage(ShareStorage):
         path = self._record_path(self._checked(share, subdir))
 
         def remove(client: NfsClient) -> None:
-            try:
-                client.remove(path, missing_ok=True)
-            except FileNotFoundError:
-                pass
+            for done_with in (path, f"{INDEX_DIR}/{index_entry(subdir)}"):
+                try:
+                    client.remove(done_with, missing_ok=True)
+                except FileNotFoundError:
+                    pass
 
         self._run(share, f"removing the record of {subdir!r}", remove)
+
+    @classmethod
+    def _index(cls, client: NfsClient, subdir: str) -> None:
+        """Make subdir's index entry unless a valid one exists (nfs-rs has no exclusive create: look, then write)."""
+        entry = index_entry(subdir)
+        path = f"{INDEX_DIR}/{entry}"
+        if indexed_subdir(entry, cls._read_file(client, path, _ENTRY_LIMIT)) is not None:
+            return  # kept as it is, so the volume keeps its place in listings
+        data = subdir.encode("utf-8", errors="surrogatepass")
+        try:
+            with client.open(path, "wb") as handle:
+                handle.write(data)
+        except FileNotFoundError:  # a share's first volume: the index directories are made once
+            cls._make_parents(client, path)
+            with client.open(path, "wb") as handle:
+                handle.write(data)
+
+    @staticmethod
+    def _read_file(client: NfsClient, path: str, limit: int) -> bytes | None:
+        try:
+            info = client.stat(path)
+        except FileNotFoundError:
+            return None
+        if not _is_file(info):
+            raise MountFailed(f"{path!r} is not a regular file")
+        with client.open(path, "rb") as handle:
+            data: bytes = handle.read(limit)
+        return data
+
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
+        def scan(client: NfsClient) -> list[ListPosition]:
+            try:
+                entries = list(client.scandir(INDEX_DIR))
+            except FileNotFoundError:
+                return []
+            return sorted(ListPosition(e.info.mtime, e.name) for e in entries if _is_file(e.info))
+
+        listed: list[ListedVolume] = []
+        for position in self._run(share, "listing the volume index", scan):
+            if after is not None and position <= after:
+                continue
+            path = f"{INDEX_DIR}/{position.entry}"
+            raw = self._run(share, f"reading index entry {position.entry}", lambda c: self._read_file(c, path, _ENTRY_LIMIT))
+            subdir = indexed_subdir(position.entry, raw)
+            record = self._listed_record(share, subdir) if subdir is not None else None
+            if subdir is None or record is None:
+                continue  # not a valid entry, or a crash came between it and its record
+            listed.append(ListedVolume(position, subdir, record))
+            if len(listed) == limit:
+                break
+        return listed
+
+    def _listed_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        try:
+            return self.read_record(share, subdir)
+        except MountFailed as err:
+            log.warning("volume %s on %s is left out of the listing: %s", subdir, share.source(), err)
+            return None
+
+    def available_bytes(self, share: ShareRef) -> int:
+        def free(client: NfsClient) -> int:
+            return int(client.fs_stat().available_bytes)  # FSSTAT (v3) / space_avail (v4), bounded by the client
+
+        return self._run(share, "reading free space", free)
 
     def close(self) -> None:
         with self._guard:
