@@ -19,6 +19,7 @@ from domain.model import OnDelete, mount_option_allowlist
 from domain.node import Publish, Unpublish
 from domain.stage import Stage, Unstage
 from domain.stats import GetVolumeStats
+from domain.volumes import ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume
 from domain.parameters import ProvisionDefaults, parse_mode
 from domain.snapshots import CreateSnapshot, DeleteSnapshot, GetSnapshot, ListSnapshots
 
@@ -87,6 +88,11 @@ class Container(containers.DeclarativeContainer):
         get=providers.Factory(GetSnapshot, storage=storage),
         list=providers.Factory(ListSnapshots, storage=storage, shares=config.shares),
     )
+    list_volumes = providers.Factory(ListVolumes, storage=storage, shares=config.shares)
+    get_volume = providers.Factory(GetVolume, storage=storage)
+    get_capacity = providers.Factory(GetCapacity, storage=storage, defaults=defaults, mount_options=mount_options)
+    expand = providers.Factory(ExpandVolume, storage=storage, locks=locks, mount_options=mount_options)
+    modify = providers.Factory(ModifyVolume, storage=storage, locks=locks)
     publish = providers.Factory(
         Publish,
         mounter=mounter,
@@ -121,6 +127,11 @@ class Container(containers.DeclarativeContainer):
         validate=validate,
         capabilities=providers.Object(CONTROLLER_CAPABILITIES),
         snapshots=snapshots,
+        list_volumes=list_volumes,
+        get_volume=get_volume,
+        get_capacity=get_capacity,
+        expand=expand,
+        modify=modify,
     )
     node_capabilities = providers.Callable(
         node_capabilities, providers.Callable(lambda answer: answer == "yes", config.node_stage)

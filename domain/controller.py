@@ -34,7 +34,7 @@ from domain.snapshots import (
     populate,
     resolve_source,
 )
-from domain.parameters import ProvisionDefaults, VolumeParameters, parse_mode
+from domain.parameters import ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class CreateVolume:
     capacity: CapacityRange = CapacityRange()
     parameters: Mapping[str, str] = field(default_factory=dict)
     content_source: ContentSource | None = None
+    mutable_parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ProvisionVolume:
         check_volume_name(command.name)
         check_capabilities(command.capabilities, self._mount_options)
         params = VolumeParameters.parse(command.parameters, self._defaults)
+        mutable = parse_mutable(command.mutable_parameters)
         subdir = params.resolve_subdir(command.name, command.parameters)
         volume_id = VolumeId(params.share, subdir, params.on_delete)
         stored_parameters = params.as_record(subdir)
@@ -100,7 +102,9 @@ class ProvisionVolume:
                     capacity = capacity or resolved.capacity_bytes
                 # A clone's record says "pending" until its content is in place: never returned before that.
                 pending = {PENDING_KEY: "true"} if resolved is not None else {}
-                record = VolumeRecord(command.name, capacity, {**stored_parameters, **pending})
+                record = VolumeRecord(
+                    command.name, capacity, {**stored_parameters, **pending}, mutable_parameters=mutable
+                )
                 self._storage.write_record(share, subdir, record)
                 created = True
             elif record.name != command.name:
@@ -114,10 +118,12 @@ class ProvisionVolume:
                 )
             elif _without_pending(record.parameters) != stored_parameters:
                 raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
+            # The record's mode: a retry must not undo what ControllerModifyVolume set since.
+            mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
                 resolved = resolved or resolve_source(self._storage, source)
-                record = self._fill(share, subdir, record, resolved, params.mount_permissions or None, fresh=created)
-            self._storage.create_volume_dir(share, subdir, params.mount_permissions or None)
+                record = self._fill(share, subdir, record, resolved, mode, fresh=created)
+            self._storage.create_volume_dir(share, subdir, mode)
         if created:
             self._events.emit(Event.VOLUME_CREATED)
         return ProvisionedVolume(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
@@ -136,7 +142,9 @@ class ProvisionVolume:
             self._storage.remove_volume_dir(share, subdir)
             self._storage.remove_record(share, subdir)
             raise
-        complete = VolumeRecord(record.name, record.capacity_bytes, _without_pending(record.parameters))
+        complete = VolumeRecord(
+            record.name, record.capacity_bytes, _without_pending(record.parameters), mutable_parameters=record.mutable_parameters
+        )
         self._storage.write_record(share, subdir, complete)
         return complete
 
@@ -204,10 +212,9 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
             self._check_context(volume_id, record, command.context)
             self._check_parameters(volume_id, record, command.parameters)
+            parse_mutable(command.mutable_parameters)  # supported ones can be set on any volume at any time
         except InvalidArgument as err:
             return Validation(False, str(err))
-        if command.mutable_parameters:
-            return Validation(False, "this driver has no mutable parameters")
         return Validation(True)
 
     def _validate_static(self, command: ValidateVolume) -> Validation:
@@ -225,6 +232,8 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument as err:
             return Validation(False, str(err))
+        if command.mutable_parameters:
+            return Validation(False, "a volume this driver did not create has no mutable parameters")
         return Validation(True)
 
     @staticmethod

@@ -21,6 +21,10 @@ class OperationInFlight(DomainError):
     """Another operation on the same volume is running."""
 
 
+class InvalidToken(DomainError):
+    """A listing's starting_token is not one this driver handed out (or no longer fits the configured shares)."""
+
+
 class FailedPrecondition(DomainError):
     """The system is not in a state that allows the call."""
 

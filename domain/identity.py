@@ -16,9 +16,16 @@ class PluginInfo:
 # Capabilities by their CSI enum names; only what is implemented and passes csi-sanity.
 # Plugin capabilities describe the plugin "as a whole": the spec wants every instance to return the same set
 # "regardless of ... which RPCs an instance is serving", so a node-only process reports CONTROLLER_SERVICE too.
-PLUGIN_CAPABILITIES: tuple[str, ...] = ("CONTROLLER_SERVICE",)
+# "VolumeExpansion.ONLINE": ControllerExpandVolume works while the volume is published (a recorded size only).
+PLUGIN_CAPABILITIES: tuple[str, ...] = ("CONTROLLER_SERVICE", "VolumeExpansion.ONLINE")
 CONTROLLER_CAPABILITIES: tuple[str, ...] = (
     "CREATE_DELETE_VOLUME",
+    "LIST_VOLUMES",
+    "GET_CAPACITY",
+    "EXPAND_VOLUME",
+    "GET_VOLUME",
+    "VOLUME_CONDITION",
+    "MODIFY_VOLUME",
     "CREATE_DELETE_SNAPSHOT",
     "LIST_SNAPSHOTS",
     "GET_SNAPSHOT",

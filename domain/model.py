@@ -261,9 +261,14 @@ class VolumeRecord:
     capacity_bytes: int
     parameters: Mapping[str, str] = field(default_factory=dict)
     version: int = 1
+    mutable_parameters: Mapping[str, str] = field(default_factory=dict)
+    """What ControllerModifyVolume (or CreateVolume's mutable_parameters) set; ``parameters`` never change."""
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        data = asdict(self)
+        if not self.mutable_parameters:
+            del data["mutable_parameters"]  # a record without them stays byte-for-byte what older drivers wrote
+        return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> VolumeRecord:
@@ -273,7 +278,29 @@ class VolumeRecord:
             capacity_bytes=int(data["capacity_bytes"]),
             parameters={str(k): str(v) for k, v in data.get("parameters", {}).items()},
             version=int(data.get("version", 1)),
+            mutable_parameters={str(k): str(v) for k, v in data.get("mutable_parameters", {}).items()},
         )
+
+
+@dataclass(frozen=True, order=True)
+class ListPosition:
+    """Where a volume sits in its share's index: ordered by when its entry was made, then by entry name.
+
+    New volumes sort after every existing one, so a paged listing picks them up on a later page; a position
+    stays meaningful after its own volume is deleted, since it is compared, never looked up.
+    """
+
+    created_ns: int
+    entry: str
+
+
+@dataclass(frozen=True)
+class ListedVolume:
+    """One volume of a share's index: where it sits, its directory, and its record."""
+
+    position: ListPosition
+    subdir: str
+    record: VolumeRecord
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import datetime
 from typing import Protocol, Sequence
 
 from domain.events import Event
-from domain.model import FilesystemUsage, Publication, ShareRef, VolumeRecord
+from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 
 
@@ -27,6 +27,8 @@ class Storage(Protocol):
     def remove_snapshot(self, share: ShareRef, leaf: str) -> None: ...
     def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None: ...
     def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None: ...
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]: ...
+    def available_bytes(self, share: ShareRef) -> int: ...
 
 
 class Mounting(Protocol):

@@ -105,3 +105,33 @@ class VolumeParameters:
             "onDelete": self.on_delete.value,
             "mountPermissions": format(self.mount_permissions, "04o"),
         }
+
+
+MOUNT_PERMISSIONS = "mountPermissions"
+_MUTABLE = {MOUNT_PERMISSIONS.lower(): MOUNT_PERMISSIONS}
+
+
+def parse_mutable(raw: Mapping[str, str]) -> dict[str, str]:
+    """Mutable parameters (a VolumeAttributesClass), validated whole before any is applied, in their stored form.
+
+    Only ``mountPermissions``: the controller applies it to the volume's directory at once. Mount options are not
+    mutable here: they reach a node only through the PersistentVolume, which the driver cannot change, so storing
+    them would promise what no mount would honour. ``onDelete`` is part of the volume id, which never changes.
+    """
+    parsed: dict[str, str] = {}
+    for key, value in raw.items():
+        canonical = _MUTABLE.get(key.lower())
+        if canonical is None:
+            raise InvalidArgument(f"mutable parameter {key!r} is not supported; supported: {MOUNT_PERMISSIONS}")
+        if canonical in parsed:
+            raise InvalidArgument(f"mutable parameter {key!r} is given twice")
+        mode = parse_mode(value, f"mutable parameter {key}")
+        if mode == 0:
+            raise InvalidArgument(f"mutable parameter {key} must not be 0 (no one could use the volume); e.g. 0775")
+        parsed[canonical] = format(mode, "04o")
+    return parsed
+
+
+def effective_mode(parameters: Mapping[str, str], mutable: Mapping[str, str]) -> int:
+    """The mode a volume's directory should have: the mutable value if set, else the StorageClass's (0: leave it)."""
+    return parse_mode(mutable.get(MOUNT_PERMISSIONS) or parameters.get(MOUNT_PERMISSIONS, "0"), MOUNT_PERMISSIONS)

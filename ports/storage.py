@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from domain.model import ShareRef, VolumeRecord
+from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
 from domain.needs import Storage
 from domain.snapshot_model import SnapshotRecord
 
@@ -39,11 +39,28 @@ class ShareStorage(abc.ABC):
 
     @abc.abstractmethod
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
-        """Store the record beside subdir atomically (a reader sees the old or the new one)."""
+        """Store the record beside subdir atomically (a reader sees the old or the new one).
+
+        Also indexes subdir for ``list_records``, before the record is written (a crash in between leaves an
+        entry without a record, which listing skips): an entry under ``<share>/.nfs-csi/volumes/`` named by a
+        hash of subdir and holding it. An existing entry is kept as it is, so a volume keeps its place.
+        """
 
     @abc.abstractmethod
     def remove_record(self, share: ShareRef, subdir: str) -> None:
-        """Remove the record beside subdir. Missing is OK."""
+        """Remove the record beside subdir, then its index entry. Missing is OK."""
+
+    @abc.abstractmethod
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
+        """Indexed volumes whose position is after ``after`` (None: from the first), oldest entry first.
+
+        At most ``limit`` (0: no limit); an entry whose record is missing, or that does not name itself, is
+        skipped. The order is stable: an entry's position never changes while it exists.
+        """
+
+    @abc.abstractmethod
+    def available_bytes(self, share: ShareRef) -> int:
+        """Bytes the share's filesystem has free for this client (statvfs f_bavail, NFS FSSTAT abytes)."""
 
     @abc.abstractmethod
     def share_reachable(self, share: ShareRef) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import itertools
 import posixpath
 from typing import Sequence
 
 from domain.errors import DeadlineExceeded, FailedPrecondition, MountFailed, NotFound, Unavailable
-from domain.model import FilesystemUsage, Publication, ShareRef, VolumeRecord
+from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
@@ -30,6 +32,10 @@ class FakeShareStorage(ShareStorage):
         self.archives: dict[tuple[ShareRef, str], dict[str, bytes | None]] = {}  # relative path -> bytes, None: dir
         self.snapshot_records: dict[tuple[ShareRef, str], SnapshotRecord] = {}
         self.fail_next_fill: Exception | None = None  # raised half way through the next restore or copy
+        # The index, kept apart from the records as on disk: (share, subdir) -> when its entry was made.
+        self.index: dict[tuple[ShareRef, str], int] = {}
+        self.free: dict[ShareRef, int] = {}  # available_bytes; a share not set here has none free
+        self._clock = itertools.count(1)
 
     def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
         for parent in _ancestors(subdir):
@@ -62,15 +68,37 @@ class FakeShareStorage(ShareStorage):
         return self.records.get((share, subdir))
 
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
+        self._require_reachable(share)
         for parent in _ancestors(subdir):  # the record lives in subdir's parent, made if missing
             self.dirs.setdefault((share, parent), None)
+        self.index.setdefault((share, subdir), next(self._clock))
         self.records[(share, subdir)] = record
 
     def remove_record(self, share: ShareRef, subdir: str) -> None:
         self.records.pop((share, subdir), None)
+        self.index.pop((share, subdir), None)
+
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
+        self._require_reachable(share)
+        listed = []
+        for (indexed_share, subdir), created in self.index.items():
+            record = self.records.get((share, subdir))
+            position = ListPosition(created, hashlib.sha256(subdir.encode()).hexdigest())
+            if indexed_share == share and record is not None and (after is None or position > after):
+                listed.append(ListedVolume(position, subdir, record))
+        listed.sort(key=lambda volume: volume.position)
+        return listed[:limit] if limit else listed
+
+    def available_bytes(self, share: ShareRef) -> int:
+        self._require_reachable(share)
+        return self.free.get(share, 0)
 
     def share_reachable(self, share: ShareRef) -> bool:
         return self.exports is None or share in self.exports
+
+    def _require_reachable(self, share: ShareRef) -> None:
+        if not self.share_reachable(share):
+            raise Unavailable(f"share {share.source()} cannot be reached")
 
     def shares_held(self) -> int:
         return len({share for share, _ in self.dirs})

@@ -17,6 +17,7 @@ STATUS_OF: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.OperationInFlight, grpc.StatusCode.ABORTED),
+    (errors.InvalidToken, grpc.StatusCode.ABORTED),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),

@@ -17,6 +17,7 @@ from domain.model import AccessMode, CapacityRange, VolumeCapability
 from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
 from domain.stage import Stage, StageVolume, Unstage, UnstageVolume
 from domain.stats import GetVolumeStats, VolumeStats
+from domain.volumes import Expand, ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume, VolumeView
 
 
 def capability_from(message: csi.VolumeCapability) -> VolumeCapability:
@@ -39,6 +40,24 @@ def capabilities_from(messages: Iterable[csi.VolumeCapability]) -> tuple[VolumeC
     return tuple(capability_from(m) for m in messages)
 
 
+def plugin_capability(name: str) -> csi.PluginCapability:
+    """A service type such as ``CONTROLLER_SERVICE``, or ``VolumeExpansion.ONLINE``."""
+    expansion = csi.PluginCapability.VolumeExpansion
+    kind, _, mode = name.partition("VolumeExpansion.")
+    if mode:
+        return csi.PluginCapability(volume_expansion=expansion(type=expansion.Type.Value(mode)))
+    service = csi.PluginCapability.Service
+    return csi.PluginCapability(service=service(type=service.Type.Value(name)))
+
+
+def volume_message(view: VolumeView) -> csi.Volume:
+    return csi.Volume(volume_id=str(view.volume_id), capacity_bytes=view.capacity_bytes, volume_context=dict(view.context))
+
+
+def condition_message(view: VolumeView) -> csi.VolumeCondition:
+    return csi.VolumeCondition(abnormal=view.condition.abnormal, message=view.condition.message)
+
+
 class IdentityServicer(csi_grpc.IdentityServicer):
     def __init__(self, info: PluginInfo, probe: Probe, capabilities: tuple[str, ...]) -> None:
         self._info = info
@@ -51,12 +70,7 @@ class IdentityServicer(csi_grpc.IdentityServicer):
 
     @translate_errors
     def GetPluginCapabilities(self, request: csi.GetPluginCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
-        service = csi.PluginCapability.Service
-        return csi.GetPluginCapabilitiesResponse(
-            capabilities=[
-                csi.PluginCapability(service=service(type=service.Type.Value(name))) for name in self._capabilities
-            ]
-        )
+        return csi.GetPluginCapabilitiesResponse(capabilities=[plugin_capability(name) for name in self._capabilities])
 
     @translate_errors
     def Probe(self, request: csi.ProbeRequest, context: grpc.ServicerContext) -> Any:
@@ -72,12 +86,22 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
         validate: ValidateVolumeCapabilities,
         capabilities: tuple[str, ...],
         snapshots: SnapshotUseCases,
+        list_volumes: ListVolumes,
+        get_volume: GetVolume,
+        get_capacity: GetCapacity,
+        expand: ExpandVolume,
+        modify: ModifyVolume,
     ) -> None:
         self._snapshots = snapshots
         self._provision = provision
         self._delete = delete
         self._validate = validate
         self._capabilities = capabilities
+        self._list_volumes = list_volumes
+        self._get_volume = get_volume
+        self._get_capacity = get_capacity
+        self._expand = expand
+        self._modify = modify
 
     @translate_errors
     def CreateVolume(self, request: csi.CreateVolumeRequest, context: grpc.ServicerContext) -> Any:
@@ -88,6 +112,7 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
                 capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes),
                 parameters=dict(request.parameters),
                 content_source=content_source_from(request),
+                mutable_parameters=dict(request.mutable_parameters),
             )
         )
         return csi.CreateVolumeResponse(
@@ -124,8 +149,58 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
                 volume_context=request.volume_context,
                 volume_capabilities=request.volume_capabilities,
                 parameters=request.parameters,
+                mutable_parameters=request.mutable_parameters,
             )
         )
+
+    @translate_errors
+    def ListVolumes(self, request: csi.ListVolumesRequest, context: grpc.ServicerContext) -> Any:
+        page = self._list_volumes(request.max_entries, request.starting_token)
+        status = csi.ListVolumesResponse.VolumeStatus
+        return csi.ListVolumesResponse(
+            entries=[
+                csi.ListVolumesResponse.Entry(
+                    volume=volume_message(view), status=status(volume_condition=condition_message(view))
+                )
+                for view in page.volumes
+            ],
+            next_token=page.next_token,
+        )
+
+    @translate_errors
+    def ControllerGetVolume(self, request: csi.ControllerGetVolumeRequest, context: grpc.ServicerContext) -> Any:
+        view = self._get_volume(request.volume_id)
+        status = csi.ControllerGetVolumeResponse.VolumeStatus
+        return csi.ControllerGetVolumeResponse(
+            volume=volume_message(view), status=status(volume_condition=condition_message(view))
+        )
+
+    @translate_errors
+    def GetCapacity(self, request: csi.GetCapacityRequest, context: grpc.ServicerContext) -> Any:
+        available = self._get_capacity(capabilities_from(request.volume_capabilities), dict(request.parameters))
+        return csi.GetCapacityResponse(available_capacity=available)
+
+    @translate_errors
+    def ControllerExpandVolume(self, request: csi.ControllerExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
+        expanded = self._expand(
+            Expand(
+                volume_id=request.volume_id,
+                capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
+                if request.HasField("capacity_range")
+                else None,
+                capability=capability_from(request.volume_capability)
+                if request.HasField("volume_capability")
+                else None,
+            )
+        )
+        return csi.ControllerExpandVolumeResponse(
+            capacity_bytes=expanded.capacity_bytes, node_expansion_required=expanded.node_expansion_required
+        )
+
+    @translate_errors
+    def ControllerModifyVolume(self, request: csi.ControllerModifyVolumeRequest, context: grpc.ServicerContext) -> Any:
+        self._modify(request.volume_id, dict(request.mutable_parameters))
+        return csi.ControllerModifyVolumeResponse()
 
     @translate_errors
     def ControllerGetCapabilities(

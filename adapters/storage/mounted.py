@@ -24,9 +24,17 @@ from adapters.storage.archive import (
     pack_tree,
     unpack_tree,
 )
-from domain.errors import DomainError, FailedPrecondition, MountFailed, OperationInFlight, ResourceExhausted, Unavailable
-from domain.model import METADATA_DIR, ShareRef, VolumeRecord
-from domain.paths import join_inside
+from domain.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    MountFailed,
+    OperationInFlight,
+    ResourceExhausted,
+    Unavailable,
+)
+from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
+from domain.paths import join_inside, relative_subpath
 from domain.snapshot_model import FORMATS, SnapshotRecord, archive_name, is_leaf, record_file
 from ports.mounter import Mounter
 from ports.storage import ShareStorage
@@ -42,6 +50,40 @@ _RECORD_LOCKS = 64
 def record_name(leaf: str) -> str:
     """The record of volume directory ``leaf`` lives beside it under this name."""
     return f".{leaf}.nfs-csi.json"
+
+
+INDEX_DIR = f"{METADATA_DIR}/volumes"
+"""Where each volume has an index entry, so listing never walks the share: records sit at any depth."""
+_ENTRY_LIMIT = 4096
+
+
+def index_entry(subdir: str) -> str:
+    """The name of subdir's index entry: a fixed-length hash, since a subdir may take 1024 bytes and a name 255."""
+    return hashlib.sha256(subdir.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def indexed_subdir(entry: str, raw: bytes | None) -> str | None:
+    """The subdir an index entry holds, or None unless it is a valid one that hashes to the entry's own name."""
+    if raw is None:
+        return None
+    try:
+        subdir = relative_subpath(raw.decode("utf-8"), "indexed subdir", new=False)
+    except (UnicodeDecodeError, InvalidArgument):
+        return None
+    return subdir if index_entry(subdir) == entry else None
+
+
+def _read_regular(fd: int, name: str, limit: int) -> bytes | None:
+    """The first bytes of a regular file in directory fd, never through a link; None when missing."""
+    try:
+        # O_NONBLOCK: a FIFO planted in the file's place must not block the open.
+        raw_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(raw_fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(raw_fd).st_mode):
+            raise MountFailed(f"{name!r} is not a regular file")
+        return handle.read(limit)
 
 
 def _ignore_missing(function: Any, path: str, excinfo: Any) -> None:
@@ -278,6 +320,7 @@ class MountedShareStorage(ShareStorage):
         data = record.to_json()
 
         def work(root: str) -> None:
+            self._index(root, subdir)
             with self._parent(root, subdir, create=True) as (fd, leaf):
                 assert fd is not None
                 name = record_name(leaf)
@@ -297,11 +340,16 @@ class MountedShareStorage(ShareStorage):
     def remove_record(self, share: ShareRef, subdir: str) -> None:
         def work(root: str) -> None:
             with self._parent(root, subdir) as (fd, leaf):
-                if fd is None:
-                    return
-                for name in (record_name(leaf), f"{record_name(leaf)}.tmp"):
+                if fd is not None:
+                    for name in (record_name(leaf), f"{record_name(leaf)}.tmp"):
+                        try:
+                            os.unlink(name, dir_fd=fd)
+                        except FileNotFoundError:
+                            pass
+            with self._parent(root, f"{INDEX_DIR}/{index_entry(subdir)}") as (fd, leaf):
+                if fd is not None:
                     try:
-                        os.unlink(name, dir_fd=fd)
+                        os.unlink(leaf, dir_fd=fd)
                     except FileNotFoundError:
                         pass
 
@@ -509,6 +557,75 @@ class MountedShareStorage(ShareStorage):
                 copy_tree(fd_entries(source_fd), FdTreeWriter(fd), deadline)
 
         self._on_share_long(share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work)
+
+    def _index(self, root: str, subdir: str) -> None:
+        """Make subdir's index entry unless a valid one exists: one exclusive create on the usual path."""
+        entry = index_entry(subdir)
+        data = subdir.encode("utf-8", errors="surrogatepass")
+        for create in (False, True):  # the index directories exist but on a share's first volume
+            with self._parent(root, f"{INDEX_DIR}/{entry}", create=create) as (fd, leaf):
+                if fd is None:
+                    continue
+                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    out = os.open(leaf, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+                except FileExistsError:
+                    if indexed_subdir(entry, _read_regular(fd, leaf, _ENTRY_LIMIT)) is not None:
+                        return  # kept as it is, so the volume keeps its place in listings
+                    out = os.open(leaf, flags | os.O_TRUNC, dir_fd=fd)  # one a crash left half-written
+                with os.fdopen(out, "wb") as handle:
+                    handle.write(data)
+                return
+
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
+        def scan(root: str) -> list[ListPosition]:
+            with self._parent(root, f"{INDEX_DIR}/-") as (fd, _):  # the fd of the index directory itself
+                if fd is None:
+                    return []
+                with os.scandir(fd) as entries:
+                    return sorted(
+                        ListPosition(entry.stat(follow_symlinks=False).st_mtime_ns, entry.name)
+                        for entry in entries
+                        if entry.is_file(follow_symlinks=False)
+                    )
+
+        def read_entry(entry: str) -> Callable[[str], str | None]:
+            def work(root: str) -> str | None:
+                with self._parent(root, f"{INDEX_DIR}/{entry}") as (fd, leaf):
+                    return indexed_subdir(entry, _read_regular(fd, leaf, _ENTRY_LIMIT) if fd is not None else None)
+
+            return work
+
+        listed: list[ListedVolume] = []
+        for position in self._on_share(share, "listing the volume index", scan):
+            if after is not None and position <= after:
+                continue
+            subdir = self._on_share(share, f"reading index entry {position.entry}", read_entry(position.entry))
+            record = self._listed_record(share, subdir) if subdir is not None else None
+            if subdir is None or record is None:
+                continue  # not a valid entry, or a crash came between it and its record
+            listed.append(ListedVolume(position, subdir, record))
+            if len(listed) == limit:
+                break
+        return listed
+
+    def _listed_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        try:
+            return self.read_record(share, subdir)
+        except MountFailed as err:
+            log.warning("volume %s on %s is left out of the listing: %s", subdir, share.source(), err)
+            return None
+
+    def available_bytes(self, share: ShareRef) -> int:
+        def work(root: str) -> int:
+            fd = os.open(root, _OPEN_DIR)
+            try:
+                info = os.fstatvfs(fd)
+            finally:
+                os.close(fd)
+            return info.f_bavail * info.f_frsize
+
+        return self._on_share(share, "reading free space", work)
 
     def close(self) -> None:
         with self._guard:

@@ -26,7 +26,7 @@ from adapters.storage.archive import (
     pack_tree,
     unpack_tree,
 )
-from adapters.storage.mounted import record_name
+from adapters.storage.mounted import INDEX_DIR, index_entry, indexed_subdir, record_name
 from domain.errors import (
     DeadlineExceeded,
     DomainError,
@@ -38,7 +38,7 @@ from domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from domain.model import ShareRef, VolumeRecord
+from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
 from domain.paths import join_inside
 from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, SnapshotRecord, archive_name, is_leaf, record_file
 from ports.storage import ShareStorage
@@ -50,6 +50,7 @@ NFS_VERSIONS = ("4.1", "4.0", "3")
 # which is what the mount-based adapter creates under the usual umask.
 _NEW_DIR_MODE = 0o755
 _RECORD_LIMIT = 1 << 16
+_ENTRY_LIMIT = 4096
 _STATE_LOST = frozenset(
     {"NFS4ERR_STALE", "NFS3ERR_STALE", "NFS4ERR_BADSESSION", "NFS4ERR_DEADSESSION", "NFS4ERR_STALE_CLIENTID",
      "NFS4ERR_EXPIRED", "NFS4ERR_BAD_STATEID", "NFS4ERR_STALE_STATEID", "NFS4ERR_CONN_NOT_BOUND_TO_SESSION"}
@@ -96,6 +97,7 @@ class NfsClient(Protocol):
     def readlink(self, path: str) -> str: ...
     def scandir(self, path: str) -> Iterator[Any]: ...
     def open(self, path: str, mode: str = ...) -> Any: ...
+    def fs_stat(self) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -137,6 +139,10 @@ def _or_own(identity: int | None) -> str:
 
 def _is_directory(info: Any) -> bool:
     return str(getattr(info.type, "value", info.type)) == "directory"
+
+
+def _is_file(info: Any) -> bool:
+    return str(getattr(info.type, "value", info.type)) == "file"
 
 
 def _code(err: BaseException) -> str:
@@ -408,6 +414,7 @@ class UserspaceShareStorage(ShareStorage):
         data = record.to_json()
 
         def write(client: NfsClient) -> None:
+            self._index(client, subdir)
             self._make_parents(client, subdir)
             try:
                 with client.open(temporary, "wb") as handle:
@@ -427,10 +434,11 @@ class UserspaceShareStorage(ShareStorage):
         path = self._record_path(self._checked(share, subdir))
 
         def remove(client: NfsClient) -> None:
-            try:
-                client.remove(path, missing_ok=True)
-            except FileNotFoundError:
-                pass
+            for done_with in (path, f"{INDEX_DIR}/{index_entry(subdir)}"):
+                try:
+                    client.remove(done_with, missing_ok=True)
+                except FileNotFoundError:
+                    pass
 
         self._run(share, f"removing the record of {subdir!r}", remove)
 
@@ -533,20 +541,37 @@ class UserspaceShareStorage(ShareStorage):
 
         self._run(share, f"writing the record of snapshot {leaf!r}", write)
 
-    def _read_small(self, client: NfsClient, path: str) -> bytes | None:
+    @classmethod
+    def _index(cls, client: NfsClient, subdir: str) -> None:
+        """Make subdir's index entry unless a valid one exists (nfs-rs has no exclusive create: look, then write)."""
+        entry = index_entry(subdir)
+        path = f"{INDEX_DIR}/{entry}"
+        if indexed_subdir(entry, cls._read_file(client, path, _ENTRY_LIMIT)) is not None:
+            return  # kept as it is, so the volume keeps its place in listings
+        data = subdir.encode("utf-8", errors="surrogatepass")
+        try:
+            with client.open(path, "wb") as handle:
+                handle.write(data)
+        except FileNotFoundError:  # a share's first volume: the index directories are made once
+            cls._make_parents(client, path)
+            with client.open(path, "wb") as handle:
+                handle.write(data)
+
+    @staticmethod
+    def _read_file(client: NfsClient, path: str, limit: int) -> bytes | None:
         try:
             info = client.stat(path)
         except FileNotFoundError:
             return None
-        if str(getattr(info.type, "value", info.type)) != "file":
+        if not _is_file(info):
             raise MountFailed(f"{path!r} is not a regular file")
         with client.open(path, "rb") as handle:
-            data: bytes = handle.read(_RECORD_LIMIT)
+            data: bytes = handle.read(limit)
         return data
 
     def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
         path = self._snapshot_path(share, record_file(leaf))
-        raw = self._run(share, f"reading the record of snapshot {leaf!r}", lambda client: self._read_small(client, path))
+        raw = self._run(share, f"reading the record of snapshot {leaf!r}", lambda client: self._read_file(client, path, _RECORD_LIMIT))
         if raw is None:
             return None
         try:
@@ -568,7 +593,7 @@ class UserspaceShareStorage(ShareStorage):
                     continue
                 if str(getattr(entry.info.type, "value", entry.info.type)) != "file":
                     continue
-                raw = self._read_small(client, f"{SNAPSHOT_DIR}/{name}")
+                raw = self._read_file(client, f"{SNAPSHOT_DIR}/{name}", _RECORD_LIMIT)
                 if raw is not None:
                     found.append((leaf, raw))
             return found
@@ -622,6 +647,42 @@ class UserspaceShareStorage(ShareStorage):
             copy_tree(nfs_entries(reader, source), NfsTreeWriter(client, target), deadline)
 
         self._long(share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work, self._emptied(target))
+
+    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
+        def scan(client: NfsClient) -> list[ListPosition]:
+            try:
+                entries = list(client.scandir(INDEX_DIR))
+            except FileNotFoundError:
+                return []
+            return sorted(ListPosition(e.info.mtime, e.name) for e in entries if _is_file(e.info))
+
+        listed: list[ListedVolume] = []
+        for position in self._run(share, "listing the volume index", scan):
+            if after is not None and position <= after:
+                continue
+            path = f"{INDEX_DIR}/{position.entry}"
+            raw = self._run(share, f"reading index entry {position.entry}", lambda c: self._read_file(c, path, _ENTRY_LIMIT))
+            subdir = indexed_subdir(position.entry, raw)
+            record = self._listed_record(share, subdir) if subdir is not None else None
+            if subdir is None or record is None:
+                continue  # not a valid entry, or a crash came between it and its record
+            listed.append(ListedVolume(position, subdir, record))
+            if len(listed) == limit:
+                break
+        return listed
+
+    def _listed_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        try:
+            return self.read_record(share, subdir)
+        except MountFailed as err:
+            log.warning("volume %s on %s is left out of the listing: %s", subdir, share.source(), err)
+            return None
+
+    def available_bytes(self, share: ShareRef) -> int:
+        def free(client: NfsClient) -> int:
+            return int(client.fs_stat().available_bytes)  # FSSTAT (v3) / space_avail (v4), bounded by the client
+
+        return self._run(share, "reading free space", free)
 
     def close(self) -> None:
         with self._guard:

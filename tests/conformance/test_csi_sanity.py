@@ -105,13 +105,48 @@ PROVEN_BY: dict[Capability, tuple[str, ...]] = {
         "Controller Service [Controller Server] CreateVolume should create volume from an existing source volume",
         "Controller Service [Controller Server] CreateVolume should fail when the volume source volume is not found",
     ),
+    ("controller", "LIST_VOLUMES"): ("Controller Service [Controller Server] ListVolumes",),
+    ("controller", "GET_CAPACITY"): ("Controller Service [Controller Server] GetCapacity",),
+    ("controller", "EXPAND_VOLUME"): ("ExpandVolume [Controller Server]",),
+    ("plugin", "VolumeExpansion.ONLINE"): ("ExpandVolume [Controller Server]",),
+    ("controller", "MODIFY_VOLUME"): (
+        "ModifyVolume [Controller Server]",
+        "Controller Service [Controller Server] CreateVolume should create volume with a volume attribute class",
+        "Controller Service [Controller Server] CreateVolume should not create volume with an invalid volume attribute",
+    ),
+    # csi-sanity v5.6.0 has no spec that calls ControllerGetVolume or reads a VolumeCondition: its only check is that
+    # ControllerGetCapabilities knows the names. PROVEN_ELSEWHERE names our own tests that prove them as well.
+    ("controller", "GET_VOLUME"): ("Controller Service [Controller Server] ControllerGetCapabilities",),
+    ("controller", "VOLUME_CONDITION"): ("Controller Service [Controller Server] ControllerGetCapabilities",),
 }
+
 
 # Stricter, for these: every listed spec group must have run and passed (not just one of them).
 EVERY_GROUP_PASSES = {("node", "GET_VOLUME_STATS"), ("node", "STAGE_UNSTAGE_VOLUME")}
 
 # Extra flags per mode, per topology (run-sanity starts the drivers the same way).
 TOPOLOGY_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {"stage": {"node": ("--node-stage",)}}
+
+# Capabilities with no csi-sanity spec of their own: the tests (file::Class::test) that prove them over the socket.
+PROVEN_ELSEWHERE: dict[Capability, tuple[str, ...]] = {
+    ("controller", "GET_VOLUME"): (
+        "tests/integration/test_volume_surface.py::TestControllerGetVolume::"
+        "test_a_volume_is_returned_normal_then_abnormal_once_its_directory_is_gone",
+        "tests/integration/test_volume_surface.py::TestControllerGetVolume::test_a_missing_volume_is_not_found",
+    ),
+    ("controller", "VOLUME_CONDITION"): (
+        "tests/integration/test_volume_surface.py::TestControllerGetVolume::"
+        "test_a_volume_is_returned_normal_then_abnormal_once_its_directory_is_gone",
+        "tests/integration/test_volume_surface.py::TestListVolumes::"
+        "test_a_volume_whose_directory_was_deleted_is_listed_abnormal",
+    ),
+}
+
+
+def _test_exists(node_id: str) -> bool:
+    path, cls, function = node_id.split("::")
+    source = (ROOT / path).read_text() if (ROOT / path).is_file() else ""
+    return f"class {cls}" in source and f"def {function}(" in source
 
 
 def _wait_for_socket(path: str, process: subprocess.Popen[bytes], deadline: float) -> None:
@@ -248,3 +283,5 @@ class TestCsiSanity:
                     assert any(
                         s.status == "passed" for s in report.specs if s.name.startswith(group)
                     ), f"{capability} is advertised but no spec of {group!r} ran and passed"
+            missing = [test for test in PROVEN_ELSEWHERE.get(capability, ()) if not _test_exists(test)]
+            assert missing == [], f"the tests proving {capability} outside csi-sanity are gone: {missing}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 import posixpath
 import stat
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.model import ShareRef
+from domain.model import METADATA_DIR, ShareRef
 from tests.fakes import FakeShareStorage
 
 DIR, FILE, SYMLINK = "dir", "file", "symlink"
@@ -27,7 +28,16 @@ class ExportView(abc.ABC):
 
     @abc.abstractmethod
     def tree(self) -> dict[str, str]:
-        """Every entry below the share: path -> dir, file or symlink. Links are listed, never followed."""
+        """Every entry below the share but the driver's own METADATA_DIR (see ``index``): path -> dir, file or
+        symlink. Links are listed, never followed."""
+
+    @abc.abstractmethod
+    def index(self) -> dict[str, bytes]:
+        """The volume index, ``.nfs-csi/volumes``: entry name -> what the entry holds."""
+
+    @abc.abstractmethod
+    def free_bytes(self) -> int:
+        """What the share's filesystem has available, as its server sees it."""
 
     @abc.abstractmethod
     def read(self, path: str) -> bytes:
@@ -72,6 +82,8 @@ class DiskExport(ExportView):
         found: dict[str, str] = {}
         for top, dirs, files in os.walk(self.root, followlinks=False):
             base = os.path.relpath(top, self.root)
+            if base == "." and METADATA_DIR in dirs:
+                dirs.remove(METADATA_DIR)
             for name in dirs + files:
                 path = os.path.normpath(os.path.join(base, name))
                 mode = os.lstat(os.path.join(top, name)).st_mode
@@ -82,6 +94,14 @@ class DiskExport(ExportView):
         fd = os.open(self.root / path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as handle:
             return handle.read()
+
+    def index(self) -> dict[str, bytes]:
+        directory = self.root / METADATA_DIR / "volumes"
+        return {entry.name: entry.read_bytes() for entry in directory.iterdir()} if directory.is_dir() else {}
+
+    def free_bytes(self) -> int:
+        info = os.statvfs(self.root)
+        return info.f_bavail * info.f_frsize
 
     def mode(self, path: str) -> int | None:
         return stat.S_IMODE(os.lstat(self.root / path).st_mode)
@@ -120,6 +140,16 @@ class FakeExport(ExportView):
             if share == self.share:
                 found[record_path(subdir)] = FILE
         return found
+
+    def index(self) -> dict[str, bytes]:
+        return {
+            hashlib.sha256(subdir.encode()).hexdigest(): subdir.encode()
+            for share, subdir in self.fake.index
+            if share == self.share
+        }
+
+    def free_bytes(self) -> int:
+        return self.fake.free.setdefault(self.share, 5 << 30)
 
     def read(self, path: str) -> bytes:
         for (share, subdir), record in self.fake.records.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -407,8 +408,7 @@ class TestSnapshots:
         subject.export.plant_file("v/a/file", b"content")
         _plant_relative_link(subject, "v/out", "a")
         size = storage.pack_snapshot(share, "v", share, "snap-1", fmt)
-        tree = subject.export.tree()
-        assert tree[f".nfs-csi/snapshots/snap-1.{fmt}"] == FILE and size > 0
+        assert (_disk(subject).root / f".nfs-csi/snapshots/snap-1.{fmt}").is_file() and size > 0
         storage.create_volume_dir(share, "w", None)
         storage.restore_snapshot(share, "snap-1", fmt, share, "w")
         tree = subject.export.tree()
@@ -446,4 +446,114 @@ class TestSnapshots:
         subject.export.plant_symlink("v")
         with pytest.raises(REFUSED):
             subject.storage.pack_snapshot(subject.share, "v", subject.share, "snap-1", "tar")
-        assert not any(".nfs-csi/snapshots/snap-1" in path for path in subject.export.tree())
+        snapshots = _disk(subject).root / ".nfs-csi/snapshots"
+        assert not snapshots.is_dir() or not any(p.name.startswith("snap-1") for p in snapshots.iterdir())
+
+
+def _record(name: str) -> VolumeRecord:
+    return VolumeRecord(name, 1 << 30, {"subDir": name})
+
+
+class TestVolumeIndex:
+    def test_written_records_are_listed_with_their_subdirs_in_a_stable_order(self, subject: Subject) -> None:
+        subdirs = ["a", "ns/b", "ns/deep/c"]
+        for subdir in subdirs:
+            subject.storage.write_record(subject.share, subdir, _record(subdir))
+        listed = subject.storage.list_records(subject.share, None, 0)
+        assert sorted((v.subdir, v.record) for v in listed) == sorted((s, _record(s)) for s in subdirs)
+        assert [v.position for v in listed] == sorted(v.position for v in listed)
+        assert subject.storage.list_records(subject.share, None, 0) == listed
+
+    def test_the_index_lives_in_the_drivers_directory_one_hashed_entry_per_volume(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "ns/v", RECORD)
+        assert subject.export.index() == {hashlib.sha256(b"ns/v").hexdigest(): b"ns/v"}
+        assert subject.export.tree() == {"ns": DIR, "ns/.v.nfs-csi.json": FILE}
+
+    def test_after_and_limit_page_through_every_volume_once(self, subject: Subject) -> None:
+        for i in range(5):
+            subject.storage.write_record(subject.share, f"v{i}", _record(f"v{i}"))
+        seen: list[str] = []
+        after = None
+        while page := subject.storage.list_records(subject.share, after, 2):
+            assert len(page) <= 2
+            seen += [v.subdir for v in page]
+            after = page[-1].position
+        assert sorted(seen) == [f"v{i}" for i in range(5)]
+
+    def test_a_rewritten_record_keeps_its_place(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "a", _record("a"))
+        subject.storage.write_record(subject.share, "b", _record("b"))
+        before = {v.subdir: v.position for v in subject.storage.list_records(subject.share, None, 0)}
+        subject.storage.write_record(subject.share, "a", VolumeRecord("a", 2 << 30))
+        after = {v.subdir: v for v in subject.storage.list_records(subject.share, None, 0)}
+        assert {s: v.position for s, v in after.items()} == before
+        assert after["a"].record == VolumeRecord("a", 2 << 30)
+
+    def test_a_volume_indexed_later_sorts_after_the_earlier_ones(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "a", _record("a"))
+        (first,) = subject.storage.list_records(subject.share, None, 0)
+        subject.storage.write_record(subject.share, "b", _record("b"))
+        later = [v for v in subject.storage.list_records(subject.share, None, 0) if v.subdir == "b"]
+        assert later[0].position.created_ns >= first.position.created_ns
+
+    def test_a_removed_record_takes_its_entry_along_and_its_position_still_pages(self, subject: Subject) -> None:
+        for name in ("a", "b", "c"):
+            subject.storage.write_record(subject.share, name, _record(name))
+        listed = subject.storage.list_records(subject.share, None, 0)
+        subject.storage.remove_record(subject.share, listed[0].subdir)
+        assert len(subject.export.index()) == 2
+        rest = subject.storage.list_records(subject.share, listed[0].position, 0)
+        assert [v.subdir for v in rest] == [v.subdir for v in listed[1:]]
+        for volume in listed[1:]:
+            subject.storage.remove_record(subject.share, volume.subdir)
+        assert subject.export.index() == {}
+        assert subject.storage.list_records(subject.share, None, 0) == []
+
+    def test_an_entry_whose_record_is_gone_is_skipped(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v/inner", _record("v/inner"))
+        subject.storage.write_record(subject.share, "w", _record("w"))
+        subject.storage.remove_volume_dir(subject.share, "v")  # the inner record goes with the tree, its entry stays
+        assert [v.subdir for v in subject.storage.list_records(subject.share, None, 0)] == ["w"]
+
+    def test_a_subdir_of_1024_bytes_fits_its_entry(self, subject: Subject) -> None:
+        subdir = "/".join(["d" * 200] * 5)
+        subject.storage.write_record(subject.share, subdir, _record("long"))
+        assert [v.subdir for v in subject.storage.list_records(subject.share, None, 0)] == [subdir]
+
+    def test_an_empty_or_missing_index_lists_nothing(self, subject: Subject) -> None:
+        assert subject.storage.list_records(subject.share, None, 0) == []
+
+    @on_disk_only
+    def test_an_entry_that_does_not_name_itself_is_skipped(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v", _record("v"))
+        subject.storage.write_record(subject.share, "w", _record("w"))
+        subject.export.plant_file(f".nfs-csi/volumes/{'0' * 64}", b"v")
+        subject.export.plant_file(".nfs-csi/volumes/" + hashlib.sha256(b"w").hexdigest(), b"../w")
+        assert [v.subdir for v in subject.storage.list_records(subject.share, None, 0)] == ["v"]
+
+    @on_disk_only
+    def test_a_half_written_entry_is_completed_by_the_next_write(self, subject: Subject) -> None:
+        entry = hashlib.sha256(b"v").hexdigest()
+        subject.export.plant_file(f".nfs-csi/volumes/{entry}", b"")
+        subject.storage.write_record(subject.share, "v", _record("v"))
+        assert subject.export.index() == {entry: b"v"}
+        assert [v.subdir for v in subject.storage.list_records(subject.share, None, 0)] == ["v"]
+
+    @on_disk_only
+    def test_a_symlinked_index_is_never_followed(self, subject: Subject) -> None:
+        subject.export.plant_symlink(".nfs-csi")
+        with pytest.raises(MountFailed):
+            subject.storage.write_record(subject.share, "v", RECORD)
+        with pytest.raises(MountFailed):
+            subject.storage.list_records(subject.share, None, 0)
+        assert subject.storage.read_record(subject.share, "v") is None
+
+
+class TestAvailableBytes:
+    def test_is_what_the_server_has_free(self, subject: Subject) -> None:
+        expected = subject.export.free_bytes()
+        assert abs(subject.storage.available_bytes(subject.share) - expected) <= max(64 << 20, expected // 100)
+
+    def test_an_unexported_share_is_refused(self, subject: Subject) -> None:
+        with pytest.raises(DomainError):
+            subject.storage.available_bytes(ShareRef(subject.share.server, "/no/such/export"))

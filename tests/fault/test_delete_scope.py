@@ -8,15 +8,19 @@ from pathlib import Path
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
+from domain.model import METADATA_DIR
 from tests.fault.conftest import SERVER, FaultDriver, Lab, create_request
 
 pytestmark = pytest.mark.integration
 
 
 def snapshot(root: Path) -> dict[str, str]:
+    """What lies below root, but the driver's own METADATA_DIR (its volume index)."""
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if rel.split("/")[0] == METADATA_DIR:
+            continue
         out[rel] = "link" if path.is_symlink() else "dir" if path.is_dir() else path.read_text()
     return out
 
@@ -66,6 +70,7 @@ class TestDeleteScope:
         volume = driver.controller.CreateVolume(create_request("pvc-1", subDir="a/b/pvc-1"), timeout=10).volume
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=10)
         assert snapshot(lab.export) == {"a": "dir", "a/b": "dir"}
+        assert os.listdir(lab.export / METADATA_DIR / "volumes") == []  # its index entry went with its record
 
     def test_archive_renames_the_directory_beside_itself_within_the_share(
         self, driver: FaultDriver, lab: Lab, outside: Path
@@ -78,7 +83,7 @@ class TestDeleteScope:
         assert len(archived) == 1
         assert (lab.export / "team" / archived[0] / "nested" / "deeper" / "file").read_text() == "the volume's own data"
         assert not (lab.export / "team" / "pvc-1").exists() and not (lab.export / "team" / ".pvc-1.nfs-csi.json").exists()
-        assert sorted(os.listdir(lab.export)) == ["team"] and sorted(os.listdir(lab.root / SERVER)) == ["exports", "victim"]
+        assert sorted(os.listdir(lab.export)) == [METADATA_DIR, "team"] and sorted(os.listdir(lab.root / SERVER)) == ["exports", "victim"]
         # a volume of the same name, archived again within the same second, does not replace the first archive
         driver.controller.CreateVolume(request, timeout=10)
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import random
 import time
@@ -16,6 +17,7 @@ import pytest
 from google.protobuf.message import Message
 
 from adapters.csi.v1 import csi_pb2 as csi
+from domain.model import METADATA_DIR
 from tests.fault.conftest import (
     SERVER,
     SHARE,
@@ -247,9 +249,12 @@ def allowed_paths(lab: Lab, ledger: Ledger) -> set[str]:
     allowed = set()
     for volume in ledger.created.values():
         context = volume.volume_context
-        path = Path(context["server"]) / context["share"].lstrip("/") / context["subDir"]
+        share = Path(context["server"]) / context["share"].lstrip("/")
+        path = share / context["subDir"]
         for part in [path, *path.parents]:
             allowed.add(str(part))
+        index = share / METADATA_DIR / "volumes"
+        allowed |= {str(index.parent), str(index), str(index / hashlib.sha256(context["subDir"].encode()).hexdigest())}
     return allowed
 
 

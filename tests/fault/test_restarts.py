@@ -12,6 +12,7 @@ How the points are chosen, from outside the driver (no test hook in its code):
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import grpc
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
+from domain.model import METADATA_DIR
 from tests.fault.conftest import (
     FaultDriver,
     Lab,
@@ -62,7 +64,18 @@ def call_dies(driver: FaultDriver, call: Callable[[], object]) -> None:
 
 
 def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else "file" for p in sorted(root.rglob("*"))}
+    """What lies below root, but the driver's own METADATA_DIR (see ``index``)."""
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else "file"
+        for p in sorted(root.rglob("*"))
+        if p.relative_to(root).parts[0] != METADATA_DIR
+    }
+
+
+def index(export: Path) -> list[str]:
+    """The share's volume index: one entry per recorded volume."""
+    directory = export / METADATA_DIR / "volumes"
+    return sorted(os.listdir(directory)) if directory.is_dir() else []
 
 
 def no_temporaries(*roots: Path) -> None:
@@ -211,6 +224,7 @@ class Controller:
         assert self.create(driver).volume.volume_id == VOLUME
         assert self.create(driver).volume.volume_id == VOLUME
         assert tree(self.lab.export) == {".pvc-1.nfs-csi.json": "file", "pvc-1": "dir"}
+        assert index(self.lab.export) == [hashlib.sha256(b"pvc-1").hexdigest()]
         record = json.loads((self.lab.export / ".pvc-1.nfs-csi.json").read_text())
         assert record["name"] == "pvc-1" and record["capacity_bytes"] == 1 << 30
         assert driver.stop() == 0
@@ -246,6 +260,8 @@ class TestCreateVolumeKilled:
     def test_at_a_chosen_system_call(
         self, controller: Controller, lab: Lab, syscalls: tuple[str, ...], left: dict[str, str]
     ) -> None:
+        # On a share that already has the index's directories, so the first mkdirat is the volume's.
+        (lab.export / METADATA_DIR / "volumes").mkdir(parents=True)
         driver = controller.start(wrapper=killed_at(*syscalls))
         call_dies(driver, lambda: controller.create(driver))
         assert tree(lab.export) == left
@@ -262,7 +278,7 @@ class TestDeleteVolumeKilled:
         retried = controller.start()
         controller.delete(retried)
         controller.delete(retried)
-        assert tree(lab.export) == {}
+        assert tree(lab.export) == {} and index(lab.export) == []
         assert retried.stop() == 0
 
     @pytest.mark.parametrize(
@@ -275,7 +291,7 @@ class TestDeleteVolumeKilled:
         retried = controller.start()
         controller.delete(retried, ARCHIVED)
         controller.delete(retried, ARCHIVED)
-        archived = [name for name in os.listdir(lab.export)]
+        archived = [name for name in os.listdir(lab.export) if name != METADATA_DIR]
         assert len(archived) == 1 and archived[0].startswith("archived-pvc-1-"), archived
         assert tree(lab.export / archived[0]) == {"a": "file", "b": "file", "c": "file"}
         assert retried.stop() == 0

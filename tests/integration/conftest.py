@@ -17,6 +17,7 @@ import pytest
 from adapters.csi.v1 import csi_pb2 as csi
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.mount.mountinfo import read_mountinfo
+from domain.model import METADATA_DIR
 from tests.conftest import ROOT, in_private_namespace
 
 STANDIN = str(ROOT / "tests" / "standin" / "mount.nfs")
@@ -49,6 +50,17 @@ def export_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def export_dir(export_root: Path) -> Path:
     return export_root / SERVER / SHARE.strip("/")
+
+
+def share_entries(directory: Path) -> list[str]:
+    """The names in a share's directory, but the driver's own METADATA_DIR (its volume index), sorted."""
+    return sorted(name for name in os.listdir(directory) if name != METADATA_DIR)
+
+
+def volume_index(export: Path) -> list[str]:
+    """The entries of the share's volume index (one per recorded volume)."""
+    index = export / METADATA_DIR / "volumes"
+    return sorted(os.listdir(index)) if index.is_dir() else []
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -12,8 +12,17 @@ import grpc
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
+from domain.identity import CONTROLLER_CAPABILITIES
 from tests.conftest import ROOT
-from tests.integration.conftest import Driver, create_request, mount_capability, mounts_under, start_driver
+from tests.integration.conftest import (
+    Driver,
+    create_request,
+    mount_capability,
+    mounts_under,
+    share_entries,
+    start_driver,
+    volume_index,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +39,8 @@ class TestCreateVolume:
         second = driver.controller.CreateVolume(create_request())
         assert first.volume.volume_id == second.volume.volume_id
         assert first.volume.capacity_bytes == 1 << 30
-        assert sorted(os.listdir(export_dir)) == [".pvc-1.nfs-csi.json", "pvc-1"]
+        assert share_entries(export_dir) == [".pvc-1.nfs-csi.json", "pvc-1"]
+        assert len(volume_index(export_dir)) == 1
 
     def test_same_name_with_a_different_capacity_is_already_exists(self, driver: Driver) -> None:
         driver.controller.CreateVolume(create_request(capacity=1 << 30))
@@ -55,7 +65,7 @@ class TestDeleteVolume:
         volume = driver.controller.CreateVolume(create_request()).volume
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id))
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id))
-        assert os.listdir(export_dir) == []
+        assert share_entries(export_dir) == [] and volume_index(export_dir) == []
 
     def test_a_crafted_id_outside_the_share_is_ok_and_deletes_nothing(self, driver: Driver, export_root: Path) -> None:
         victim = export_root / "127.0.0.1" / "victim"
@@ -98,7 +108,7 @@ class TestNodePublish:
         driver.node.NodeUnpublishVolume(unpublish)
         assert not target.exists() and mounts_under(target) == []
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id))
-        assert os.listdir(export_dir) == []
+        assert share_entries(export_dir) == [] and volume_index(export_dir) == []
 
     def test_readonly_publish_cannot_be_written(self, driver: Driver, tmp_path: Path) -> None:
         volume = driver.controller.CreateVolume(create_request()).volume
@@ -126,10 +136,8 @@ class TestIdentity:
     def test_probe_is_ready_and_capabilities_are_listed(self, driver: Driver) -> None:
         assert driver.identity.Probe(csi.ProbeRequest()).ready.value is True
         caps = driver.controller.ControllerGetCapabilities(csi.ControllerGetCapabilitiesRequest())
-        rpc = csi.ControllerServiceCapability.RPC
-        assert [c.rpc.type for c in caps.capabilities] == [
-            rpc.CREATE_DELETE_VOLUME, rpc.CREATE_DELETE_SNAPSHOT, rpc.LIST_SNAPSHOTS, rpc.GET_SNAPSHOT, rpc.CLONE_VOLUME
-        ]
+        names = [csi.ControllerServiceCapability.RPC.Type.Name(c.rpc.type) for c in caps.capabilities]
+        assert names == list(CONTROLLER_CAPABILITIES) and "CREATE_DELETE_VOLUME" in names
 
     def test_probe_fails_when_the_mount_helper_is_missing(self, tmp_path: Path, export_root: Path) -> None:
         running = start_driver(tmp_path / "d", "--mount-command", str(tmp_path / "no-such-mount.nfs"))
@@ -139,7 +147,8 @@ class TestIdentity:
             assert running.stop() == 0
 
     def test_unimplemented_rpcs_say_so(self, driver: Driver) -> None:
-        assert code_of(lambda: driver.controller.ListVolumes(csi.ListVolumesRequest())) == grpc.StatusCode.UNIMPLEMENTED
+        request = csi.ControllerPublishVolumeRequest(volume_id="v", node_id="n")
+        assert code_of(lambda: driver.controller.ControllerPublishVolume(request)) == grpc.StatusCode.UNIMPLEMENTED
 
 
 class TestServerLifecycle:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -12,7 +14,8 @@ import grpc
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
-from tests.integration.conftest import Driver, mount_capability, start_driver
+from domain.model import METADATA_DIR
+from tests.integration.conftest import Driver, mount_capability, share_entries, start_driver, volume_index
 from tests.integration.ganesha import Ganesha, ganesha  # noqa: F401 - the session's NFS server fixture
 
 pytestmark = pytest.mark.integration
@@ -105,7 +108,8 @@ class TestUnprivilegedController:
 
         # then nothing of it is left, over NFS or on disk
         assert ganesha.ls(f"{case}/ns") == {}
-        assert sorted(p.name for p in on_disk.rglob("*")) == ["ns"]
+        assert sorted(p.name for p in on_disk.rglob("*") if METADATA_DIR not in p.parts) == ["ns"]
+        assert volume_index(on_disk) == []
 
     def test_archive_keeps_the_data_under_a_new_name(self, controller: Driver, ganesha: Ganesha, share: tuple[str, Path]) -> None:
         path, on_disk = share
@@ -117,10 +121,11 @@ class TestUnprivilegedController:
         controller.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
 
         listing = ganesha.ls(case)
+        del listing[METADATA_DIR]
         (archived,) = listing
         assert ARCHIVED.match(archived) and listing[archived].kind == "dir"
         assert ganesha.cat(f"{case}/{archived}/data") == b"keep me"
-        assert [p.name for p in on_disk.iterdir()] == [archived]
+        assert share_entries(on_disk) == [archived]
         assert (on_disk / archived / "data").read_text() == "keep me"
 
     def test_a_directory_the_driver_did_not_make_is_refused_and_kept(self, controller: Driver, ganesha: Ganesha, share: tuple[str, Path]) -> None:
@@ -205,3 +210,51 @@ def _described(volume: Path) -> dict[str, tuple[int, int, int, int | str]]:
         )
         for p in sorted(volume.rglob("*"))
     }
+
+
+class TestVolumeSurfaceFromUserSpace:
+    def test_list_get_capacity_expand_and_modify_work_over_userspace_nfs(
+        self, ganesha: Ganesha, share: tuple[str, Path], tmp_path: Path
+    ) -> None:
+        path, on_disk = share
+        driver = start_userspace_controller(tmp_path / "listing", ganesha, "--shares", f"127.0.0.1:{path}")
+        try:
+            created = [create(driver, path, f"pvc-{i}", subDir=f"ns/pvc-{i}").volume.volume_id for i in range(3)]
+
+            # ListVolumes pages through the index the userspace adapter wrote, and rejects a token it did not give
+            first = driver.controller.ListVolumes(csi.ListVolumesRequest(max_entries=2), timeout=30)
+            rest = driver.controller.ListVolumes(
+                csi.ListVolumesRequest(max_entries=2, starting_token=first.next_token), timeout=30
+            )
+            assert sorted(e.volume.volume_id for e in [*first.entries, *rest.entries]) == sorted(created)
+            assert rest.next_token == ""
+            with pytest.raises(grpc.RpcError) as err:
+                driver.controller.ListVolumes(csi.ListVolumesRequest(starting_token="nope"), timeout=30)
+            assert err.value.code() == grpc.StatusCode.ABORTED
+
+            # GetCapacity is the server's FSSTAT answer for the export's filesystem
+            capacity = driver.controller.GetCapacity(
+                csi.GetCapacityRequest(parameters={"server": "127.0.0.1", "share": path}), timeout=30
+            ).available_capacity
+            info = os.statvfs(on_disk)
+            assert abs(capacity - info.f_bavail * info.f_frsize) <= 64 << 20
+
+            # Expand records the size; modify changes the mode at once; a deleted directory shows as abnormal
+            volume_id = created[0]
+            expanded = driver.controller.ControllerExpandVolume(
+                csi.ControllerExpandVolumeRequest(volume_id=volume_id, capacity_range=csi.CapacityRange(required_bytes=5 << 30)),
+                timeout=30,
+            )
+            assert (expanded.capacity_bytes, expanded.node_expansion_required) == (5 << 30, False)
+            driver.controller.ControllerModifyVolume(
+                csi.ControllerModifyVolumeRequest(volume_id=volume_id, mutable_parameters={"mountPermissions": "0700"}),
+                timeout=30,
+            )
+            assert stat.S_IMODE((on_disk / "ns" / "pvc-0").stat().st_mode) == 0o700
+            record = json.loads((on_disk / "ns" / ".pvc-0.nfs-csi.json").read_bytes())
+            assert record["capacity_bytes"] == 5 << 30 and record["mutable_parameters"] == {"mountPermissions": "0700"}
+            shutil.rmtree(on_disk / "ns" / "pvc-0")
+            got = driver.controller.ControllerGetVolume(csi.ControllerGetVolumeRequest(volume_id=volume_id), timeout=30)
+            assert got.status.volume_condition.abnormal and got.volume.capacity_bytes == 5 << 30
+        finally:
+            assert driver.stop() == 0, driver.log.read_text()

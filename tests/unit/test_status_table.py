@@ -17,6 +17,7 @@ from domain import errors
         (errors.NotFound("x"), grpc.StatusCode.NOT_FOUND),
         (errors.AlreadyExists("x"), grpc.StatusCode.ALREADY_EXISTS),
         (errors.OperationInFlight("x"), grpc.StatusCode.ABORTED),
+        (errors.InvalidToken("x"), grpc.StatusCode.ABORTED),
         (errors.FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.OutOfRange("x"), grpc.StatusCode.OUT_OF_RANGE),
         (errors.DeadlineExceeded("x"), grpc.StatusCode.DEADLINE_EXCEEDED),

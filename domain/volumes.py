@@ -1,0 +1,276 @@
+"""Controller use cases on existing volumes: list, get, capacity, expand and modify."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from domain.controller import volume_context
+from domain.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidToken,
+    MountFailed,
+    NotFound,
+    OutOfRange,
+    Unavailable,
+)
+from domain.locks import VolumeLocks
+from domain.model import (
+    DEFAULT_ALLOWLIST,
+    CapacityRange,
+    ListedVolume,
+    ListPosition,
+    MountOptionAllowlist,
+    OnDelete,
+    ShareRef,
+    VolumeCapability,
+    VolumeId,
+    VolumeRecord,
+    check_capability,
+)
+from domain.needs import Storage
+from domain.parameters import MOUNT_PERMISSIONS, ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
+
+_TOKEN = re.compile(r"^(\d{1,4})\.(\d{1,20})\.([0-9A-Za-z_-]{1,255})$")
+_UNREACHABLE = (Unavailable, DeadlineExceeded)
+
+
+@dataclass(frozen=True)
+class VolumeCondition:
+    abnormal: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class VolumeView:
+    """A volume as ListVolumes and ControllerGetVolume report it."""
+
+    volume_id: VolumeId
+    capacity_bytes: int
+    context: Mapping[str, str]
+    condition: VolumeCondition
+
+
+@dataclass(frozen=True)
+class VolumePage:
+    volumes: tuple[VolumeView, ...]
+    next_token: str = ""
+
+
+def condition_of(storage: Storage, share: ShareRef, subdir: str) -> VolumeCondition:
+    """Abnormal when the directory is gone or cannot be reached; the message says which."""
+    try:
+        present = storage.exists(share, subdir)
+    except (*_UNREACHABLE, MountFailed) as err:
+        return VolumeCondition(True, f"the directory {subdir!r} on {share.source()} cannot be reached: {err}")
+    if not present:
+        return VolumeCondition(True, f"the directory {subdir!r} is missing on {share.source()}")
+    return VolumeCondition(False, f"the directory {subdir!r} is present on {share.source()}")
+
+
+def _recorded_mode(record: VolumeRecord) -> int:
+    return parse_mode(record.parameters.get(MOUNT_PERMISSIONS, "0"), "recorded mountPermissions")
+
+
+class ListVolumes:
+    """ListVolumes: the volumes indexed on the shares of ``--shares``, in that order, paged.
+
+    A token is ``<share index>.<position>``: a place in the order, not a volume, so deleting the last volume of a
+    page leaves it valid, and a volume created meanwhile sorts after it (positions follow creation). A share
+    that cannot be read fails the call (UNAVAILABLE): a partial list would read as volumes that vanished.
+    """
+
+    def __init__(self, storage: Storage, shares: tuple[ShareRef, ...]) -> None:
+        self._storage = storage
+        self._shares = shares
+
+    def __call__(self, max_entries: int = 0, starting_token: str = "") -> VolumePage:
+        if max_entries < 0:
+            raise InvalidArgument("max_entries must not be negative")
+        first, after = self._parse_token(starting_token)
+        found: list[tuple[int, ListedVolume]] = []
+        for index in range(first, len(self._shares)):
+            wanted = max_entries + 1 - len(found) if max_entries else 0  # one more tells whether a page follows
+            listed = self._list(self._shares[index], after if index == first else None, wanted)
+            found += [(index, volume) for volume in listed]
+            if max_entries and len(found) > max_entries:
+                break
+        token = ""
+        if max_entries and len(found) > max_entries:
+            found = found[:max_entries]
+            index, last = found[-1]
+            token = f"{index}.{last.position.created_ns}.{last.position.entry}"
+        return VolumePage(tuple(self._view(self._shares[index], volume) for index, volume in found), token)
+
+    def _parse_token(self, token: str) -> tuple[int, ListPosition | None]:
+        if not token:
+            return 0, None
+        match = _TOKEN.match(token)
+        if match is None or int(match.group(1)) >= len(self._shares):
+            raise InvalidToken(f"starting_token {token[:80]!r} is not one ListVolumes returned for these shares")
+        return int(match.group(1)), ListPosition(int(match.group(2)), match.group(3))
+
+    def _list(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
+        try:
+            return self._storage.list_records(share, after, limit)
+        except NotFound as err:
+            raise Unavailable(f"share {share.source()} of --shares cannot be listed: {err}") from err
+
+    def _view(self, share: ShareRef, volume: ListedVolume) -> VolumeView:
+        volume_id = _listed_id(share, volume)
+        return VolumeView(
+            volume_id,
+            volume.record.capacity_bytes,
+            volume_context(volume_id.share, volume.subdir, _recorded_mode(volume.record)),
+            condition_of(self._storage, share, volume.subdir),
+        )
+
+
+def _listed_id(listed_on: ShareRef, volume: ListedVolume) -> VolumeId:
+    """The id CreateVolume returned: the share as the record names it; the share it was found on otherwise."""
+    parameters = volume.record.parameters
+    try:
+        share = ShareRef.parse(parameters["server"], parameters["share"])
+    except (KeyError, InvalidArgument):
+        share = listed_on
+    try:
+        on_delete = OnDelete(parameters.get("onDelete", ""))
+    except ValueError:
+        on_delete = OnDelete.RETAIN  # never let an id made up here delete data
+    return VolumeId(share, volume.subdir, on_delete)
+
+
+class GetVolume:
+    """ControllerGetVolume: the recorded volume and its condition; NOT_FOUND only when its record is provably gone."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def __call__(self, raw_volume_id: str) -> VolumeView:
+        if not raw_volume_id:
+            raise InvalidArgument("volume_id is required")
+        volume_id = VolumeId.parse(raw_volume_id)
+        if volume_id is None:
+            raise NotFound(f"volume {raw_volume_id!r} does not exist")
+        share, subdir = volume_id.share, volume_id.subdir
+        unknown = VolumeView(volume_id, 0, volume_context(share, subdir, 0), VolumeCondition(True, ""))
+        if not self._storage.share_reachable(share):
+            return dataclasses.replace(
+                unknown, condition=VolumeCondition(True, f"share {share.source()} cannot be reached")
+            )
+        try:
+            record = self._storage.read_record(share, subdir)
+        except _UNREACHABLE as err:
+            return dataclasses.replace(unknown, condition=VolumeCondition(True, f"share {share.source()}: {err}"))
+        if record is None:
+            raise NotFound(f"volume {raw_volume_id!r} does not exist")
+        return VolumeView(
+            volume_id,
+            record.capacity_bytes,
+            volume_context(share, subdir, _recorded_mode(record)),
+            condition_of(self._storage, share, subdir),
+        )
+
+
+class GetCapacity:
+    """GetCapacity: what the share the parameters name has free (NFS has no quota: the filesystem's free space).
+
+    No parameters is 0: a volume cannot be created without the server and share they name.
+    """
+
+    def __init__(
+        self, storage: Storage, defaults: ProvisionDefaults, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
+    ) -> None:
+        self._storage = storage
+        self._defaults = defaults
+        self._mount_options = mount_options
+
+    def __call__(self, capabilities: tuple[VolumeCapability, ...], parameters: Mapping[str, str]) -> int:
+        for capability in capabilities:
+            check_capability(capability, self._mount_options)
+        if not parameters:
+            return 0
+        share = VolumeParameters.parse(parameters, self._defaults).share
+        return self._storage.available_bytes(share)
+
+
+@dataclass(frozen=True)
+class Expand:
+    volume_id: str
+    capacity: CapacityRange | None
+    capability: VolumeCapability | None = None
+
+
+@dataclass(frozen=True)
+class Expanded:
+    capacity_bytes: int
+    node_expansion_required: bool = False  # an NFS mount sees the new size at once: nothing to do on the node
+
+
+class ExpandVolume:
+    """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it)."""
+
+    def __init__(
+        self, storage: Storage, locks: VolumeLocks, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
+    ) -> None:
+        self._storage = storage
+        self._locks = locks
+        self._mount_options = mount_options
+
+    def __call__(self, command: Expand) -> Expanded:
+        if not command.volume_id:
+            raise InvalidArgument("volume_id is required")
+        if command.capacity is None:
+            raise InvalidArgument("capacity_range is required")
+        if command.capability is not None:
+            check_capability(command.capability, self._mount_options)
+        volume_id = VolumeId.parse(command.volume_id)
+        if volume_id is None:
+            raise NotFound(f"volume {command.volume_id!r} does not exist")
+        with self._locks.hold(str(volume_id)):
+            record = self._storage.read_record(volume_id.share, volume_id.subdir)
+            if record is None:
+                raise NotFound(f"volume {command.volume_id!r} does not exist")
+            size = max(record.capacity_bytes, command.capacity.required_bytes)
+            if command.capacity.limit_bytes and size > command.capacity.limit_bytes:
+                raise OutOfRange(
+                    f"the volume has {record.capacity_bytes} bytes, more than limit_bytes "
+                    f"{command.capacity.limit_bytes}; a volume never shrinks"
+                )
+            if size != record.capacity_bytes:
+                updated = dataclasses.replace(record, capacity_bytes=size)
+                self._storage.write_record(volume_id.share, volume_id.subdir, updated)
+        return Expanded(size)
+
+
+class ModifyVolume:
+    """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing."""
+
+    def __init__(self, storage: Storage, locks: VolumeLocks) -> None:
+        self._storage = storage
+        self._locks = locks
+
+    def __call__(self, raw_volume_id: str, mutable_parameters: Mapping[str, str]) -> None:
+        if not raw_volume_id:
+            raise InvalidArgument("volume_id is required")
+        wanted = parse_mutable(mutable_parameters)
+        volume_id = VolumeId.parse(raw_volume_id)
+        if volume_id is None:
+            raise NotFound(f"volume {raw_volume_id!r} does not exist")
+        share, subdir = volume_id.share, volume_id.subdir
+        with self._locks.hold(str(volume_id)):
+            record = self._storage.read_record(share, subdir)
+            if record is None:
+                raise NotFound(f"volume {raw_volume_id!r} does not exist")
+            merged = {**record.mutable_parameters, **wanted}
+            if MOUNT_PERMISSIONS in wanted:
+                if not self._storage.exists(share, subdir):
+                    raise FailedPrecondition(f"the volume's directory {subdir!r} is missing on {share.source()}")
+                self._storage.create_volume_dir(share, subdir, effective_mode(record.parameters, merged))
+            if merged != dict(record.mutable_parameters):
+                self._storage.write_record(share, subdir, dataclasses.replace(record, mutable_parameters=merged))
+

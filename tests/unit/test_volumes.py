@@ -1,0 +1,355 @@
+"""List, get, capacity, expand and modify, against fakes."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pytest
+
+from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
+from domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidToken,
+    NotFound,
+    OperationInFlight,
+    OutOfRange,
+    Unavailable,
+)
+from domain.locks import VolumeLocks
+from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability, VolumeId
+from domain.parameters import ProvisionDefaults
+from domain.volumes import Expand, ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume, VolumeView
+from tests.fakes import FakeClock, FakeShareStorage
+
+SHARE = ShareRef("nfs.example", "/exports")
+OTHER = ShareRef("nfs.example", "/other")
+PARAMS = {"server": "nfs.example", "share": "/exports"}
+RWX = (VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER),)
+BLOCK = VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True)
+GIB = 1 << 30
+
+
+@pytest.fixture
+def storage() -> FakeShareStorage:
+    return FakeShareStorage()
+
+
+@pytest.fixture
+def locks() -> VolumeLocks:
+    return VolumeLocks()
+
+
+@pytest.fixture
+def provision(storage: FakeShareStorage, locks: VolumeLocks) -> ProvisionVolume:
+    return ProvisionVolume(storage, locks, ProvisionDefaults())
+
+
+def make(
+    provision: ProvisionVolume, name: str, share: str = "/exports", mutable_parameters: Mapping[str, str] = {}
+) -> str:
+    command = CreateVolume(
+        name=name,
+        capabilities=RWX,
+        capacity=CapacityRange(GIB),
+        parameters={**PARAMS, "share": share},
+        mutable_parameters=mutable_parameters,
+    )
+    return str(provision(command).volume_id)
+
+
+def listed_ids(volumes: tuple[VolumeView, ...]) -> list[str]:
+    return [str(volume.volume_id) for volume in volumes]
+
+
+class TestListVolumes:
+    def test_lists_every_recorded_volume_of_the_configured_shares_oldest_first(
+        self, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        ids = [make(provision, "a"), make(provision, "b", "/other"), make(provision, "c")]
+        page = ListVolumes(storage, (SHARE, OTHER))()
+        assert listed_ids(page.volumes) == [ids[0], ids[2], ids[1]]
+        assert page.next_token == ""
+        first = page.volumes[0]
+        assert first.capacity_bytes == GIB
+        assert first.context == {"server": "nfs.example", "share": "/exports", "subDir": "a"}
+        assert not first.condition.abnormal
+
+    def test_a_share_not_configured_is_not_listed(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        make(provision, "a", "/other")
+        assert ListVolumes(storage, (SHARE,))().volumes == ()
+        assert ListVolumes(storage, ())().volumes == ()
+
+    def test_pages_through_every_volume_once_across_shares(
+        self, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        ids = {make(provision, f"v{i}", "/exports" if i % 2 else "/other") for i in range(7)}
+        listing = ListVolumes(storage, (SHARE, OTHER))
+        seen: list[str] = []
+        page = listing(max_entries=2)
+        while True:
+            assert len(page.volumes) <= 2
+            seen += listed_ids(page.volumes)
+            if not page.next_token:
+                break
+            page = listing(max_entries=2, starting_token=page.next_token)
+        assert sorted(seen) == sorted(ids)
+
+    def test_a_full_last_page_has_no_token(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        make(provision, "a")
+        make(provision, "b")
+        assert ListVolumes(storage, (SHARE,))(max_entries=2).next_token == ""
+
+    def test_a_token_survives_the_deletion_of_its_volume_and_new_volumes_follow_it(
+        self, storage: FakeShareStorage, provision: ProvisionVolume, locks: VolumeLocks
+    ) -> None:
+        ids = [make(provision, name) for name in ("a", "b", "c")]
+        listing = ListVolumes(storage, (SHARE,))
+        first = listing(max_entries=2)
+        delete = DeleteVolume(storage, locks, FakeClock())
+        for volume_id in listed_ids(first.volumes):
+            delete(volume_id)
+        added = make(provision, "d")
+        rest = listing(max_entries=2, starting_token=first.next_token)
+        assert listed_ids(rest.volumes) == [ids[2], added]
+
+    @pytest.mark.parametrize("token", ["invalid-token", "9.1.abc", "0.x.abc", "0.1.", "0.1.a/b", "0.1.a.b"])
+    def test_a_token_it_did_not_hand_out_is_invalid(self, storage: FakeShareStorage, token: str) -> None:
+        with pytest.raises(InvalidToken):
+            ListVolumes(storage, (SHARE,))(starting_token=token)
+
+    def test_negative_max_entries_is_invalid(self, storage: FakeShareStorage) -> None:
+        with pytest.raises(InvalidArgument):
+            ListVolumes(storage, (SHARE,))(max_entries=-1)
+
+    def test_a_volume_whose_directory_is_gone_is_listed_abnormal(
+        self, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        make(provision, "a")
+        storage.remove_volume_dir(SHARE, "a")
+        (view,) = ListVolumes(storage, (SHARE,))().volumes
+        assert view.condition.abnormal and "missing" in view.condition.message
+
+    def test_an_unreachable_share_fails_the_listing(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        make(provision, "a")
+        storage.exports = {SHARE}
+        with pytest.raises(Unavailable):
+            ListVolumes(storage, (SHARE, OTHER))()
+
+    def test_the_listed_id_is_the_one_create_returned(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        created = make(provision, "a")
+        (view,) = ListVolumes(storage, (SHARE,))().volumes
+        assert str(view.volume_id) == created
+        assert GetVolume(storage)(created).volume_id == view.volume_id
+
+
+class TestGetVolume:
+    def test_returns_the_recorded_volume_as_normal(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        volume_id = make(provision, "a")
+        view = GetVolume(storage)(volume_id)
+        assert (str(view.volume_id), view.capacity_bytes, view.condition.abnormal) == (volume_id, GIB, False)
+        assert view.condition.message
+
+    def test_a_deleted_directory_is_abnormal(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        volume_id = make(provision, "a")
+        storage.remove_volume_dir(SHARE, "a")
+        view = GetVolume(storage)(volume_id)
+        assert view.condition.abnormal and "'a' is missing" in view.condition.message
+
+    def test_an_unreachable_share_is_abnormal_not_missing(
+        self, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        storage.exports = set()
+        view = GetVolume(storage)(volume_id)
+        assert view.condition.abnormal and "cannot be reached" in view.condition.message
+
+    @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#gone#delete"])
+    def test_a_missing_volume_is_not_found(self, storage: FakeShareStorage, volume_id: str) -> None:
+        with pytest.raises(NotFound):
+            GetVolume(storage)(volume_id)
+
+    def test_an_empty_id_is_invalid(self, storage: FakeShareStorage) -> None:
+        with pytest.raises(InvalidArgument):
+            GetVolume(storage)("")
+
+
+class TestGetCapacity:
+    def test_is_what_the_named_share_has_free(self, storage: FakeShareStorage) -> None:
+        storage.free = {SHARE: 7 * GIB, OTHER: 1}
+        assert GetCapacity(storage, ProvisionDefaults())(RWX, {**PARAMS, "onDelete": "retain"}) == 7 * GIB
+
+    def test_without_parameters_is_zero(self, storage: FakeShareStorage) -> None:
+        storage.free = {SHARE: 7 * GIB}
+        assert GetCapacity(storage, ProvisionDefaults())((), {}) == 0
+
+    @pytest.mark.parametrize("params", [{"server": "nfs.example"}, {**PARAMS, "bogus": "1"}, {**PARAMS, "share": "a/../b"}])
+    def test_parameters_create_volume_would_refuse_are_invalid(
+        self, storage: FakeShareStorage, params: dict[str, str]
+    ) -> None:
+        with pytest.raises(InvalidArgument):
+            GetCapacity(storage, ProvisionDefaults())(RWX, params)
+
+    def test_a_block_capability_is_invalid(self, storage: FakeShareStorage) -> None:
+        with pytest.raises(InvalidArgument):
+            GetCapacity(storage, ProvisionDefaults())((BLOCK,), PARAMS)
+
+    def test_an_unreachable_share_is_unavailable(self, storage: FakeShareStorage) -> None:
+        storage.exports = set()
+        with pytest.raises(Unavailable):
+            GetCapacity(storage, ProvisionDefaults())(RWX, PARAMS)
+
+
+class TestExpandVolume:
+    @pytest.fixture
+    def expand(self, storage: FakeShareStorage, locks: VolumeLocks) -> ExpandVolume:
+        return ExpandVolume(storage, locks)
+
+    def test_records_the_new_size_and_needs_nothing_on_the_node(
+        self, expand: ExpandVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        expanded = expand(Expand(volume_id, CapacityRange(3 * GIB)))
+        assert (expanded.capacity_bytes, expanded.node_expansion_required) == (3 * GIB, False)
+        assert storage.records[(SHARE, "a")].capacity_bytes == 3 * GIB
+        assert expand(Expand(volume_id, CapacityRange(3 * GIB))).capacity_bytes == 3 * GIB
+
+    def test_a_size_at_or_below_the_current_one_is_ok_and_changes_nothing(
+        self, expand: ExpandVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        assert expand(Expand(volume_id, CapacityRange(GIB // 2))).capacity_bytes == GIB
+        assert expand(Expand(volume_id, CapacityRange(0, 2 * GIB))).capacity_bytes == GIB
+        assert storage.records[(SHARE, "a")].capacity_bytes == GIB
+
+    def test_a_limit_below_the_current_size_is_out_of_range(
+        self, expand: ExpandVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        with pytest.raises(OutOfRange):
+            expand(Expand(volume_id, CapacityRange(0, GIB // 2)))
+        with pytest.raises(OutOfRange):
+            expand(Expand(volume_id, CapacityRange(3 * GIB, 2 * GIB)))
+        assert storage.records[(SHARE, "a")].capacity_bytes == GIB
+
+    @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#gone#delete"])
+    def test_a_missing_volume_is_not_found(self, expand: ExpandVolume, volume_id: str) -> None:
+        with pytest.raises(NotFound):
+            expand(Expand(volume_id, CapacityRange(GIB)))
+
+    def test_no_id_no_range_or_a_block_capability_is_invalid(
+        self, expand: ExpandVolume, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        for command in (
+            Expand("", CapacityRange(GIB)),
+            Expand(volume_id, None),
+            Expand(volume_id, CapacityRange(2 * GIB), BLOCK),
+        ):
+            with pytest.raises(InvalidArgument):
+                expand(command)
+
+    def test_a_busy_volume_is_aborted(self, expand: ExpandVolume, locks: VolumeLocks, provision: ProvisionVolume) -> None:
+        volume_id = make(provision, "a")
+        with locks.hold(volume_id), pytest.raises(OperationInFlight):
+            expand(Expand(volume_id, CapacityRange(2 * GIB)))
+
+
+class TestModifyVolume:
+    @pytest.fixture
+    def modify(self, storage: FakeShareStorage, locks: VolumeLocks) -> ModifyVolume:
+        return ModifyVolume(storage, locks)
+
+    def test_mount_permissions_are_applied_at_once_and_recorded(
+        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        modify(volume_id, {"mountpermissions": "775"})
+        assert storage.dirs[(SHARE, "a")] == 0o775
+        record = storage.records[(SHARE, "a")]
+        assert record.mutable_parameters == {"mountPermissions": "0775"}
+        assert record.parameters["mountPermissions"] == "0000"  # what CreateVolume compares never changes
+
+    def test_a_create_retried_after_a_modify_keeps_the_modified_mode(
+        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        modify(volume_id, {"mountPermissions": "0700"})
+        assert make(provision, "a") == volume_id
+        assert storage.dirs[(SHARE, "a")] == 0o700
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"XXX_FakeKey": "x"}, {"mountPermissions": "0775", "mountOptions": "hard"}, {"mountPermissions": "999"},
+         {"mountPermissions": "0"}, {"mountPermissions": "0775", "MOUNTPERMISSIONS": "0700"}],
+    )  # fmt: skip
+    def test_an_unsupported_key_or_bad_value_is_invalid_and_nothing_is_applied(
+        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume, params: dict[str, str]
+    ) -> None:
+        volume_id = make(provision, "a")
+        before = (dict(storage.dirs), dict(storage.records))
+        with pytest.raises(InvalidArgument):
+            modify(volume_id, params)
+        assert (storage.dirs, storage.records) == before
+
+    @pytest.mark.parametrize("volume_id", ["non-existing-volume-id", "nfs1#nfs.example#/exports#gone#delete"])
+    def test_a_missing_volume_is_not_found(self, modify: ModifyVolume, volume_id: str) -> None:
+        with pytest.raises(NotFound):
+            modify(volume_id, {"mountPermissions": "0775"})
+
+    def test_a_missing_directory_is_a_failed_precondition_and_is_not_recreated(
+        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        storage.remove_volume_dir(SHARE, "a")
+        with pytest.raises(FailedPrecondition):
+            modify(volume_id, {"mountPermissions": "0775"})
+        assert (SHARE, "a") not in storage.dirs
+        assert storage.records[(SHARE, "a")].mutable_parameters == {}
+
+    def test_no_parameters_is_ok_and_changes_nothing(
+        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        before = dict(storage.records)
+        modify(volume_id, {})
+        assert storage.records == before
+
+
+class TestMutableParametersAtCreation:
+    def test_create_applies_and_records_them(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+        make(provision, "a", mutable_parameters={"mountPermissions": "0750"})
+        assert storage.dirs[(SHARE, "a")] == 0o750
+        assert storage.records[(SHARE, "a")].mutable_parameters == {"mountPermissions": "0750"}
+
+    def test_create_with_an_unsupported_one_is_invalid_and_makes_nothing(
+        self, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        with pytest.raises(InvalidArgument):
+            make(provision, "a", mutable_parameters={"XXX_FakeKey": "XXX_FakeValue"})
+        assert storage.dirs == {} and storage.records == {}
+
+
+class TestValidateMutableParameters:
+    @pytest.fixture
+    def validate(self, storage: FakeShareStorage) -> ValidateVolumeCapabilities:
+        return ValidateVolumeCapabilities(storage, ProvisionDefaults())
+
+    def test_supported_ones_are_confirmed(self, validate: ValidateVolumeCapabilities, provision: ProvisionVolume) -> None:
+        volume_id = make(provision, "a")
+        assert validate(ValidateVolume(volume_id, RWX, mutable_parameters={"mountPermissions": "0775"})).confirmed
+
+    def test_an_unsupported_one_is_not_confirmed_with_the_reason(
+        self, validate: ValidateVolumeCapabilities, provision: ProvisionVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        result = validate(ValidateVolume(volume_id, RWX, mutable_parameters={"mountOptions": "hard"}))
+        assert not result.confirmed and "mountOptions" in result.message
+
+    def test_block_is_never_confirmed(self, validate: ValidateVolumeCapabilities, provision: ProvisionVolume) -> None:
+        volume_id = make(provision, "a")
+        assert not validate(ValidateVolume(volume_id, (BLOCK,))).confirmed
+
+    def test_a_missing_volume_is_not_found(self, validate: ValidateVolumeCapabilities) -> None:
+        with pytest.raises(NotFound):
+            validate(ValidateVolume(str(VolumeId(SHARE, "gone", ProvisionDefaults().on_delete)), RWX))
