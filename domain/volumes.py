@@ -33,6 +33,7 @@ from domain.model import (
     check_capability,
 )
 from domain.needs import Storage
+from domain.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
 from domain.parameters import MOUNT_PERMISSIONS, ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
 
 _TOKEN = re.compile(r"^(\d{1,4})\.(\d{1,20})\.([0-9A-Za-z_-]{1,255})$")
@@ -61,8 +62,11 @@ class VolumePage:
     next_token: str = ""
 
 
-def condition_of(storage: Storage, share: ShareRef, subdir: str) -> VolumeCondition:
-    """Abnormal when the directory is gone or cannot be reached; the message says which."""
+def condition_of(storage: Storage, share: ShareRef, subdir: str, record: VolumeRecord) -> VolumeCondition:
+    """Abnormal when the directory is gone or cannot be reached, or a clone's content is not in place yet."""
+    if PENDING_KEY in record.parameters:
+        source = record.parameters.get(CONTENT_SOURCE_KEY, "its source")
+        return VolumeCondition(True, f"the content of {subdir!r} is still being filled from {source} (CreateVolume)")
     try:
         present = storage.exists(share, subdir)
     except (*_UNREACHABLE, MountFailed) as err:
@@ -126,7 +130,7 @@ class ListVolumes:
             volume_id,
             volume.record.capacity_bytes,
             volume_context(volume_id.share, volume.subdir, _recorded_mode(volume.record)),
-            condition_of(self._storage, share, volume.subdir),
+            condition_of(self._storage, share, volume.subdir, volume.record),
         )
 
 
@@ -172,7 +176,7 @@ class GetVolume:
             volume_id,
             record.capacity_bytes,
             volume_context(share, subdir, _recorded_mode(record)),
-            condition_of(self._storage, share, subdir),
+            condition_of(self._storage, share, subdir, record),
         )
 
 

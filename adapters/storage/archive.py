@@ -1,4 +1,4 @@
-"""Pack a volume directory into a tar archive and unpack one safely: nothing may land outside the destination."""
+"""Stream a volume's tree into a tar archive and back, safely: nothing may land outside the destination."""
 
 from __future__ import annotations
 
@@ -11,27 +11,25 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Protocol
 
-from domain.errors import DeadlineExceeded, InvalidArgument
-
-FORMATS = {"tar.gz": "w:gz", "tar": "w"}
-
-
-def pack(source_dir: str, out: BinaryIO, fmt: str = "tar.gz") -> None:
-    """Write source_dir's contents (not following links) to out; members are relative paths."""
-    mode = FORMATS.get(fmt)
-    if mode is None:
-        raise InvalidArgument(f"archive format {fmt!r} is not one of {', '.join(FORMATS)}")
-    with tarfile.open(fileobj=out, mode=mode) as archive:  # type: ignore[call-overload]
-        for name in sorted(os.listdir(source_dir)):
-            archive.add(os.path.join(source_dir, name), arcname=name, recursive=True)
+from domain.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 
 
 class UnsafeArchive(InvalidArgument):
     """An archive member would land outside the destination, or is a device."""
 
 
+class UnrestorableLink(FailedPrecondition):
+    """The tree holds a symbolic link that unpacking would refuse: refused when packing, not found out at restore."""
+
+
+def link_leaves(path: str, target: str) -> bool:
+    """Whether a link at ``path`` (relative to the top) with this target points outside the top, lexically."""
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return target.startswith("/") or resolved == ".." or resolved.startswith("../")
+
+
 class SafeMembers:
-    """A tarfile extraction filter that refuses escapes but keeps modes, owners and times.
+    """The check of each archive member before it is written; it keeps the state of the links seen so far.
 
     Refused: absolute names, '..' components, device and fifo members, symbolic or hard links
     whose target resolves (lexically, from where the link lives) outside the destination, and
@@ -41,7 +39,7 @@ class SafeMembers:
     def __init__(self) -> None:
         self._links: set[str] = set()
 
-    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    def __call__(self, member: tarfile.TarInfo) -> tarfile.TarInfo:
         name = member.name
         if name.startswith("/") or "\x00" in name or ".." in name.split("/"):
             raise UnsafeArchive(f"archive member {name!r} is absolute or contains '..'")
@@ -53,20 +51,12 @@ class SafeMembers:
         if member.ischr() or member.isblk() or member.isfifo():
             raise UnsafeArchive(f"archive member {member.name!r} is a device or fifo")
         if member.issym() or member.islnk():
-            base = posixpath.dirname(name) if member.issym() else ""
-            target = member.linkname
-            resolved = posixpath.normpath(posixpath.join(base, target))
-            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                raise UnsafeArchive(f"link {member.name!r} -> {target!r} leaves the destination")
+            # A hard link's target is named from the top; a symbolic link's from where it lives.
+            if link_leaves(name if member.issym() else "", member.linkname):
+                raise UnsafeArchive(f"link {member.name!r} -> {member.linkname!r} leaves the destination")
             if member.issym():
                 self._links.add(name)
         return member
-
-
-def unpack(archive_file: BinaryIO, dest_dir: str) -> None:
-    """Extract into dest_dir, which must exist; raise UnsafeArchive before writing an unsafe member."""
-    with tarfile.open(fileobj=archive_file, mode="r:*") as archive:
-        archive.extractall(dest_dir, filter=SafeMembers())
 
 
 # -- streaming pack and unpack over any tree: the storage adapters walk their share themselves ---------------------
@@ -129,6 +119,12 @@ def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadl
                 info.type = tarfile.DIRTYPE
                 archive.addfile(info)
             elif entry.kind == SYMLINK:
+                if link_leaves(entry.path, entry.target):
+                    raise UnrestorableLink(
+                        f"the volume holds a symbolic link {entry.path!r} -> {entry.target!r} pointing outside it; "
+                        "restores refuse such links, so this snapshot or clone could never be restored: "
+                        "make it a relative link that stays inside the volume"
+                    )
                 info.type, info.linkname = tarfile.SYMTYPE, entry.target
                 archive.addfile(info)
             elif entry.kind == FILE and entry.open is not None:
@@ -188,7 +184,7 @@ def unpack_tree(archive_file: BinaryIO, writer: TreeWriter, deadline: Deadline) 
     with tarfile.open(fileobj=archive_file, mode="r|*") as archive:
         for member in archive:
             deadline.check()
-            guard(member, "")
+            guard(member)
             path = posixpath.normpath(member.name)
             if member.islnk():
                 raise UnsafeArchive(f"archive member {member.name!r} is a hard link; they are not restored")

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from domain.errors import DomainError, InvalidArgument, MountFailed
+from domain.errors import DomainError, FailedPrecondition, InvalidArgument, MountFailed
 from domain.model import ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from tests.contract.conftest import Subject
@@ -417,15 +417,17 @@ class TestSnapshots:
         assert os.readlink(_disk(subject).root / "w/out") == "a"
 
     @on_disk_only
-    def test_a_link_leaving_the_volume_is_packed_as_a_link_but_never_restored(self, subject: Subject) -> None:
+    def test_a_link_leaving_the_volume_is_refused_when_packing_or_copying(self, subject: Subject) -> None:
+        """A restore would refuse it; refusing it at once beats a snapshot that can never be restored."""
         storage, share = subject.storage, subject.share
         storage.create_volume_dir(share, "v", None)
         subject.export.plant_symlink("v/out")  # to a directory outside the share
-        storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        with pytest.raises(FailedPrecondition, match="could never be restored"):
+            storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        snapshots = _disk(subject).root / ".nfs-csi/snapshots"
+        assert not snapshots.is_dir() or list(snapshots.iterdir()) == []
         storage.create_volume_dir(share, "w", None)
-        with pytest.raises(InvalidArgument):
-            storage.restore_snapshot(share, "snap-1", "tar", share, "w")
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(FailedPrecondition, match="could never be restored"):
             storage.copy_volume(share, "v", share, "w")
         assert [path for path in subject.export.tree() if path.startswith("w/")] == []
 

@@ -1,4 +1,7 @@
-"""Snapshot archives: packing keeps what matters, unpacking refuses anything that would escape."""
+"""Snapshot archives: packing keeps what matters, unpacking refuses anything that would escape.
+
+The trees are walked and built by the mount adapter's directory-fd walker and writer, on a local directory.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,12 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from adapters.storage.archive import UnsafeArchive, pack, unpack
+from adapters.storage.archive import Deadline, UnrestorableLink, UnsafeArchive, copy_tree, pack_tree, unpack_tree
+from adapters.storage.mounted import FdTreeWriter, fd_entries
 from domain.errors import InvalidArgument
 
 
@@ -33,30 +38,80 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
     return info
 
 
-@pytest.mark.parametrize("fmt", ["tar.gz", "tar"])
-def test_a_packed_tree_unpacks_with_its_modes_owners_times_and_links(tmp_path: Path, fmt: str) -> None:
-    source = tmp_path / "src"
+def deadline() -> Deadline:
+    return Deadline(60, "test")
+
+
+def opened(path: Path) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def pack(source: Path, fmt: str) -> io.BytesIO:
+    buffer = io.BytesIO()
+    for fd in opened(source):
+        pack_tree(fd_entries(fd), buffer, fmt, deadline())
+    buffer.seek(0)
+    return buffer
+
+
+def unpack(archive: io.BytesIO, dest: Path) -> None:
+    for fd in opened(dest):
+        unpack_tree(archive, FdTreeWriter(fd), deadline())
+
+
+def a_tree(source: Path) -> None:
     (source / "sub").mkdir(parents=True)
     (source / "sub" / "file").write_text("data")
     os.chmod(source / "sub" / "file", 0o640)
     os.chown(source / "sub" / "file", 1234, 5678)
-    os.utime(source / "sub" / "file", (1_000_000_000, 1_000_000_000))
+    os.utime(source / "sub" / "file", ns=(1_000_000_000_123_456_789, 1_000_000_000_123_456_789))
     (source / "link").symlink_to("sub/file")
-    buffer = io.BytesIO()
-    pack(str(source), buffer, fmt)
-    buffer.seek(0)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    unpack(buffer, str(dest))
+
+
+def assert_restored(dest: Path) -> None:
     restored = (dest / "sub" / "file").stat()
     assert (dest / "sub" / "file").read_text() == "data"
-    assert (restored.st_mode & 0o777, restored.st_uid, restored.st_gid, int(restored.st_mtime)) == (0o640, 1234, 5678, 1_000_000_000)
+    assert (restored.st_mode & 0o777, restored.st_uid, restored.st_gid, restored.st_mtime_ns) == (
+        0o640, 1234, 5678, 1_000_000_000_123_456_789
+    )
     assert os.readlink(dest / "link") == "sub/file"
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "tar"])
+def test_a_packed_tree_unpacks_with_its_modes_owners_nanosecond_times_and_links(tmp_path: Path, fmt: str) -> None:
+    a_tree(tmp_path / "src")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    unpack(pack(tmp_path / "src", fmt), dest)
+    assert_restored(dest)
+
+
+def test_a_copied_tree_keeps_the_same(tmp_path: Path) -> None:
+    a_tree(tmp_path / "src")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    for source_fd in opened(tmp_path / "src"):
+        for dest_fd in opened(dest):
+            copy_tree(fd_entries(source_fd), FdTreeWriter(dest_fd), deadline())
+    assert_restored(dest)
 
 
 def test_an_unknown_format_is_invalid_argument(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
-        pack(str(tmp_path), io.BytesIO(), "zip")
+        pack(tmp_path, "zip")
+
+
+@pytest.mark.parametrize("target", ["/etc/localtime", "../../outside", "x/../../../outside"])
+def test_a_link_leaving_the_tree_is_refused_when_packing_not_found_out_at_restore(tmp_path: Path, target: str) -> None:
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "link").symlink_to(target)
+    with pytest.raises(UnrestorableLink, match="could never be restored"):
+        pack(source, "tar")
 
 
 @pytest.mark.parametrize(
@@ -69,19 +124,21 @@ def test_an_unknown_format_is_invalid_argument(tmp_path: Path) -> None:
         [member("link", tarfile.SYMTYPE, "../..")],
         [member("d/link", tarfile.SYMTYPE, "../../outside")],
         [member("hard", tarfile.LNKTYPE, "../outside")],
+        [member("hard", tarfile.LNKTYPE, "inside")],
         [member("dot", tarfile.SYMTYPE, "."), member("dot/x", tarfile.SYMTYPE, "../escape")],
         [member("dev", tarfile.CHRTYPE)],
         [member("fifo", tarfile.FIFOTYPE)],
+        [member("twice"), member("twice")],
     ],
     ids=["absolute", "dotdot", "nested-dotdot", "abs-link-then-through", "link-up", "nested-link-up", "hardlink-up",
-         "link-chain", "device", "fifo"],
+         "hardlink", "link-chain", "device", "fifo", "twice"],
 )
 def test_unsafe_members_are_refused_and_nothing_lands_outside(tmp_path: Path, members: list[tarfile.TarInfo]) -> None:
     dest = tmp_path / "area" / "dest"
     dest.mkdir(parents=True)
     before = sorted(p.name for p in (tmp_path / "area").iterdir())
     with pytest.raises(UnsafeArchive):
-        unpack(archive_of(*members), str(dest))
+        unpack(archive_of(*members), dest)
     assert sorted(p.name for p in (tmp_path / "area").iterdir()) == before
     assert not Path("/etc/evil").exists()
 
@@ -89,5 +146,5 @@ def test_unsafe_members_are_refused_and_nothing_lands_outside(tmp_path: Path, me
 def test_links_that_stay_inside_are_kept(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
-    unpack(archive_of(member("d/file"), member("d/up", tarfile.SYMTYPE, "../d/file")), str(dest))
+    unpack(archive_of(member("d/file"), member("d/up", tarfile.SYMTYPE, "../d/file")), dest)
     assert (dest / "d" / "up").read_text() == "x"

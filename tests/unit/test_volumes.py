@@ -8,6 +8,7 @@ import pytest
 
 from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
 from domain.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     InvalidToken,
@@ -19,6 +20,7 @@ from domain.errors import (
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability, VolumeId
 from domain.parameters import ProvisionDefaults
+from domain.snapshots import ContentSource
 from domain.volumes import Expand, ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume, VolumeView
 from tests.fakes import FakeClock, FakeShareStorage
 
@@ -163,6 +165,22 @@ class TestGetVolume:
         storage.exports = set()
         view = GetVolume(storage)(volume_id)
         assert view.condition.abnormal and "cannot be reached" in view.condition.message
+
+    def test_a_clone_whose_content_is_not_in_place_is_abnormal_in_get_and_list(
+        self, storage: FakeShareStorage, provision: ProvisionVolume
+    ) -> None:
+        source = make(provision, "a")
+        storage.files[(SHARE, "a/f1")], storage.files[(SHARE, "a/f2")] = b"1", b"2"
+        storage.fail_next_fill = DeadlineExceeded("copy took too long")
+        with pytest.raises(DeadlineExceeded):
+            provision(
+                CreateVolume(name="copy", capabilities=RWX, parameters=PARAMS, content_source=ContentSource("volume", source))
+            )
+        copy_id = "nfs1#nfs.example#/exports#copy#delete"
+        view = GetVolume(storage)(copy_id)
+        assert view.condition.abnormal and "still being filled from volume:" in view.condition.message
+        listed = {str(v.volume_id): v.condition for v in ListVolumes(storage, (SHARE,))().volumes}
+        assert listed[copy_id].abnormal and not listed[source].abnormal
 
     @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#gone#delete"])
     def test_a_missing_volume_is_not_found(self, storage: FakeShareStorage, volume_id: str) -> None:
