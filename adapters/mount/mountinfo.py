@@ -52,8 +52,19 @@ def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
         return parse_mountinfo(handle.read())
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    counts: collections.Counter[str]
+    sources: dict[str, str]  # mount point -> the source of the topmost mount there
+
+
+def _parse(entries: list[MountEntry]) -> _Parsed:
+    # Later lines are later mounts: the last entry at a mount point is the one on top.
+    return _Parsed(collections.Counter(e.mount_point for e in entries), {e.mount_point: e.source for e in entries})
+
+
 class MountTable:
-    """How many mounts sit at each path, re-read only when the kernel says the table changed.
+    """How many mounts sit at each path, and from where, re-read only when the kernel says the table changed.
 
     Parsing the whole table on every question costs time in proportion to the mounts on the machine (a node with
     thousands of published volumes has thousands of lines), and a CreateVolume asks several times. The kernel
@@ -68,15 +79,19 @@ class MountTable:
         self._guard = threading.Lock()
         self._fd = -1
         self._poll: select.poll | None = None
-        self._counts: collections.Counter[str] | None = None
+        self._parsed: _Parsed | None = None
 
     def count(self, path: str) -> int:
         """How many mounts are stacked at path (0: it is no mount point)."""
-        return self._current()[os.path.normpath(path)]
+        return self._current().counts[os.path.normpath(path)]
 
-    def _current(self) -> collections.Counter[str]:
+    def source(self, path: str) -> str | None:
+        """The source of the topmost mount at path (``server:/export`` for NFS), or None when it is no mount point."""
+        return self._current().sources.get(os.path.normpath(path))
+
+    def _current(self) -> _Parsed:
         if not self._watchable:
-            return _count(read_mountinfo(self._path))
+            return _parse(read_mountinfo(self._path))
         with self._guard:
             if self._poll is None:
                 self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
@@ -84,9 +99,9 @@ class MountTable:
                 self._poll.register(self._fd, select.POLLPRI | select.POLLERR)
             # Poll before reading: a change after the poll shows in this read and flags the next poll too.
             changed = bool(self._poll.poll(0))
-            if changed or self._counts is None:
-                self._counts = _count(parse_mountinfo(self._read()))
-            return self._counts
+            if changed or self._parsed is None:
+                self._parsed = _parse(parse_mountinfo(self._read()))
+            return self._parsed
 
     def _read(self) -> str:
         os.lseek(self._fd, 0, os.SEEK_SET)
@@ -99,8 +114,4 @@ class MountTable:
         with self._guard:
             if self._fd >= 0:
                 os.close(self._fd)
-            self._fd, self._poll, self._counts = -1, None, None
-
-
-def _count(entries: list[MountEntry]) -> collections.Counter[str]:
-    return collections.Counter(entry.mount_point for entry in entries)
+            self._fd, self._poll, self._parsed = -1, None, None

@@ -102,7 +102,7 @@ class SubprocessMounter(Mounter):
         fs_timeout: float = 30.0,
         fs_workers: int = 4,
         bind_command: str = "mount",
-        stat_workers: int = 8,
+        stat_workers: int = 4,
     ) -> None:
         self._observer = observer
         self._mount_command = mount_command
@@ -116,8 +116,11 @@ class SubprocessMounter(Mounter):
         # Stats and mkdirs of publish targets: a target may be a mount of a hung server.
         self._fs = BoundedCalls("the publish targets' filesystem", fs_workers, fs_timeout)
         # NodeGetVolumeStats: threads of their own, so kubelet's polls of hung volumes never hold up a publish;
-        # at most one call per path in flight, so a hung mount holds one thread however often it is polled.
-        self._stats = BoundedCalls("the published volumes' statvfs", stat_workers, fs_timeout)
+        # a few per NFS server, so volumes of a hung server never crowd out the stats of the others; and at most
+        # one call per path in flight, so a hung mount holds one thread however often it is polled.
+        self._stat_workers = stat_workers
+        self._fs_timeout = fs_timeout
+        self._stats: dict[str, BoundedCalls] = {}
         self._statting: set[str] = set()
         self._statting_guard = threading.Lock()
         self._bind_command = bind_command
@@ -220,7 +223,7 @@ class SubprocessMounter(Mounter):
         with self._statting_guard:
             if path in self._statting:
                 raise Unavailable(
-                    f"an earlier stat of {path} has not returned after up to {self._stats.timeout:g} s "
+                    f"an earlier stat of {path} has not returned after up to {self._fs_timeout:g} s "
                     "(the NFS server may be down)"
                 )
             self._statting.add(path)
@@ -234,7 +237,7 @@ class SubprocessMounter(Mounter):
                 self._done_statting(path)
 
         try:
-            result = self._stats.call(f"statvfs of {path}", measure)
+            result = self._stats_of(path).call(f"statvfs of {path}", measure)
         except OSError as err:
             if err.errno in STALE_ERRNOS:
                 raise Unavailable(f"cannot stat {path}: {err.strerror} (errno {err.errno})") from err
@@ -243,6 +246,16 @@ class SubprocessMounter(Mounter):
             if not started.is_set():
                 self._done_statting(path)  # refused before it ran: nothing of it is stuck
         return _usage(result)
+
+    def _stats_of(self, path: str) -> BoundedCalls:
+        """The stat threads of the server path is mounted from (``server:/export`` in the mount table)."""
+        source = self._mounts.source(path) or path
+        server = source.partition(":/")[0] if ":/" in source else source
+        with self._statting_guard:
+            calls = self._stats.get(server)
+            if calls is None:
+                calls = self._stats[server] = BoundedCalls(f"statvfs on {server}", self._stat_workers, self._fs_timeout)
+            return calls
 
     def _done_statting(self, path: str) -> None:
         with self._statting_guard:
@@ -256,7 +269,10 @@ class SubprocessMounter(Mounter):
 
     def close(self) -> None:
         self._fs.close()
-        self._stats.close()
+        with self._statting_guard:
+            stats, self._stats = list(self._stats.values()), {}
+        for calls in stats:
+            calls.close()
         self._mounts.close()
 
     def _run(self, kind: str, argv: Sequence[str]) -> Completed:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
-from tests.fault.conftest import SERVER, Lab, fuse_pids, kill_all, publish_request, volume_id_for
+from tests.fault.conftest import SERVER, SHARE, Lab, fuse_pids, kill_all, publish_request, volume_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,23 +33,51 @@ class TestStatsOfAHungMount:
         target = lab.tmp / "target"
         volume = volume_id_for("pvc-1")
         driver.node.NodePublishVolume(publish_request(volume, target), timeout=20)
-        threads_before = driver.threads()
         # When kubelet asks for its stats, then the answer is abnormal, not an error, within the bound
         response, took = stats(driver, volume, str(target))
         assert response.volume_condition.abnormal and "did not finish within 1 s" in response.volume_condition.message
         assert 1 <= took < 3, took
+        threads_after_first = driver.threads()  # the stuck stat holds one thread of that server's stat pool
         # and while that stat is stuck, each later poll is answered abnormal at once and costs no thread
         for _ in range(5):
             response, took = stats(driver, volume, str(target))
             assert response.volume_condition.abnormal and "has not returned" in response.volume_condition.message
             assert took < 0.5, took
-        assert driver.threads() <= threads_before + 1
+        assert driver.threads() <= threads_after_first + 1  # one of slack: gRPC starts its workers on demand
         # When the server's connection is gone, then the stat returns and the poll after it is answered again
         kill_all(fuse_pids(lab.root))
         time.sleep(0.3)
         response, took = stats(driver, volume, str(target))
         assert took < 3 and response.volume_condition.abnormal  # a dead FUSE connection answers ENOTCONN
         assert "has not returned" not in response.volume_condition.message
+        assert driver.stop() == 0
+
+
+class TestStatsOfOneHungServerSpareTheOthers:
+    def test_a_hung_servers_volumes_do_not_crowd_out_a_healthy_servers(self, lab: Lab) -> None:
+        # Given more volumes of a hung server than its stat threads (4), each poll leaving a stat stuck
+        driver = lab.start("--fs-timeout", "1", mount_command="mount.nfs-hungfs", mode="node")
+        lab.mark(f"{SERVER}.hung")
+        hung = []
+        for n in range(5):
+            (lab.export / f"pvc-{n}").mkdir()
+            target = lab.tmp / f"hung-{n}"
+            driver.node.NodePublishVolume(publish_request(volume_id_for(f"pvc-{n}"), target), timeout=20)
+            hung.append((volume_id_for(f"pvc-{n}"), str(target)))
+        for volume, target in hung:
+            response, _ = stats(driver, volume, target)
+            assert response.volume_condition.abnormal
+        # and a volume of another server, healthy
+        healthy_server = "10.9.9.9"
+        (lab.root / healthy_server / SHARE.strip("/") / "pvc-ok").mkdir(parents=True)
+        healthy = volume_id_for("pvc-ok", server=healthy_server)
+        target = lab.tmp / "healthy"
+        driver.node.NodePublishVolume(publish_request(healthy, target), timeout=20)
+        # When kubelet polls the healthy volume, then it is answered normal, at once, with its usage
+        response, took = stats(driver, healthy, str(target))
+        assert not response.volume_condition.abnormal, response.volume_condition.message
+        assert took < 0.5 and {u.unit for u in response.usage} == {csi.VolumeUsage.BYTES, csi.VolumeUsage.INODES}
+        kill_all(fuse_pids(lab.root))
         assert driver.stop() == 0
 
 
