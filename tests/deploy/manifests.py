@@ -35,20 +35,65 @@ CRD_FILES = {
 }
 CUSTOM_KINDS = {kind for _, kind in CRD_FILES}
 
-# What each controller sidecar must be allowed to do (group, resource, verb); the rest of their RBAC is optional.
-REQUIRED_PERMISSIONS = {
+
+def _grant(group: str, resources: Iterable[str], verbs: Iterable[str]) -> list[tuple[str, str, str]]:
+    return [(group, r, v) for r in resources for v in verbs]
+
+
+READ = ("get", "list", "watch")
+EVENTS = _grant("", ["events"], ["list", "watch", "create", "update", "patch"])
+VOLUME_ATTRIBUTES_CLASSES = _grant("storage.k8s.io", ["volumeattributesclasses"], READ)
+# What each controller sidecar needs, and all it may have: its upstream RBAC (csi-provisioner v6, csi-snapshotter
+# v8, csi-resizer v2) less what these manifests do without (Secrets: no class uses secrets; group snapshots; the
+# provisioner's capacity tracking). What depends on a flag is in conditional_permissions.
+REQUIRED_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     "csi-provisioner": [
-        ("", "persistentvolumes", "create"), ("", "persistentvolumes", "delete"), ("", "persistentvolumeclaims", "watch"),
-        ("storage.k8s.io", "storageclasses", "watch"), ("", "events", "create"),
+        *_grant("", ["persistentvolumes"], [*READ, "create", "patch", "delete"]),
+        *_grant("", ["persistentvolumeclaims"], [*READ, "update"]),
+        *_grant("storage.k8s.io", ["storageclasses", "csinodes"], READ),
+        *_grant("", ["nodes"], READ),
+        *EVENTS,
+        *_grant("snapshot.storage.k8s.io", ["volumesnapshots", "volumesnapshotcontents"], ["get", "list"]),
     ],
     "csi-snapshotter": [
-        ("snapshot.storage.k8s.io", "volumesnapshotclasses", "watch"),
-        ("snapshot.storage.k8s.io", "volumesnapshotcontents", "watch"),
-        ("snapshot.storage.k8s.io", "volumesnapshotcontents/status", "patch"),
+        *EVENTS,
+        *_grant("snapshot.storage.k8s.io", ["volumesnapshotclasses"], READ),
+        *_grant("snapshot.storage.k8s.io", ["volumesnapshotcontents"], [*READ, "update", "patch"]),
+        *_grant("snapshot.storage.k8s.io", ["volumesnapshotcontents/status"], ["update", "patch"]),
     ],
-    "csi-resizer": [("", "persistentvolumes", "patch"), ("", "persistentvolumeclaims/status", "patch")],
-}  # fmt: skip
-LEADER_ELECTION_PERMISSIONS = [("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")]
+    "csi-resizer": [
+        *_grant("", ["persistentvolumes"], [*READ, "patch"]),
+        *_grant("", ["persistentvolumeclaims"], READ),
+        *_grant("", ["persistentvolumeclaims/status"], ["patch"]),
+        *EVENTS,
+    ],
+}
+# Sidecars that read VolumeAttributesClasses unless their VolumeAttributesClass feature gate is off.
+VAC_SIDECARS = ("csi-provisioner", "csi-resizer")
+
+
+def feature_gates(c: Obj) -> dict[str, bool]:
+    """--feature-gates=A=true,B=false of a container."""
+    gates = {}
+    for item in flags(c).get("feature-gates", "").split(","):
+        name, sep, value = item.strip().partition("=")
+        if name and sep:
+            gates[name] = value.strip().lower() == "true"
+    return gates
+
+
+def conditional_permissions(c: Obj) -> list[tuple[str, str, str]]:
+    """What a sidecar needs because of (or unless) a flag: VolumeAttributesClasses, and Pods for the resizer's
+    --handle-volume-inuse-error (default true)."""
+    out = []
+    if c["name"] in VAC_SIDECARS and feature_gates(c).get("VolumeAttributesClass", True):
+        out += VOLUME_ATTRIBUTES_CLASSES
+    if c["name"] == "csi-resizer" and flags(c).get("handle-volume-inuse-error", "true") != "false":
+        out += _grant("", ["pods"], READ)
+    return out
+
+
+LEADER_ELECTION_PERMISSIONS = _grant("coordination.k8s.io", ["leases"], [*READ, "create", "update", "delete"])
 SIDECARS = {
     "Deployment": {"csi-provisioner", "csi-snapshotter", "csi-resizer", "liveness-probe"},
     "DaemonSet": {"node-driver-registrar", "liveness-probe"},
@@ -517,8 +562,17 @@ def allows(rules: list[Obj], group: str, resource: str, verb: str) -> bool:
     )
 
 
+def needed_permissions(c: Obj) -> list[tuple[str, str, str]]:
+    """Everything a controller sidecar needs as it is configured, leader election included."""
+    needed = [*REQUIRED_PERMISSIONS.get(c["name"], []), *conditional_permissions(c)]
+    if flags(c).get("leader-election") == "true":
+        needed += LEADER_ELECTION_PERMISSIONS
+    return needed
+
+
 def check_rbac(objs: list[Obj]) -> list[str]:
-    """Bindings are whole, nothing is a wildcard or reads Secrets, and each sidecar has what it needs."""
+    """Bindings are whole, nothing is a wildcard or reads Secrets, and the controller's ServiceAccount may do exactly
+    what its sidecars need: nothing is missing, and no role grants what none of them uses."""
     problems = []
     accounts = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in of_kind(objs, "ServiceAccount")}
     for w in workloads(objs):
@@ -533,8 +587,10 @@ def check_rbac(objs: list[Obj]) -> list[str]:
             if "secrets" in rule.get("resources", []):
                 problems.append(f"{ident(role)}: reads Secrets, which no StorageClass here needs")
     granted: dict[tuple[str | None, str], list[Obj]] = {}
+    roles_of: dict[tuple[str | None, str], list[Obj]] = {}
     for binding in of_kind(objs, "ClusterRoleBinding", "RoleBinding"):
         ref = binding["roleRef"]
+        bound = next((o for o in of_kind(objs, ref["kind"]) if o["metadata"]["name"] == ref["name"]), None)
         rules = _rules_of(objs, ref["kind"], ref["name"])
         if not rules:
             problems.append(f"{ident(binding)}: binds {ref['kind']} {ref['name']}, which is not in the build")
@@ -545,17 +601,30 @@ def check_rbac(objs: list[Obj]) -> list[str]:
             if binding["kind"] == "RoleBinding" and subject.get("namespace") != binding["metadata"].get("namespace"):
                 continue  # a Role grants only in its own namespace; leases are where the pods are
             granted.setdefault(key, []).extend(rules)
+            if bound is not None:
+                roles_of.setdefault(key, []).append(bound)
     for w in of_kind(objs, "Deployment"):
         key = (w["metadata"].get("namespace"), pod_spec(w).get("serviceAccountName", "default"))
         rules = granted.get(key, [])
+        needed: set[tuple[str, str, str]] = set()
         for c in containers(w):
-            for group, resource, verb in REQUIRED_PERMISSIONS.get(c["name"], []):
+            for group, resource, verb in needed_permissions(c):
+                needed.add((group, resource, verb))
                 if not allows(rules, group, resource, verb):
-                    problems.append(f"{ident(w)}: {c['name']} may not {verb} {resource}")
-            if flags(c).get("leader-election") == "true":
-                for group, resource, verb in LEADER_ELECTION_PERMISSIONS:
-                    if not allows(rules, group, resource, verb):
+                    if resource == "leases":
                         problems.append(f"{ident(w)}: {c['name']} elects a leader but may not {verb} {resource}")
+                    else:
+                        problems.append(f"{ident(w)}: {c['name']} may not {verb} {resource}")
+        for role in roles_of.get(key, []):
+            for rule in role.get("rules", []):
+                for group in rule.get("apiGroups", []):
+                    for resource in rule.get("resources", []):
+                        extra = [v for v in rule.get("verbs", []) if (group, resource, v) not in needed]
+                        if extra:
+                            problems.append(
+                                f"{ident(role)}: grants {', '.join(extra)} on {resource}"
+                                f"{f' ({group})' if group else ''}, which no sidecar of {ident(w)} needs"
+                            )
     return problems
 
 
@@ -565,6 +634,182 @@ def check_leader_election(objs: list[Obj]) -> list[str]:
         for c in containers(w):
             if c["name"] in REQUIRED_PERMISSIONS and flags(c).get("leader-election") != "true":
                 problems.append(f"{ident(w)}: {c['name']} runs without --leader-election")
+    return problems
+
+
+def controller_of(objs: list[Obj]) -> tuple[Obj, Obj] | None:
+    """The Deployment that runs the driver in controller mode, and its driver container."""
+    return next(((w, d) for w, d in driver_workloads(objs) if flags(d).get("mode") == "controller"), None)
+
+
+def driver_settings(c: Obj) -> Any:
+    """The driver's own parse of a container's arguments (app.settings.parse), or SystemExit with its message."""
+    import contextlib
+    import io
+
+    from app.settings import parse
+
+    argv = [expand(a, c) for a in c.get("args", [])]  # the image's entrypoint is the driver
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            return parse(argv)
+        except SystemExit:
+            raise SystemExit(stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else "refused")
+
+
+def check_driver_args(objs: list[Obj]) -> list[str]:
+    """The driver accepts its arguments, as kubelet expands them from the container's env."""
+    problems = []
+    for w, driver in driver_workloads(objs):
+        try:
+            driver_settings(driver)
+        except SystemExit as err:
+            problems.append(f"{ident(w)}: the driver refuses its arguments: {err}")
+    return problems
+
+
+def _share_of(params: dict[str, str]) -> Any:
+    from domain.model import ShareRef
+
+    own = {k.lower(): v for k, v in (params or {}).items()}
+    if "server" not in own or "share" not in own:
+        return None
+    return ShareRef.parse(own["server"], own["share"])
+
+
+def check_shares(objs: list[Obj]) -> list[str]:
+    """The controller's --shares lists every share a StorageClass or VolumeSnapshotClass of this driver names, so
+    ListVolumes and ListSnapshots (and the external-snapshotter's and health monitor's views) are complete."""
+    found = controller_of(objs)
+    if found is None:
+        return []
+    w, driver = found
+    try:
+        listed = set(driver_settings(driver).shares)
+    except SystemExit as err:
+        return [f"{ident(w)}: the driver refuses its arguments: {err}"]
+    name = next((d["metadata"]["name"] for d in of_kind(objs, "CSIDriver")), None)
+    problems = []
+    classes = [(sc, sc.get("parameters")) for sc in of_kind(objs, "StorageClass") if sc.get("provisioner") == name]
+    classes += [(c, c.get("parameters")) for c in of_kind(objs, "VolumeSnapshotClass") if c.get("driver") == name]
+    for cls, params in classes:
+        share = _share_of(params or {})
+        if share is not None and share not in listed:
+            problems.append(
+                f"{ident(cls)} names the share {share.source()}, which the controller's --shares "
+                f"({flags(driver).get('shares', '')!r}) does not list"
+            )
+    return problems
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+
+
+def go_duration(value: str) -> float | None:
+    """Seconds in a Go duration such as 300s, 15m or 1h30m; None if it is not one."""
+    parts = _DURATION.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+# Sidecars whose calls may pack a snapshot, or restore or clone one (CreateVolume from a data source).
+LONG_CALL_SIDECARS = ("csi-provisioner", "csi-snapshotter")
+
+
+def check_timeouts(objs: list[Obj]) -> list[str]:
+    """The provisioner and the snapshotter wait longer than the driver may work on one call: --snapshot-timeout
+    after mounting the share (--mount-timeout per attempt, --mount-attempts). A sidecar that gives up first retries
+    into ABORTED answers and reports the result only at its next backoff."""
+    found = controller_of(objs)
+    if found is None:
+        return []
+    w, driver = found
+    try:
+        settings = driver_settings(driver)
+    except SystemExit as err:
+        return [f"{ident(w)}: the driver refuses its arguments: {err}"]
+    longest = settings.snapshot_timeout + settings.mount_timeout * settings.mount_attempts
+    problems = []
+    for name in LONG_CALL_SIDECARS:
+        c = container(w, name)
+        if c is None:
+            continue
+        raw = flags(c).get("timeout", "15s")
+        seconds = go_duration(raw)
+        if seconds is None:
+            problems.append(f"{ident(w)}: {name} --timeout={raw} is not a duration")
+        elif seconds < longest:
+            problems.append(
+                f"{ident(w)}: {name} gives up on a call after {raw}, but the driver may take {longest:g} s "
+                f"(--snapshot-timeout {settings.snapshot_timeout:g} s after up to {settings.mount_attempts} mounts of "
+                f"--mount-timeout {settings.mount_timeout:g} s)"
+            )
+    return problems
+
+
+def check_capabilities(objs: list[Obj]) -> list[str]:
+    """What the driver's controller advertises (domain.identity) is served: snapshots by the snapshotter, expansion
+    by the resizer and StorageClasses that allow it, MODIFY_VOLUME with VolumeAttributesClass on in both sidecars."""
+    from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES
+
+    found = controller_of(objs)
+    if found is None:
+        return []
+    w, _ = found
+    problems = []
+    name = next((d["metadata"]["name"] for d in of_kind(objs, "CSIDriver")), None)
+    wanted = {"CREATE_DELETE_SNAPSHOT": ["csi-snapshotter"], "MODIFY_VOLUME": list(VAC_SIDECARS)}
+    if "EXPAND_VOLUME" in CONTROLLER_CAPABILITIES:
+        wanted["EXPAND_VOLUME"] = ["csi-resizer"]
+        for sc in of_kind(objs, "StorageClass"):
+            if sc.get("provisioner") == name and sc.get("allowVolumeExpansion") is not True:
+                problems.append(
+                    f"StorageClass {sc['metadata']['name']}: allowVolumeExpansion is not true, though the driver "
+                    f"expands volumes ({', '.join(c for c in PLUGIN_CAPABILITIES if 'Expansion' in c)})"
+                )
+    for capability, sidecars in wanted.items():
+        if capability not in CONTROLLER_CAPABILITIES:
+            continue
+        for sidecar in sidecars:
+            c = container(w, sidecar)
+            if c is None:
+                problems.append(f"{ident(w)}: the driver serves {capability}, but no {sidecar} calls it")
+            elif capability == "MODIFY_VOLUME" and not feature_gates(c).get("VolumeAttributesClass", True):
+                problems.append(
+                    f"{ident(w)}: the driver serves MODIFY_VOLUME, but {sidecar} turns VolumeAttributesClass off"
+                )
+    return problems
+
+
+def check_csidriver(objs: list[Obj]) -> list[str]:
+    """The CSIDriver says what the driver does: no attach, no pod info, no republish, Ephemeral volumes exactly
+    when the node plugin serves them (--enable-inline-volumes)."""
+    drivers = of_kind(objs, "CSIDriver")
+    if len(drivers) != 1:
+        return [f"expected exactly one CSIDriver, found {len(drivers)}"]
+    spec = drivers[0]["spec"]
+    problems = []
+    for field, reason in (
+        ("attachRequired", "the driver has no ControllerPublishVolume"),
+        ("podInfoOnMount", "NodePublishVolume uses no pod information"),
+        ("requiresRepublish", "nothing in a publication expires"),
+    ):
+        if spec.get(field, field == "attachRequired"):
+            problems.append(f"CSIDriver: {field} should be false: {reason}")
+    inline = any(
+        flags(d).get("enable-inline-volumes") == "true"
+        for w, d in driver_workloads(objs)
+        if flags(d).get("mode") == "node"
+    )
+    modes = spec.get("volumeLifecycleModes", ["Persistent"])
+    if ("Ephemeral" in modes) != inline:
+        problems.append(
+            f"CSIDriver: volumeLifecycleModes {modes} but the node plugin "
+            f"{'serves' if inline else 'does not serve'} inline volumes (--enable-inline-volumes)"
+        )
     return problems
 
 
@@ -615,5 +860,10 @@ ALL_CHECKS = {
     "liveness": check_liveness,
     "rbac": check_rbac,
     "leader election": check_leader_election,
+    "driver arguments": check_driver_args,
+    "shares": check_shares,
+    "timeouts": check_timeouts,
+    "capabilities": check_capabilities,
+    "csidriver": check_csidriver,
     "alert jobs": check_alert_jobs,
 }

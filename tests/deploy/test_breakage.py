@@ -193,3 +193,152 @@ def test_an_unknown_field_in_a_servicemonitor_fails_crd_validation(build_broken:
     assert m.validate_custom_resources(broken.objs, tools.crds) == [
         "ServiceMonitor/nfs-csi-driver does not match its CRD: spec.endpoints.0: Additional properties are not allowed ('intervall' was unexpected)"
     ]
+
+
+def test_volume_attributes_class_turned_off_fails_the_capability_and_rbac_checks(
+    build_broken: BuildBroken, built: dict[str, Built]
+) -> None:
+    patches = []
+    for sidecar in m.VAC_SIDECARS:
+        (controller,) = m.of_kind(built["prod"].objs, "Deployment")
+        c = m.container(controller, sidecar)
+        assert c is not None
+        args = [*c["args"], "--feature-gates=VolumeAttributesClass=false"]
+        patches.append(container_patch("Deployment", "nfs-csi-controller", {"name": sidecar, "args": args}))
+    broken = build_broken("prod", {"patches": patches})
+
+    assert m.check_capabilities(broken.objs) == [
+        "Deployment/nfs-csi-controller: the driver serves MODIFY_VOLUME, but csi-provisioner turns VolumeAttributesClass off",
+        "Deployment/nfs-csi-controller: the driver serves MODIFY_VOLUME, but csi-resizer turns VolumeAttributesClass off",
+    ]
+    assert m.check_rbac(broken.objs) == [
+        "ClusterRole/nfs-csi-provisioner: grants get, list, watch on volumeattributesclasses (storage.k8s.io), which "
+        "no sidecar of Deployment/nfs-csi-controller needs",
+        "ClusterRole/nfs-csi-resizer: grants get, list, watch on volumeattributesclasses (storage.k8s.io), which no "
+        "sidecar of Deployment/nfs-csi-controller needs",
+    ]
+
+
+def test_a_resizer_without_volumeattributesclass_rbac_fails_the_rbac_check(build_broken: BuildBroken) -> None:
+    broken = build_broken(
+        "prod",
+        {
+            "patches": [
+                json_patch(
+                    "ClusterRole",
+                    "nfs-csi-resizer",
+                    {"op": "test", "path": "/rules/4/resources", "value": ["volumeattributesclasses"]},
+                    {"op": "remove", "path": "/rules/4"},
+                ),
+                json_patch(
+                    "ClusterRole",
+                    "nfs-csi-provisioner",
+                    {"op": "test", "path": "/rules/6/resources", "value": ["volumeattributesclasses"]},
+                    {"op": "remove", "path": "/rules/6"},
+                ),
+            ]
+        },
+    )
+
+    assert m.check_rbac(broken.objs) == [
+        f"Deployment/nfs-csi-controller: {sidecar} may not {verb} volumeattributesclasses"
+        for sidecar in ("csi-provisioner", "csi-resizer")
+        for verb in ("get", "list", "watch")
+    ]
+
+
+def test_a_permission_no_sidecar_needs_fails_the_rbac_check(build_broken: BuildBroken) -> None:
+    rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    broken = build_broken(
+        "prod",
+        {"patches": [json_patch("ClusterRole", "nfs-csi-resizer", {"op": "add", "path": "/rules/-", "value": rule})]},
+    )
+
+    assert m.check_rbac(broken.objs) == [
+        "ClusterRole/nfs-csi-resizer: grants get, list, watch on pods, which no sidecar of "
+        "Deployment/nfs-csi-controller needs"
+    ]
+
+
+def test_a_resizer_that_handles_volume_in_use_errors_needs_pods(
+    build_broken: BuildBroken, built: dict[str, Built]
+) -> None:
+    patch = with_arg(built["prod"], "Deployment", "csi-resizer", "--handle-volume-inuse-error=true")
+    broken = build_broken("prod", {"patches": [patch]})
+
+    assert m.check_rbac(broken.objs) == [
+        f"Deployment/nfs-csi-controller: csi-resizer may not {verb} pods" for verb in ("get", "list", "watch")
+    ]
+
+
+def test_a_storageclass_share_missing_from_the_controllers_shares_fails_the_shares_check(
+    build_broken: BuildBroken,
+) -> None:
+    env = [{"name": "NFS_SHARES", "value": "nfs-server.example.com:/exports"}]
+    patch = container_patch("Deployment", "nfs-csi-controller", {"name": "nfs-csi-driver", "env": env})
+    broken = build_broken("dev", {"patches": [patch]})
+
+    assert m.check_shares(broken.objs) == [
+        "StorageClass/nfs-in-cluster names the share nfs-server.nfs-server.svc.cluster.local:/exports, which the "
+        "controller's --shares ('nfs-server.example.com:/exports') does not list"
+    ]
+
+
+def test_a_malformed_shares_list_fails_the_driver_arguments_check(build_broken: BuildBroken) -> None:
+    env = [{"name": "NFS_SHARES", "value": "nfs-server.example.com/exports"}]
+    broken = build_broken(
+        "prod-userspace",
+        {"patches": [container_patch("Deployment", "nfs-csi-controller", {"name": "nfs-csi-driver", "env": env})]},
+    )
+
+    assert m.check_driver_args(broken.objs) == [
+        "Deployment/nfs-csi-controller: the driver refuses its arguments: nfs-csi-driver: error: --shares: share "
+        "'nfs-server.example.com/exports' must be written server:/path"
+    ]
+
+
+def test_a_snapshotter_that_gives_up_before_the_driver_fails_the_timeout_check(
+    build_broken: BuildBroken, built: dict[str, Built]
+) -> None:
+    patch = with_arg(built["prod"], "Deployment", "csi-snapshotter", "--timeout=300s")
+    broken = build_broken("prod", {"patches": [patch]})
+
+    assert m.check_timeouts(broken.objs) == [
+        "Deployment/nfs-csi-controller: csi-snapshotter gives up on a call after 300s, but the driver may take 780 s "
+        "(--snapshot-timeout 600 s after up to 3 mounts of --mount-timeout 60 s)"
+    ]
+
+
+def test_a_storageclass_without_expansion_fails_the_capability_check(build_broken: BuildBroken) -> None:
+    broken = build_broken(
+        "prod",
+        {
+            "patches": [
+                json_patch("StorageClass", "nfs", {"op": "replace", "path": "/allowVolumeExpansion", "value": False})
+            ]
+        },
+    )
+
+    assert m.check_capabilities(broken.objs) == [
+        "StorageClass nfs: allowVolumeExpansion is not true, though the driver expands volumes (VolumeExpansion.ONLINE)"
+    ]
+
+
+def test_ephemeral_volumes_without_the_node_flag_fail_the_csidriver_check(build_broken: BuildBroken) -> None:
+    broken = build_broken(
+        "node-only",
+        {
+            "patches": [
+                json_patch(
+                    "CSIDriver",
+                    "nfs.csi.ownedstorage.dev",
+                    {"op": "add", "path": "/spec/volumeLifecycleModes/-", "value": "Ephemeral"},
+                )
+            ]
+        },
+    )
+
+    assert m.check_csidriver(broken.objs) == [
+        "CSIDriver: volumeLifecycleModes ['Persistent', 'Ephemeral'] but the node plugin does not serve inline "
+        "volumes (--enable-inline-volumes)"
+    ]

@@ -81,6 +81,11 @@ class TestPolicies:
         assert driver["spec"]["fsGroupPolicy"] == "File"
         assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"]
 
+    def test_csidriver_says_what_the_driver_does(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_csidriver(built[target].objs) == []
+
+    def test_the_driver_accepts_its_arguments(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_driver_args(built[target].objs) == []
 
 
 @pytest.mark.parametrize("target", PROVISIONING)
@@ -92,6 +97,31 @@ class TestProvisioning:
 
     def test_ships_the_example_volumesnapshotclass(self, target: str, built: dict[str, Built]) -> None:
         assert m.of_kind(built[target].objs, "VolumeSnapshotClass"), "the example VolumeSnapshotClass is missing"
+
+    def test_every_controller_capability_is_served_by_a_sidecar(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_capabilities(built[target].objs) == []
+
+    def test_volume_attributes_classes_are_on_and_readable_by_provisioner_and_resizer(
+        self, target: str, built: dict[str, Built]
+    ) -> None:
+        (controller,) = m.of_kind(built[target].objs, "Deployment")
+        for name in m.VAC_SIDECARS:
+            sidecar = m.container(controller, name)
+            assert sidecar is not None
+            assert m.feature_gates(sidecar).get("VolumeAttributesClass", True), name
+            assert set(m.VOLUME_ATTRIBUTES_CLASSES) <= set(m.needed_permissions(sidecar)), name
+
+    def test_every_storageclass_allows_expansion(self, target: str, built: dict[str, Built]) -> None:
+        classes = m.of_kind(built[target].objs, "StorageClass")
+        assert classes and all(sc.get("allowVolumeExpansion") is True for sc in classes)
+
+    def test_the_controller_lists_every_share_a_class_names(self, target: str, built: dict[str, Built]) -> None:
+        assert m.check_shares(built[target].objs) == []
+
+    def test_sidecars_wait_longer_than_the_driver_may_work_on_a_call(
+        self, target: str, built: dict[str, Built]
+    ) -> None:
+        assert m.check_timeouts(built[target].objs) == []
 
 
 def test_snapshot_crd_comes_from_the_release_of_the_csi_snapshotter_image(
@@ -117,6 +147,13 @@ class TestDev:
     def test_has_a_storageclass_for_an_in_cluster_nfs_server(self, built: dict[str, Built]) -> None:
         servers = [sc["parameters"]["server"] for sc in m.of_kind(built["dev"].objs, "StorageClass")]
         assert any(s.endswith(".svc.cluster.local") for s in servers), servers
+
+    def test_the_controller_lists_both_storageclasses_shares(self, built: dict[str, Built]) -> None:
+        (controller,) = m.of_kind(built["dev"].objs, "Deployment")
+        driver = m.container(controller, "nfs-csi-driver")
+        assert driver is not None
+        shares = {share.source() for share in m.driver_settings(driver).shares}
+        assert shares == {"nfs-server.example.com:/exports", "nfs-server.nfs-server.svc.cluster.local:/exports"}
 
 
 class TestProd:
@@ -207,3 +244,43 @@ class TestStaticExample:
         from domain.static import ContextVolume
 
         assert ContextVolume.from_context(csi["volumeAttributes"]) is not None  # the node's own validation
+
+
+# The storage.k8s.io/v1 VolumeAttributesClass is served from Kubernetes 1.34: the example is validated from there.
+VAC_KUBERNETES_VERSIONS = tuple(v for v in m.KUBERNETES_VERSIONS if tuple(map(int, v.split(".")[:2])) >= (1, 34))
+
+
+@pytest.fixture(scope="module")
+def vac_example(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """deploy/examples/volumeattributesclass, built."""
+    text = m.build(tools.kustomize, ROOT / "deploy" / "examples" / "volumeattributesclass")
+    path = tmp_path_factory.mktemp("example") / "volumeattributesclass.yaml"
+    path.write_text(text)
+    return Built("examples/volumeattributesclass", path, m.load(text))
+
+
+class TestVolumeAttributesClassExample:
+    def test_validates_strictly_where_volumeattributesclass_is_ga(self, tools: Tools, vac_example: Built) -> None:
+        assert VAC_KUBERNETES_VERSIONS
+        assert m.kubernetes_validate(tools.kubernetes_validate, vac_example.path, VAC_KUBERNETES_VERSIONS) == []
+
+    def test_classes_name_this_driver_and_parameters_it_can_modify(
+        self, built: dict[str, Built], vac_example: Built
+    ) -> None:
+        from domain.parameters import parse_mutable
+
+        (driver,) = m.of_kind(built["base"].objs, "CSIDriver")
+        classes = m.of_kind(vac_example.objs, "VolumeAttributesClass")
+        assert len(classes) >= 2, "an example of changing classes needs two"
+        for vac in classes:
+            assert vac["driverName"] == driver["metadata"]["name"]
+            assert set(parse_mutable(vac["parameters"])) == {"mountPermissions"}  # the driver's own validation
+
+    def test_the_pvc_names_an_example_class_and_the_base_storageclass(
+        self, built: dict[str, Built], vac_example: Built
+    ) -> None:
+        (pvc,) = m.of_kind(vac_example.objs, "PersistentVolumeClaim")
+        classes = {c["metadata"]["name"] for c in m.of_kind(vac_example.objs, "VolumeAttributesClass")}
+        storage_classes = {sc["metadata"]["name"] for sc in m.of_kind(built["base"].objs, "StorageClass")}
+        assert pvc["spec"]["volumeAttributesClassName"] in classes
+        assert pvc["spec"]["storageClassName"] in storage_classes
