@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
@@ -121,7 +121,11 @@ class ProvisionVolume:
             # The record's mode: a retry must not undo what ControllerModifyVolume set since.
             mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
-                resolved = resolved or resolve_source(self._storage, source)
+                try:
+                    resolved = resolved or resolve_source(self._storage, source)
+                except NotFound:
+                    self._discard(share, subdir)  # its source went away between two tries: nothing left to finish
+                    raise
                 record = self._fill(share, subdir, record, resolved, mode, fresh=created)
             self._storage.create_volume_dir(share, subdir, mode)
         if created:
@@ -137,16 +141,20 @@ class ProvisionVolume:
         self._storage.create_volume_dir(share, subdir, mode)
         try:
             populate(self._storage, resolved, share, subdir)
-        except InvalidArgument:
-            # A source refused as unsafe will be refused again: leave nothing behind, not even the pending volume.
-            self._storage.remove_volume_dir(share, subdir)
-            self._storage.remove_record(share, subdir)
+        except _REFUSALS:
+            # A source refused (unsafe, unrestorable, gone) will be refused again: leave nothing behind.
+            self._discard(share, subdir)
             raise
         complete = VolumeRecord(
             record.name, record.capacity_bytes, _without_pending(record.parameters), mutable_parameters=record.mutable_parameters
         )
         self._storage.write_record(share, subdir, complete)
         return complete
+
+    def _discard(self, share: ShareRef, subdir: str) -> None:
+        """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it."""
+        self._storage.remove_volume_dir(share, subdir)
+        self._storage.remove_record(share, subdir)
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
         parent = posixpath.dirname(volume_id.subdir)
@@ -155,6 +163,10 @@ class ProvisionVolume:
             if owner is not None:
                 raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
             parent = posixpath.dirname(parent)
+
+
+# What a retry would meet again, unlike a timeout or an unreachable share: a pending clone is not kept for it.
+_REFUSALS = (InvalidArgument, FailedPrecondition, NotFound)
 
 
 def _without_pending(parameters: Mapping[str, str]) -> dict[str, str]:

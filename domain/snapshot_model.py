@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping
 from urllib.parse import quote, unquote
 
-from domain.errors import InvalidArgument, OperationInFlight
+from domain.errors import InvalidArgument, InvalidToken
 from domain.model import METADATA_DIR, ShareRef
 from domain.parameters import RESERVED_PREFIX
 
@@ -133,13 +133,9 @@ class SnapshotParameters:
         return cls(share, fmt)
 
 
-class BadStartingToken(OperationInFlight):
-    """ListSnapshots: a starting_token this driver did not issue (the spec's answer is ABORTED)."""
-
-
 def check_starting_token(token: str) -> str:
     """A token is the id of the last entry of the previous page; entries after it come next, so it stays valid
     when that entry is deleted."""
     if token and SnapshotId.parse(token) is None:
-        raise BadStartingToken(f"starting_token {token[:80]!r} was not issued by this driver")
+        raise InvalidToken(f"starting_token {token[:80]!r} was not issued by this driver")
     return token

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange
+from domain.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, Unavailable
 from domain.events import Event, NoEvents
 from domain.locks import VolumeLocks
 from domain.model import ShareRef, VolumeId, VolumeRecord, check_volume_name
@@ -72,7 +72,7 @@ class CreateSnapshot:
         share = params.share or volume_id.share
         snapshot_id = SnapshotId(share, snapshot_leaf(command.name))
         with self._locks.hold(f"snapshot-name:{command.name}", str(snapshot_id), str(volume_id)):
-            existing = self._storage.read_snapshot_record(share, snapshot_id.leaf)
+            existing = self._existing(share, snapshot_id, named=params.share is not None)
             if existing is not None:
                 return Snapshot.of(snapshot_id, self._compatible(existing, command, params))
             source = self._storage.read_record(volume_id.share, volume_id.subdir)
@@ -87,6 +87,16 @@ class CreateSnapshot:
         self._events.emit(Event.SNAPSHOT_CREATED)
         log.info("snapshot %s of %s: %d bytes (%s)", snapshot_id, command.source_volume_id, size, params.format)
         return Snapshot.of(snapshot_id, record)
+
+    def _existing(self, share: ShareRef, snapshot_id: SnapshotId, named: bool) -> SnapshotRecord | None:
+        try:
+            return self._storage.read_snapshot_record(share, snapshot_id.leaf)
+        except NotFound as err:
+            if named:  # NOT_FOUND would read as "no such source volume"
+                raise InvalidArgument(
+                    f"the VolumeSnapshotClass names share {share.source()}, which is not exported: {err}"
+                ) from err
+            raise
 
     @staticmethod
     def _compatible(
@@ -199,13 +209,22 @@ class ListSnapshots:
                 shares.append(volume_id.share)
         found: list[Snapshot] = []
         for share in shares:
-            for leaf, record in self._storage.list_snapshot_records(share):
+            for leaf, record in self._records(share):
                 if snapshot_leaf(record.name) != leaf:
                     continue  # not a record this driver wrote under that name
                 if query.source_volume_id and record.source_volume_id != query.source_volume_id:
                     continue
                 found.append(Snapshot.of(SnapshotId(share, leaf), record))
         return found
+
+
+    def _records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+        try:
+            return self._storage.list_snapshot_records(share)
+        except NotFound as err:
+            if share in self._shares:  # a partial list would read as snapshots that vanished
+                raise Unavailable(f"share {share.source()} of --shares cannot be listed: {err}") from err
+            return []  # the share a source volume id names is not exported: no snapshot of it is there
 
 
 # -- content sources: CreateVolume from a snapshot or from a volume ------------------------------------------------

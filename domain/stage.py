@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -13,8 +12,6 @@ from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, V
 from domain.needs import Events, Mounting, Publications
 from domain.node import checked_path, lock_keys, mount_recorded, volume_source
 from domain.static import is_ephemeral
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

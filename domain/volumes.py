@@ -194,8 +194,11 @@ class GetCapacity:
         self._mount_options = mount_options
 
     def __call__(self, capabilities: tuple[VolumeCapability, ...], parameters: Mapping[str, str]) -> int:
-        for capability in capabilities:
-            check_capability(capability, self._mount_options)
+        try:
+            for capability in capabilities:
+                check_capability(capability, self._mount_options)
+        except InvalidArgument:
+            return 0  # the spec asks for capacity usable by volumes with ALL these capabilities: none can be made
         if not parameters:
             return 0
         share = VolumeParameters.parse(parameters, self._defaults).share
@@ -236,9 +239,7 @@ class ExpandVolume:
         if volume_id is None:
             raise NotFound(f"volume {command.volume_id!r} does not exist")
         with self._locks.hold(str(volume_id)):
-            record = self._storage.read_record(volume_id.share, volume_id.subdir)
-            if record is None:
-                raise NotFound(f"volume {command.volume_id!r} does not exist")
+            record = _existing(self._storage, volume_id, command.volume_id)
             size = max(record.capacity_bytes, command.capacity.required_bytes)
             if command.capacity.limit_bytes and size > command.capacity.limit_bytes:
                 raise OutOfRange(
@@ -249,6 +250,14 @@ class ExpandVolume:
                 updated = dataclasses.replace(record, capacity_bytes=size)
                 self._storage.write_record(volume_id.share, volume_id.subdir, updated)
         return Expanded(size)
+
+
+def _existing(storage: Storage, volume_id: VolumeId, raw_volume_id: str) -> VolumeRecord:
+    """The record of a volume CreateVolume returned; a clone still being filled was never returned, so is not one."""
+    record = storage.read_record(volume_id.share, volume_id.subdir)
+    if record is None or PENDING_KEY in record.parameters:
+        raise NotFound(f"volume {raw_volume_id!r} does not exist")
+    return record
 
 
 class ModifyVolume:
@@ -267,9 +276,7 @@ class ModifyVolume:
             raise NotFound(f"volume {raw_volume_id!r} does not exist")
         share, subdir = volume_id.share, volume_id.subdir
         with self._locks.hold(str(volume_id)):
-            record = self._storage.read_record(share, subdir)
-            if record is None:
-                raise NotFound(f"volume {raw_volume_id!r} does not exist")
+            record = _existing(self._storage, volume_id, raw_volume_id)
             merged = {**record.mutable_parameters, **wanted}
             if MOUNT_PERMISSIONS in wanted:
                 if not self._storage.exists(share, subdir):

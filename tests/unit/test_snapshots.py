@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import CreateVolume, ProvisionVolume
-from domain.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, OperationInFlight
+from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
+from domain.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidToken,
+    NotFound,
+    OperationInFlight,
+    Unavailable,
+)
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability
 from domain.parameters import ProvisionDefaults
-from domain.snapshot_model import SnapshotId, SnapshotParameters, snapshot_leaf
+from domain.snapshot_model import SnapshotId, SnapshotParameters, SnapshotRecord, snapshot_leaf
 from domain.snapshots import (
     PENDING_KEY,
     ContentSource,
@@ -221,8 +230,20 @@ class TestDeleteGetList:
         assert [str(s.snapshot_id) for s in rest.entries] == ids[2:] and rest.next_token == ""
 
     def test_a_token_not_ours_is_aborted(self, storage: FakeShareStorage) -> None:
-        with pytest.raises(OperationInFlight):
+        with pytest.raises(InvalidToken):  # ABORTED, by the status table
             ListSnapshots(storage, (SHARE,))(ListSnapshotsQuery(starting_token="garbage"))
+
+    def test_a_listed_share_that_is_not_exported_is_unavailable_a_filters_share_is_empty(
+        self, storage: FakeShareStorage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def not_exported(share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+            raise NotFound(f"{share.source()} is not exported")  # as the adapters answer NFS4ERR_NOENT at the root
+
+        monkeypatch.setattr(storage, "list_snapshot_records", not_exported)
+        with pytest.raises(Unavailable):
+            ListSnapshots(storage, (SHARE,))(ListSnapshotsQuery())
+        page = ListSnapshots(storage)(ListSnapshotsQuery(source_volume_id="nfs1#nfs.example#/exports#pvc-1#delete"))
+        assert page.entries == ()
 
     def test_list_filters_by_snapshot_id_and_by_source_volume_on_its_share(
         self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
@@ -291,12 +312,36 @@ class TestClones:
         }
         assert PENDING_KEY not in storage.records[(SHARE, "copy")].parameters
 
-    def test_a_source_refused_as_unsafe_leaves_nothing(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
-        source = volume(provision, storage, a=b"1", b=b"2")
-        storage.fail_next_fill = InvalidArgument("archive member '../x' is absolute or contains '..'")
-        with pytest.raises(InvalidArgument):
+    @pytest.mark.parametrize(
+        "refusal",
+        [
+            InvalidArgument("archive member '../x' is absolute or contains '..'"),
+            FailedPrecondition("the volume holds a symbolic link 'l' -> '/etc' pointing outside it"),
+        ],
+        ids=["unsafe", "unrestorable"],
+    )
+    def test_a_source_refused_leaves_nothing_half_copied(
+        self, provision: ProvisionVolume, storage: FakeShareStorage, refusal: Exception
+    ) -> None:
+        source = volume(provision, storage, a=b"1", b=b"2", c=b"3", d=b"4")
+        storage.fail_next_fill = refusal
+        with pytest.raises(type(refusal)):
             provision(clone("copy", "volume", source))
         assert (SHARE, "copy") not in storage.records and (SHARE, "copy") not in storage.dirs
+        assert not any(path.startswith("copy/") for _, path in storage.files)
+
+    def test_a_pending_clone_whose_source_went_away_is_removed_not_kept_forever(
+        self, provision: ProvisionVolume, storage: FakeShareStorage
+    ) -> None:
+        source = volume(provision, storage, a=b"1", b=b"2", c=b"3", d=b"4")
+        storage.fail_next_fill = DeadlineExceeded("copy took too long")
+        with pytest.raises(DeadlineExceeded):
+            provision(clone("copy", "volume", source))
+        DeleteVolume(storage, VolumeLocks(), FakeClock())(source)
+        with pytest.raises(NotFound):
+            provision(clone("copy", "volume", source))
+        assert (SHARE, "copy") not in storage.records and (SHARE, "copy") not in storage.dirs
+        assert not any(path.startswith("copy/") for _, path in storage.files)
 
     def test_the_source_volume_is_held_while_it_is_copied(
         self, provision: ProvisionVolume, storage: FakeShareStorage, locks: VolumeLocks

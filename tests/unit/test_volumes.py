@@ -208,14 +208,35 @@ class TestGetCapacity:
         with pytest.raises(InvalidArgument):
             GetCapacity(storage, ProvisionDefaults())(RWX, params)
 
-    def test_a_block_capability_is_invalid(self, storage: FakeShareStorage) -> None:
-        with pytest.raises(InvalidArgument):
-            GetCapacity(storage, ProvisionDefaults())((BLOCK,), PARAMS)
+    def test_no_capacity_for_a_block_capability(self, storage: FakeShareStorage) -> None:
+        """The spec asks for capacity usable by volumes with ALL the capabilities given: none can be block here."""
+        storage.free[SHARE] = 5 * GIB
+        assert GetCapacity(storage, ProvisionDefaults())((BLOCK,), PARAMS) == 0
+        assert GetCapacity(storage, ProvisionDefaults())(RWX, PARAMS) == 5 * GIB
 
     def test_an_unreachable_share_is_unavailable(self, storage: FakeShareStorage) -> None:
         storage.exports = set()
         with pytest.raises(Unavailable):
             GetCapacity(storage, ProvisionDefaults())(RWX, PARAMS)
+
+
+class TestAClonePendingIsNoVolumeYet:
+    def test_expand_and_modify_answer_not_found_and_change_nothing(
+        self, storage: FakeShareStorage, provision: ProvisionVolume, locks: VolumeLocks
+    ) -> None:
+        source = make(provision, "a")
+        storage.files[(SHARE, "a/f1")], storage.files[(SHARE, "a/f2")] = b"1", b"2"
+        storage.fail_next_fill = DeadlineExceeded("copy took too long")
+        with pytest.raises(DeadlineExceeded):
+            provision(
+                CreateVolume(name="copy", capabilities=RWX, parameters=PARAMS, content_source=ContentSource("volume", source))
+            )
+        copy_id, before = "nfs1#nfs.example#/exports#copy#delete", storage.records[(SHARE, "copy")]
+        with pytest.raises(NotFound):
+            ExpandVolume(storage, locks)(Expand(copy_id, CapacityRange(3 * GIB)))
+        with pytest.raises(NotFound):
+            ModifyVolume(storage, locks)(copy_id, {"mountPermissions": "0700"})
+        assert storage.records[(SHARE, "copy")] == before
 
 
 class TestExpandVolume:
