@@ -136,8 +136,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--snapshot-timeout", type=float, default=600.0,
-        help="seconds for packing a snapshot, restoring one or cloning a volume (each file call within it is still "
-        "bounded by --fs-timeout or --nfs-timeout); a retry while one runs is ABORTED",
+        help="seconds for packing a snapshot, restoring one or cloning a volume, as a whole, counted from the call; "
+        "a retry while one runs is ABORTED",
     )
     p.add_argument("--version", action="version", version=VERSION)
     return p

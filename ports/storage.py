@@ -23,7 +23,8 @@ class ShareStorage(abc.ABC):
 
     @abc.abstractmethod
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
-        """Remove subdir and everything below it. Missing is OK."""
+        """Remove subdir and everything below it. Missing is OK; OperationInFlight while a restore or copy into it
+        still runs."""
 
     @abc.abstractmethod
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
@@ -68,9 +69,11 @@ class ShareStorage(abc.ABC):
 
     # -- snapshots and clones -------------------------------------------------------------------------------------
     # A snapshot is ``.nfs-csi/snapshots/<leaf>.<fmt>`` (the archive) and ``<leaf>.json`` (its record) on a share.
-    # Packing, restoring and copying may take long: they are bounded as a whole by the snapshot timeout (each
-    # call on the share still by its own bound), and a second one on the same target while one still runs is
-    # refused (OperationInFlight) instead of run twice. Nothing is reached through a symbolic link, and nothing
+    # Packing, restoring and copying may take long: they are bounded as a whole by the snapshot timeout, counted
+    # from the call (waiting for a thread included) and checked between files and chunks, so the work stops no
+    # later than its caller gives up; a single filesystem call within it has no bound of its own in the mount-based
+    # adapter (the userspace adapter bounds each NFS call by its timeout), and a second one on the same target
+    # while one still runs is refused (OperationInFlight) instead of run twice. Nothing is reached through a symbolic link, and nothing
     # outside the source (read) and the destination volume or snapshot files (written) is touched.
 
     @abc.abstractmethod

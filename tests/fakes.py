@@ -8,7 +8,7 @@ import itertools
 import posixpath
 from typing import Sequence
 
-from domain.errors import DeadlineExceeded, FailedPrecondition, MountFailed, NotFound, Unavailable
+from domain.errors import DeadlineExceeded, FailedPrecondition, MountFailed, NotFound, OperationInFlight, Unavailable
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
@@ -32,6 +32,9 @@ class FakeShareStorage(ShareStorage):
         self.archives: dict[tuple[ShareRef, str], dict[str, bytes | None]] = {}  # relative path -> bytes, None: dir
         self.snapshot_records: dict[tuple[ShareRef, str], SnapshotRecord] = {}
         self.fail_next_fill: Exception | None = None  # raised half way through the next restore or copy
+        # Restores and copies running now, as the adapters keep them busy: (share, subdir). A test may add one to
+        # stand for a fill that outlived its caller.
+        self.filling: set[tuple[ShareRef, str]] = set()
         # The index, kept apart from the records as on disk: (share, subdir) -> when its entry was made.
         self.index: dict[tuple[ShareRef, str], int] = {}
         self.free: dict[ShareRef, int] = {}  # available_bytes; a share not set here has none free
@@ -45,6 +48,8 @@ class FakeShareStorage(ShareStorage):
             self.dirs[key] = mode
 
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
+        if (share, subdir) in self.filling:
+            raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             del self.dirs[key]
         for key in [k for k in self.files if k[0] == share and k[1].startswith(subdir + "/")]:
@@ -110,6 +115,15 @@ class FakeShareStorage(ShareStorage):
         return content
 
     def _fill(self, share: ShareRef, subdir: str, content: dict[str, bytes | None]) -> None:
+        if (share, subdir) in self.filling:
+            raise OperationInFlight(f"filling {subdir!r} on {share.source()} is still running; try again later")
+        self.filling.add((share, subdir))
+        try:
+            self._fill_now(share, subdir, content)
+        finally:
+            self.filling.discard((share, subdir))
+
+    def _fill_now(self, share: ShareRef, subdir: str, content: dict[str, bytes | None]) -> None:
         for n, (path, data) in enumerate(sorted(content.items())):
             if self.fail_next_fill is not None and n == len(content) // 2:
                 error, self.fail_next_fill = self.fail_next_fill, None
@@ -130,9 +144,11 @@ class FakeShareStorage(ShareStorage):
         self.snapshot_records[(share, leaf)] = record
 
     def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
+        self._require_reachable(share)
         return self.snapshot_records.get((share, leaf))
 
     def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
+        self._require_reachable(share)
         return sorted((leaf, record) for (s, leaf), record in self.snapshot_records.items() if s == share)
 
     def remove_snapshot(self, share: ShareRef, leaf: str) -> None:

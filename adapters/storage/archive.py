@@ -8,10 +8,11 @@ import posixpath
 import tarfile
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Protocol
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol
 
-from domain.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument
 
 
 class UnsafeArchive(InvalidArgument):
@@ -67,16 +68,27 @@ _CHUNK = 1 << 20
 
 
 class Deadline:
-    """A cooperative bound on a long walk: checked between files and chunks, so the work stops near it."""
+    """A cooperative bound on a long walk: checked between files and chunks, so the work stops near it.
+
+    Made when the call is made, not when its work starts: time spent waiting for a thread counts, so the work
+    stops no later than its caller gives up (and releases its locks).
+    """
 
     def __init__(self, seconds: float, what: str) -> None:
         self._end = time.monotonic() + seconds
         self._seconds = seconds
         self._what = what
 
+    def remaining(self) -> float:
+        """Seconds left, never below zero."""
+        return max(0.0, self._end - time.monotonic())
+
+    def error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"{self._what} did not finish within {self._seconds:g} s (--snapshot-timeout)")
+
     def check(self) -> None:
         if time.monotonic() > self._end:
-            raise DeadlineExceeded(f"{self._what} did not finish within {self._seconds:g} s (--snapshot-timeout)")
+            raise self.error()
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,71 @@ class Entry:
     size: int = 0
     target: str = ""
     open: Callable[[], ContextManager[BinaryIO]] | None = None  # a regular file's content, opened without following
+
+
+class SourceFailed(Exception):
+    """A failure of the side long work reads from, told apart from the side it writes to: the adapter blames
+    the share (or connection) it came from, ``origin``, instead of the destination's."""
+
+    def __init__(self, error: Exception, origin: object = None) -> None:
+        super().__init__(f"reading the source failed: {error}")
+        self.error = error
+        self.origin = origin
+
+
+@contextmanager
+def reading_source(origin: object = None) -> Iterator[None]:
+    """Raise any failure but a domain error inside as SourceFailed."""
+    try:
+        yield
+    except (DomainError, SourceFailed):
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the source's filesystem or client raises
+        raise SourceFailed(err, origin) from err
+
+
+def source_entries(entries: Iterable[Entry], origin: object = None) -> Iterator[Entry]:
+    """The entries of a source tree, with every failure of the walk, of opening and of reading a file raised as
+    SourceFailed."""
+    iterator = iter(entries)
+    while True:
+        with reading_source(origin):
+            entry = next(iterator, None)
+        if entry is None:
+            return
+        yield entry if entry.open is None else replace(entry, open=_source_opener(entry.open, origin))
+
+
+def _source_opener(opener: Callable[[], ContextManager[BinaryIO]], origin: object) -> Callable[[], ContextManager[BinaryIO]]:
+    @contextmanager
+    def opened() -> Iterator[BinaryIO]:
+        with ExitStack() as stack:
+            with reading_source(origin):
+                data = stack.enter_context(opener())
+            yield SourceReader(data, origin)  # type: ignore[misc]
+
+    return opened
+
+
+class SourceReader(io.RawIOBase):
+    """A source file (or archive) whose read failures are raised as SourceFailed."""
+
+    def __init__(self, inner: Any, origin: object = None) -> None:
+        self._inner = inner
+        self._origin = origin
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with reading_source(self._origin):
+            data: bytes = self._inner.read(size)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        with reading_source(self._origin):
+            count: int = self._inner.readinto(buffer)
+        return count
 
 
 class TreeWriter(Protocol):
@@ -245,8 +322,12 @@ def copy_tree(entries: Iterable[Entry], writer: TreeWriter, deadline: Deadline) 
                 pass
     except BaseException as err:  # noqa: BLE001 - told apart from the producer's below
         error = err
-    producer.join()  # the read end is closed by now, so a producer still writing fails instead of blocking
+    # The read end is closed by now, so a producer still writing fails instead of blocking; one stuck reading a
+    # hung source is left behind (a daemon) at the deadline.
+    producer.join(deadline.remaining())
     if failure and not isinstance(failure[0], BrokenPipeError):
         raise failure[0]  # the source side failed first; the consumer only saw a truncated stream
     if error is not None:
         raise error
+    if producer.is_alive():
+        raise deadline.error()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import shutil
 import stat
 import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
@@ -20,22 +21,40 @@ from adapters.storage.archive import (
     SYMLINK,
     Deadline,
     Entry,
+    SourceFailed,
+    SourceReader,
     copy_tree,
     pack_tree,
+    reading_source,
+    source_entries,
     unpack_tree,
+)
+from adapters.storage.layout import (
+    DRIVER_DIR_MODE,
+    ENTRY_LIMIT,
+    RECORD_LIMIT,
+    index_entry,
+    indexed_subdir,
+    is_record_temporary,
+    listed_volumes,
+    record_name,
+    snapshot_files,
+    snapshot_record,
+    snapshot_record_leaf,
+    snapshot_records,
+    volume_record,
 )
 from domain.errors import (
     DomainError,
     FailedPrecondition,
-    InvalidArgument,
     MountFailed,
     OperationInFlight,
     ResourceExhausted,
     Unavailable,
 )
 from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
-from domain.paths import join_inside, relative_subpath
-from domain.snapshot_model import FORMATS, SnapshotRecord, archive_name, is_leaf, record_file
+from domain.paths import join_inside
+from domain.snapshot_model import SnapshotRecord, archive_name, record_file
 from ports.mounter import Mounter
 from ports.storage import ShareStorage
 
@@ -45,45 +64,6 @@ T = TypeVar("T")
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RECORD_LOCKS = 64
-
-
-def record_name(leaf: str) -> str:
-    """The record of volume directory ``leaf`` lives beside it under this name."""
-    return f".{leaf}.nfs-csi.json"
-
-
-INDEX_DIR = f"{METADATA_DIR}/volumes"
-"""Where each volume has an index entry, so listing never walks the share: records sit at any depth."""
-_ENTRY_LIMIT = 4096
-
-
-def index_entry(subdir: str) -> str:
-    """The name of subdir's index entry: a fixed-length hash, since a subdir may take 1024 bytes and a name 255."""
-    return hashlib.sha256(subdir.encode("utf-8", errors="surrogatepass")).hexdigest()
-
-
-def indexed_subdir(entry: str, raw: bytes | None) -> str | None:
-    """The subdir an index entry holds, or None unless it is a valid one that hashes to the entry's own name."""
-    if raw is None:
-        return None
-    try:
-        subdir = relative_subpath(raw.decode("utf-8"), "indexed subdir", new=False)
-    except (UnicodeDecodeError, InvalidArgument):
-        return None
-    return subdir if index_entry(subdir) == entry else None
-
-
-def _read_regular(fd: int, name: str, limit: int) -> bytes | None:
-    """The first bytes of a regular file in directory fd, never through a link; None when missing."""
-    try:
-        # O_NONBLOCK: a FIFO planted in the file's place must not block the open.
-        raw_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(raw_fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(raw_fd).st_mode):
-            raise MountFailed(f"{name!r} is not a regular file")
-        return handle.read(limit)
 
 
 def _ignore_missing(function: Any, path: str, excinfo: Any) -> None:
@@ -258,7 +238,15 @@ class MountedShareStorage(ShareStorage):
                 except NotADirectoryError as err:
                     raise MountFailed(f"{subdir!r} is not a directory; refusing to remove it") from err
 
+        self._refuse_while_filling(share, subdir)
         self._on_share(share, f"removing {subdir!r}", work)
+
+    def _refuse_while_filling(self, share: ShareRef, subdir: str) -> None:
+        """A restore or copy into subdir that outlived its caller is still writing there: removing the directory
+        under it would race the writer; the caller's retry after the work ends converges."""
+        with self._guard:
+            if ("fill", share, subdir) in self._busy:
+                raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
 
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
         if os.path.dirname(subdir) != os.path.dirname(new_subdir):
@@ -294,27 +282,9 @@ class MountedShareStorage(ShareStorage):
     def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
         def work(root: str) -> bytes | None:
             with self._parent(root, subdir) as (fd, leaf):
-                if fd is None:
-                    return None
-                try:
-                    # O_NONBLOCK: a FIFO planted in the record's place must not block the open.
-                    raw_fd = os.open(
-                        record_name(leaf), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd
-                    )
-                except FileNotFoundError:
-                    return None
-                with os.fdopen(raw_fd, "rb") as handle:
-                    if not stat.S_ISREG(os.fstat(raw_fd).st_mode):
-                        raise MountFailed(f"the record of {subdir!r} is unreadable: not a regular file")
-                    return handle.read(1 << 16)
+                return None if fd is None else _read_small(fd, record_name(leaf), RECORD_LIMIT)
 
-        raw = self._on_share(share, f"reading the record of {subdir!r}", work)
-        if raw is None:
-            return None
-        try:
-            return VolumeRecord.from_json(raw)
-        except (ValueError, KeyError, TypeError) as err:
-            raise MountFailed(f"the record of {subdir!r} is unreadable") from err
+        return volume_record(self._on_share(share, f"reading the record of {subdir!r}", work), subdir)
 
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
         data = record.to_json()
@@ -346,24 +316,31 @@ class MountedShareStorage(ShareStorage):
                             os.unlink(name, dir_fd=fd)
                         except FileNotFoundError:
                             pass
-            with self._parent(root, f"{INDEX_DIR}/{index_entry(subdir)}") as (fd, leaf):
+            with self._driver_dir(root, "volumes", create=False) as fd:
                 if fd is not None:
-                    try:
-                        os.unlink(leaf, dir_fd=fd)
-                    except FileNotFoundError:
-                        pass
+                    _unlink_quietly(index_entry(subdir), fd)
 
         self._on_share(share, f"removing the record of {subdir!r}", work)
 
     # -- snapshots and clones: long work, on threads of its own, bounded as a whole by --snapshot-timeout ------------
 
-    def _on_share_long(self, share: ShareRef, key: tuple[str, ShareRef, str], what: str, work: Callable[[Deadline], T]) -> T:
+    def _on_share_long(
+        self,
+        share: ShareRef,
+        key: tuple[str, ShareRef, str],
+        what: str,
+        work: Callable[[Deadline], T],
+        source: ShareRef | None = None,
+    ) -> T:
         """Run work on the share's long-work threads; the key stays busy until the thread ends, not the call.
 
-        A caller that gave up (DEADLINE_EXCEEDED) leaves its work running until the deadline check stops it; a
-        retry meanwhile is refused (ABORTED) instead of packing or copying a second time into the same files.
+        The deadline starts now, before waiting for a thread, so the work stops (at its next check) no later than
+        the caller gives up and releases its locks; a retry meanwhile is refused (ABORTED) instead of packing or
+        copying a second time into the same files. What fails on the ``source`` side (SourceFailed) is blamed on
+        the source share, anything else on ``share``, the one written to.
         """
-        root = self._root(share)
+        self._root(share)  # mounted (or refused) before the work is queued
+        deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
         with self._guard:
             if key in self._busy:
                 raise OperationInFlight(f"{what} on {share.source()} is still running; try again later")
@@ -378,38 +355,45 @@ class MountedShareStorage(ShareStorage):
         def run() -> T:
             started.set()
             try:
-                return work(Deadline(self._snapshot_timeout, f"{what} on {share.source()}"))
+                return work(deadline)
             finally:
                 with self._guard:
                     self._busy.discard(key)
 
         try:
             return calls.call(f"{what} on {share.source()}", run)
-        except DomainError:
-            raise
+        except SourceFailed as failed:
+            assert source is not None, "only work given a source marks what fails there"
+            raise self._long_error(source, what, failed.error) from failed.error
         except OSError as err:
-            known = self._share_error(share, root, what, err)
-            if known is None:
-                raise MountFailed(f"{what} on {share.source()} failed: {err}") from err
-            raise known from err
+            raise self._long_error(share, what, err) from err
         finally:
             if not started.is_set():
                 with self._guard:
                     self._busy.discard(key)
 
+    def _long_error(self, share: ShareRef, what: str, err: Exception) -> Exception:
+        if isinstance(err, DomainError):
+            return err
+        if not isinstance(err, OSError):
+            return MountFailed(f"{what} on {share.source()} failed: {err}")
+        known = self._share_error(share, self.mount_point(share), what, err)
+        return MountFailed(f"{what} on {share.source()} failed: {err}") if known is None else known
+
     @contextmanager
-    def _snapshots_dir(self, root: str, create: bool) -> Iterator[int | None]:
-        """An fd of ``.nfs-csi/snapshots`` (private: 0700 when made here), reached without following links."""
+    def _driver_dir(self, root: str, name: str, create: bool) -> Iterator[int | None]:
+        """An fd of ``.nfs-csi/<name>`` (private: 0700 when made here, for the index as for snapshots), reached
+        without following links; None when it does not exist and create is False."""
         fd = os.open(root, _OPEN_DIR)
         try:
-            for name in (METADATA_DIR, "snapshots"):
+            for part in (METADATA_DIR, name):
                 if create:
                     try:
-                        os.mkdir(name, 0o700, dir_fd=fd)
+                        os.mkdir(part, DRIVER_DIR_MODE, dir_fd=fd)
                     except FileExistsError:
                         pass
                 try:
-                    child = os.open(name, _OPEN_DIR, dir_fd=fd)
+                    child = os.open(part, _OPEN_DIR, dir_fd=fd)
                 except FileNotFoundError:
                     os.close(fd)
                     fd = -1
@@ -418,13 +402,16 @@ class MountedShareStorage(ShareStorage):
                 except OSError as err:
                     if err.errno in STALE_ERRNOS:
                         raise
-                    raise MountFailed(f"{name!r} in the share's {METADATA_DIR} is not a plain directory") from err
+                    raise MountFailed(f"{part!r} of the driver's directory {METADATA_DIR} is not a plain directory") from err
                 os.close(fd)
                 fd = child
             yield fd
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _snapshots_dir(self, root: str, create: bool) -> ContextManager[int | None]:
+        return self._driver_dir(root, "snapshots", create)
 
     @contextmanager
     def _volume_dir(self, root: str, subdir: str) -> Iterator[int]:
@@ -442,14 +429,22 @@ class MountedShareStorage(ShareStorage):
         finally:
             os.close(volume_fd)
 
+    @contextmanager
+    def _source_dir(self, root: str, subdir: str) -> Iterator[int]:
+        """A source volume's fd; failing to reach it is the source share's failure (SourceFailed)."""
+        with ExitStack() as stack:
+            with reading_source():
+                fd = stack.enter_context(self._volume_dir(root, subdir))
+            yield fd
+
     def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
-        source_root = self._root(share)
+        source_root, snapshot_root = self._root(share), self._root(snapshot_share)
         name = archive_name(leaf, fmt)
         temporary = f"{name}.tmp"
 
         def work(deadline: Deadline) -> int:
-            with self._volume_dir(source_root, subdir) as volume_fd, self._snapshots_dir(
-                self._root(snapshot_share), create=True
+            with self._source_dir(source_root, subdir) as volume_fd, self._snapshots_dir(
+                snapshot_root, create=True
             ) as snapshots_fd:
                 assert snapshots_fd is not None
                 out_fd = os.open(
@@ -458,7 +453,7 @@ class MountedShareStorage(ShareStorage):
                 )
                 try:
                     with os.fdopen(out_fd, "wb", buffering=1 << 20) as out:
-                        pack_tree(fd_entries(volume_fd), out, fmt, deadline)
+                        pack_tree(source_entries(fd_entries(volume_fd)), out, fmt, deadline)
                         out.flush()
                         os.fsync(out.fileno())
                         size = os.fstat(out.fileno()).st_size
@@ -468,7 +463,9 @@ class MountedShareStorage(ShareStorage):
                     raise
                 return size
 
-        return self._on_share_long(snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work)
+        return self._on_share_long(
+            snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work, source=share
+        )
 
     def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
         data = record.to_json()
@@ -483,15 +480,9 @@ class MountedShareStorage(ShareStorage):
     def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
         def work(root: str) -> bytes | None:
             with self._snapshots_dir(root, create=False) as fd:
-                return None if fd is None else _read_small(fd, record_file(leaf))
+                return None if fd is None else _read_small(fd, record_file(leaf), RECORD_LIMIT)
 
-        raw = self._on_share(share, f"reading the record of snapshot {leaf!r}", work)
-        if raw is None:
-            return None
-        try:
-            return SnapshotRecord.from_json(raw)
-        except (ValueError, KeyError, TypeError) as err:
-            raise MountFailed(f"the record of snapshot {leaf!r} is unreadable") from err
+        return snapshot_record(self._on_share(share, f"reading the record of snapshot {leaf!r}", work), leaf)
 
     def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
         def work(root: str) -> list[tuple[str, bytes]]:
@@ -500,11 +491,11 @@ class MountedShareStorage(ShareStorage):
                 if fd is None:
                     return found
                 for name in sorted(os.listdir(fd)):
-                    leaf = name[: -len(".json")]
-                    if not name.endswith(".json") or not is_leaf(leaf):
+                    leaf = snapshot_record_leaf(name)
+                    if leaf is None:
                         continue
                     try:
-                        raw = _read_small(fd, name)
+                        raw = _read_small(fd, name, RECORD_LIMIT)
                     except MountFailed as err:
                         log.warning("skipping snapshot record %s: %s", name, err)
                         continue
@@ -512,24 +503,18 @@ class MountedShareStorage(ShareStorage):
                         found.append((leaf, raw))
             return found
 
-        records: list[tuple[str, SnapshotRecord]] = []
-        for leaf, raw in self._on_share(share, "listing snapshots", work):
-            try:
-                records.append((leaf, SnapshotRecord.from_json(raw)))
-            except (ValueError, KeyError, TypeError):
-                log.warning("skipping unreadable snapshot record %s on %s", leaf, share.source())
-        return records
+        return snapshot_records(self._on_share(share, "listing snapshots", work), share)
 
     def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
         def work(root: str) -> None:
             with self._snapshots_dir(root, create=False) as fd:
                 if fd is None:
                     return
-                names = [record_file(leaf), f"{record_file(leaf)}.tmp"]  # the record first: it stops existing
-                for fmt in FORMATS:
-                    names += [archive_name(leaf, fmt), f"{archive_name(leaf, fmt)}.tmp"]
-                for name in names:
+                for name in snapshot_files(leaf):
                     _unlink_quietly(name, fd)
+                for name in os.listdir(fd):  # temporaries of the other adapter's record writes, on a shared share
+                    if is_record_temporary(leaf, name):
+                        _unlink_quietly(name, fd)
 
         with self._guard:
             if ("pack", share, leaf) in self._busy:
@@ -539,47 +524,62 @@ class MountedShareStorage(ShareStorage):
     def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
         snapshot_root, root = self._root(snapshot_share), self._root(share)
 
-        def work(deadline: Deadline) -> None:
-            with self._snapshots_dir(snapshot_root, create=False) as snapshots_fd:
+        def open_archive() -> int:
+            with reading_source(), self._snapshots_dir(snapshot_root, create=False) as snapshots_fd:
                 if snapshots_fd is None:
                     raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
-                archive_fd = _open_regular(snapshots_fd, archive_name(leaf, fmt))
-                with os.fdopen(archive_fd, "rb", buffering=1 << 20) as archive, self._volume_dir(root, subdir) as fd:
-                    unpack_tree(archive, FdTreeWriter(fd), deadline)
+                return _open_regular(snapshots_fd, archive_name(leaf, fmt))
 
-        self._on_share_long(share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work)
+        def work(deadline: Deadline) -> None:
+            with os.fdopen(open_archive(), "rb", buffering=0) as raw, self._volume_dir(root, subdir) as fd:
+                unpack_tree(io.BufferedReader(SourceReader(raw), 1 << 20), FdTreeWriter(fd), deadline)
+
+        self._on_share_long(
+            share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work, source=snapshot_share
+        )
 
     def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
         source_root, root = self._root(source_share), self._root(share)
 
         def work(deadline: Deadline) -> None:
-            with self._volume_dir(source_root, source_subdir) as source_fd, self._volume_dir(root, subdir) as fd:
-                copy_tree(fd_entries(source_fd), FdTreeWriter(fd), deadline)
+            with self._source_dir(source_root, source_subdir) as source_fd, self._volume_dir(root, subdir) as fd:
+                copy_tree(source_entries(fd_entries(source_fd)), FdTreeWriter(fd), deadline)
 
-        self._on_share_long(share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work)
+        self._on_share_long(
+            share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work, source=source_share
+        )
 
     def _index(self, root: str, subdir: str) -> None:
-        """Make subdir's index entry unless a valid one exists: one exclusive create on the usual path."""
+        """Make subdir's index entry unless a valid one exists: one exclusive create on the usual path.
+
+        Anything but a regular file in the entry's place (a link, a fifo) is no valid entry, and never one a
+        write could go through: it is removed, itself, and the entry made afresh. Refusing instead would fail
+        every later write of this volume's record over something planted in the driver's own directory.
+        """
         entry = index_entry(subdir)
         data = subdir.encode("utf-8", errors="surrogatepass")
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         for create in (False, True):  # the index directories exist but on a share's first volume
-            with self._parent(root, f"{INDEX_DIR}/{entry}", create=create) as (fd, leaf):
+            with self._driver_dir(root, "volumes", create=create) as fd:
                 if fd is None:
                     continue
-                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
                 try:
-                    out = os.open(leaf, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+                    out = os.open(entry, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
                 except FileExistsError:
-                    if indexed_subdir(entry, _read_regular(fd, leaf, _ENTRY_LIMIT)) is not None:
-                        return  # kept as it is, so the volume keeps its place in listings
-                    out = os.open(leaf, flags | os.O_TRUNC, dir_fd=fd)  # one a crash left half-written
+                    try:
+                        if indexed_subdir(entry, _read_small(fd, entry, ENTRY_LIMIT)) is not None:
+                            return  # kept as it is, so the volume keeps its place in listings
+                        out = os.open(entry, flags | os.O_TRUNC, dir_fd=fd)  # one a crash left half-written
+                    except MountFailed:
+                        _remove_not_a_file(entry, fd)
+                        out = os.open(entry, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
                 with os.fdopen(out, "wb") as handle:
                     handle.write(data)
                 return
 
     def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
         def scan(root: str) -> list[ListPosition]:
-            with self._parent(root, f"{INDEX_DIR}/-") as (fd, _):  # the fd of the index directory itself
+            with self._driver_dir(root, "volumes", create=False) as fd:
                 if fd is None:
                     return []
                 with os.scandir(fd) as entries:
@@ -589,32 +589,15 @@ class MountedShareStorage(ShareStorage):
                         if entry.is_file(follow_symlinks=False)
                     )
 
-        def read_entry(entry: str) -> Callable[[str], str | None]:
-            def work(root: str) -> str | None:
-                with self._parent(root, f"{INDEX_DIR}/{entry}") as (fd, leaf):
-                    return indexed_subdir(entry, _read_regular(fd, leaf, _ENTRY_LIMIT) if fd is not None else None)
+        def read_entry(entry: str) -> str | None:
+            def work(root: str) -> bytes | None:
+                with self._driver_dir(root, "volumes", create=False) as fd:
+                    return None if fd is None else _read_small(fd, entry, ENTRY_LIMIT)
 
-            return work
+            return indexed_subdir(entry, self._on_share(share, f"reading index entry {entry}", work))
 
-        listed: list[ListedVolume] = []
-        for position in self._on_share(share, "listing the volume index", scan):
-            if after is not None and position <= after:
-                continue
-            subdir = self._on_share(share, f"reading index entry {position.entry}", read_entry(position.entry))
-            record = self._listed_record(share, subdir) if subdir is not None else None
-            if subdir is None or record is None:
-                continue  # not a valid entry, or a crash came between it and its record
-            listed.append(ListedVolume(position, subdir, record))
-            if len(listed) == limit:
-                break
-        return listed
-
-    def _listed_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
-        try:
-            return self.read_record(share, subdir)
-        except MountFailed as err:
-            log.warning("volume %s on %s is left out of the listing: %s", subdir, share.source(), err)
-            return None
+        positions = self._on_share(share, "listing the volume index", scan)
+        return listed_volumes(positions, read_entry, lambda subdir: self.read_record(share, subdir), share, after, limit)
 
     def available_bytes(self, share: ShareRef) -> int:
         def work(root: str) -> int:
@@ -655,25 +638,39 @@ def _unlink_quietly(name: str, dir_fd: int) -> None:
 
 
 def _open_regular(dir_fd: int, name: str) -> int:
-    """O_NONBLOCK: a FIFO planted in the file's place must not block the open; anything but a file is refused."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    """The one way a file on a share is opened for reading: never through a link, and anything but a regular
+    file refused (MountFailed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise MountFailed(f"{name!r} is a symbolic link, not a regular file") from err
+        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise MountFailed(f"{name!r} is not a regular file")
     return fd
 
 
-def _read_small(dir_fd: int, name: str) -> bytes | None:
+def _read_small(dir_fd: int, name: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of a small file (a record, an index entry); None when it is missing."""
     try:
         fd = _open_regular(dir_fd, name)
     except FileNotFoundError:
         return None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise MountFailed(f"{name!r} is a symbolic link") from err
-        raise
     with os.fdopen(fd, "rb") as handle:
-        return handle.read(1 << 16)
+        return handle.read(limit)
+
+
+def _remove_not_a_file(name: str, dir_fd: int) -> None:
+    """Remove what is no regular file in the driver's own directory (a link goes, never its target); a
+    directory there is refused."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError as err:
+        raise MountFailed(f"{name!r} in the driver's directory {METADATA_DIR} is a directory") from err
 
 
 def _write_atomically(dir_fd: int, name: str, data: bytes) -> None:

@@ -12,7 +12,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar, cast
 
 import tenacity
 
@@ -22,11 +22,30 @@ from adapters.storage.archive import (
     SYMLINK,
     Deadline,
     Entry,
+    SourceFailed,
+    SourceReader,
     copy_tree,
     pack_tree,
+    reading_source,
+    source_entries,
     unpack_tree,
 )
-from adapters.storage.mounted import INDEX_DIR, index_entry, indexed_subdir, record_name
+from adapters.storage.layout import (
+    DRIVER_DIR_MODE,
+    ENTRY_LIMIT,
+    INDEX_DIR,
+    RECORD_LIMIT,
+    index_entry,
+    indexed_subdir,
+    is_record_temporary,
+    listed_volumes,
+    record_name,
+    snapshot_files,
+    snapshot_record,
+    snapshot_record_leaf,
+    snapshot_records,
+    volume_record,
+)
 from domain.errors import (
     DeadlineExceeded,
     DomainError,
@@ -38,9 +57,9 @@ from domain.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
+from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
 from domain.paths import join_inside
-from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, SnapshotRecord, archive_name, is_leaf, record_file
+from domain.snapshot_model import SNAPSHOT_DIR, SnapshotRecord, archive_name, record_file
 from ports.storage import ShareStorage
 
 log = logging.getLogger(__name__)
@@ -49,8 +68,6 @@ NFS_VERSIONS = ("4.1", "4.0", "3")
 # Over NFS the server applies the mode it is sent, with no umask: send what a 022 umask leaves of 0777,
 # which is what the mount-based adapter creates under the usual umask.
 _NEW_DIR_MODE = 0o755
-_RECORD_LIMIT = 1 << 16
-_ENTRY_LIMIT = 4096
 _STATE_LOST = frozenset(
     {"NFS4ERR_STALE", "NFS3ERR_STALE", "NFS4ERR_BADSESSION", "NFS4ERR_DEADSESSION", "NFS4ERR_STALE_CLIENTID",
      "NFS4ERR_EXPIRED", "NFS4ERR_BAD_STATEID", "NFS4ERR_STALE_STATEID", "NFS4ERR_CONN_NOT_BOUND_TO_SESSION"}
@@ -137,12 +154,17 @@ def _or_own(identity: int | None) -> str:
     return "of this process" if identity is None else str(identity)
 
 
+def _kind(info: Any) -> str:
+    """What nfs-rs says an entry is ("file", "directory", "symlink", ...): the one place its type is read."""
+    return str(getattr(info.type, "value", info.type))
+
+
 def _is_directory(info: Any) -> bool:
-    return str(getattr(info.type, "value", info.type)) == "directory"
+    return _kind(info) == "directory"
 
 
 def _is_file(info: Any) -> bool:
-    return str(getattr(info.type, "value", info.type)) == "file"
+    return _kind(info) == "file"
 
 
 def _code(err: BaseException) -> str:
@@ -333,6 +355,9 @@ class UserspaceShareStorage(ShareStorage):
                 raise MountFailed(f"{subdir!r} is not a directory; refusing to remove it")
             self._remove_tree(client, path)
 
+        with self._guard:
+            if ("fill", share, subdir) in self._busy:  # a restore or copy still writing there: not raced
+                raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
         self._run(share, f"removing {subdir!r}", remove)
 
     @staticmethod
@@ -390,23 +415,9 @@ class UserspaceShareStorage(ShareStorage):
         path = self._record_path(self._checked(share, subdir))
 
         def read(client: NfsClient) -> bytes | None:
-            try:
-                info = client.stat(path)
-            except FileNotFoundError:
-                return None
-            if str(getattr(info.type, "value", info.type)) != "file":
-                raise MountFailed(f"the record of {subdir!r} is not a regular file")
-            with client.open(path, "rb") as handle:
-                data: bytes = handle.read(_RECORD_LIMIT)
-            return data
+            return _read_small(client, path, RECORD_LIMIT)
 
-        raw = self._run(share, f"reading the record of {subdir!r}", read)
-        if raw is None:
-            return None
-        try:
-            return VolumeRecord.from_json(raw)
-        except (ValueError, KeyError, TypeError) as err:
-            raise MountFailed(f"the record of {subdir!r} is unreadable") from err
+        return volume_record(self._run(share, f"reading the record of {subdir!r}", read), subdir)
 
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
         path = self._record_path(self._checked(share, subdir))
@@ -454,14 +465,20 @@ class UserspaceShareStorage(ShareStorage):
         what: str,
         work: Callable[[NfsClient, Deadline], T],
         reset: Callable[[NfsClient], None] | None = None,
+        source: ShareRef | None = None,
     ) -> T:
         """Run a long walk once per connection attempt; a lost connection (or a server's "retry") starts it again
-        from the beginning, after ``reset`` undoes what the broken attempt wrote. One deadline bounds all tries."""
+        from the beginning, after ``reset`` undoes what the broken attempt wrote. One deadline, made before the
+        first try, bounds all tries; the walk runs on the caller's thread, so it never outlives its caller.
+
+        What fails on the ``source`` side (SourceFailed, whose origin is the reading client) is blamed on the
+        source share and its client; anything else on ``share`` and the client writing to it.
+        """
+        deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
         with self._guard:
             if key in self._busy:
                 raise OperationInFlight(f"{what} on {share.source()} is still running; try again later")
             self._busy.add(key)
-        deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -472,6 +489,10 @@ class UserspaceShareStorage(ShareStorage):
                         return work(client, deadline)
                     except DomainError:
                         raise
+                    except SourceFailed as failed:
+                        assert source is not None and failed.origin is not None, "only work given a source marks it"
+                        reader = cast(NfsClient, failed.origin)
+                        raise self._operation_error(source, reader, what, failed.error) from failed.error
                     except Exception as err:  # noqa: BLE001 - nfs-rs raises its own hierarchy and builtins
                         raise self._operation_error(share, client, what, err) from err
             raise AssertionError("unreachable: tenacity reraises")
@@ -489,10 +510,12 @@ class UserspaceShareStorage(ShareStorage):
     def _snapshot_path(self, share: ShareRef, name: str) -> str:
         return self._checked(share, f"{SNAPSHOT_DIR}/{name}")
 
-    def _make_snapshot_dir(self, client: NfsClient) -> None:
-        for path in (SNAPSHOT_DIR.split("/")[0], SNAPSHOT_DIR):
+    @staticmethod
+    def _make_driver_dir(client: NfsClient, name: str) -> None:
+        """Make ``.nfs-csi/<name>``, private (0700) whichever feature comes first: snapshots hold users' data."""
+        for path in (METADATA_DIR, f"{METADATA_DIR}/{name}"):
             try:
-                client.mkdir(path, 0o700)
+                client.mkdir(path, DRIVER_DIR_MODE)
             except FileExistsError:
                 pass
 
@@ -503,13 +526,14 @@ class UserspaceShareStorage(ShareStorage):
 
         def work(client: NfsClient, deadline: Deadline) -> int:
             reader = self._client(share)
-            if not _is_directory(reader.stat(source)):
-                raise MountFailed(f"{subdir!r} is not a directory")
-            self._make_snapshot_dir(client)
+            with reading_source(reader):
+                if not _is_directory(reader.stat(source)):
+                    raise MountFailed(f"{subdir!r} is not a directory")
+            self._make_driver_dir(client, "snapshots")
             try:
                 with client.open(temporary, "wb") as raw:
                     out = io.BufferedWriter(raw, _CHUNK)
-                    pack_tree(nfs_entries(reader, source), out, fmt, deadline)
+                    pack_tree(source_entries(nfs_entries(reader, source), reader), out, fmt, deadline)
                     out.flush()
                     out.detach()
                 size = int(client.stat(temporary).size)
@@ -522,7 +546,9 @@ class UserspaceShareStorage(ShareStorage):
                 raise
             return size
 
-        return self._long(snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work)
+        return self._long(
+            snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work, source=share
+        )
 
     def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
         path = self._snapshot_path(share, record_file(leaf))
@@ -530,7 +556,7 @@ class UserspaceShareStorage(ShareStorage):
         data = record.to_json()
 
         def write(client: NfsClient) -> None:
-            self._make_snapshot_dir(client)
+            self._make_driver_dir(client, "snapshots")
             try:
                 with client.open(temporary, "wb") as handle:
                     handle.write(data)
@@ -543,41 +569,34 @@ class UserspaceShareStorage(ShareStorage):
 
     @classmethod
     def _index(cls, client: NfsClient, subdir: str) -> None:
-        """Make subdir's index entry unless a valid one exists (nfs-rs has no exclusive create: look, then write)."""
+        """Make subdir's index entry unless a valid one exists (nfs-rs has no exclusive create: look, then write).
+
+        Anything but a regular file in the entry's place (a link) is no valid entry, and never one a write could go
+        through: it is removed, itself (REMOVE never follows), and the entry written afresh, as the mount-based
+        adapter does.
+        """
         entry = index_entry(subdir)
         path = f"{INDEX_DIR}/{entry}"
-        if indexed_subdir(entry, cls._read_file(client, path, _ENTRY_LIMIT)) is not None:
-            return  # kept as it is, so the volume keeps its place in listings
+        try:
+            if indexed_subdir(entry, _read_small(client, path, ENTRY_LIMIT)) is not None:
+                return  # kept as it is, so the volume keeps its place in listings
+        except MountFailed:
+            if _is_directory(client.stat(path)):
+                raise
+            client.remove(path, missing_ok=True)
         data = subdir.encode("utf-8", errors="surrogatepass")
         try:
             with client.open(path, "wb") as handle:
                 handle.write(data)
         except FileNotFoundError:  # a share's first volume: the index directories are made once
-            cls._make_parents(client, path)
+            cls._make_driver_dir(client, "volumes")
             with client.open(path, "wb") as handle:
                 handle.write(data)
 
-    @staticmethod
-    def _read_file(client: NfsClient, path: str, limit: int) -> bytes | None:
-        try:
-            info = client.stat(path)
-        except FileNotFoundError:
-            return None
-        if not _is_file(info):
-            raise MountFailed(f"{path!r} is not a regular file")
-        with client.open(path, "rb") as handle:
-            data: bytes = handle.read(limit)
-        return data
-
     def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
         path = self._snapshot_path(share, record_file(leaf))
-        raw = self._run(share, f"reading the record of snapshot {leaf!r}", lambda client: self._read_file(client, path, _RECORD_LIMIT))
-        if raw is None:
-            return None
-        try:
-            return SnapshotRecord.from_json(raw)
-        except (ValueError, KeyError, TypeError) as err:
-            raise MountFailed(f"the record of snapshot {leaf!r} is unreadable") from err
+        raw = self._run(share, f"reading the record of snapshot {leaf!r}", lambda client: _read_small(client, path, RECORD_LIMIT))
+        return snapshot_record(raw, leaf)
 
     def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
         def listing(client: NfsClient) -> list[tuple[str, bytes]]:
@@ -588,29 +607,18 @@ class UserspaceShareStorage(ShareStorage):
             found: list[tuple[str, bytes]] = []
             for entry in entries:
                 name = str(entry.name)
-                leaf = name[: -len(".json")]
-                if not name.endswith(".json") or not is_leaf(leaf):
+                leaf = snapshot_record_leaf(name)
+                if leaf is None or not _is_file(entry.info):
                     continue
-                if str(getattr(entry.info.type, "value", entry.info.type)) != "file":
-                    continue
-                raw = self._read_file(client, f"{SNAPSHOT_DIR}/{name}", _RECORD_LIMIT)
+                raw = _read_small(client, f"{SNAPSHOT_DIR}/{name}", RECORD_LIMIT)
                 if raw is not None:
                     found.append((leaf, raw))
             return found
 
-        records: list[tuple[str, SnapshotRecord]] = []
-        for leaf, raw in self._run(share, "listing snapshots", listing):
-            try:
-                records.append((leaf, SnapshotRecord.from_json(raw)))
-            except (ValueError, KeyError, TypeError):
-                log.warning("skipping unreadable snapshot record %s on %s", leaf, share.source())
-        return records
+        return snapshot_records(self._run(share, "listing snapshots", listing), share)
 
     def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
-        names = [record_file(leaf)]  # the record first: the snapshot stops existing
-        for fmt in FORMATS:
-            names += [archive_name(leaf, fmt), f"{archive_name(leaf, fmt)}.tmp"]
-        paths = [self._snapshot_path(share, name) for name in names]
+        paths = [self._snapshot_path(share, name) for name in snapshot_files(leaf)]
 
         def remove(client: NfsClient) -> None:
             for path in paths:
@@ -618,6 +626,14 @@ class UserspaceShareStorage(ShareStorage):
                     client.remove(path, missing_ok=True)
                 except FileNotFoundError:
                     pass
+            # The record's temporaries have names of their own (nfs-rs has no exclusive create): found by listing.
+            try:
+                names = [str(entry.name) for entry in client.scandir(SNAPSHOT_DIR)]
+            except FileNotFoundError:
+                return
+            for name in names:
+                if is_record_temporary(leaf, name):
+                    client.remove(self._snapshot_path(share, name), missing_ok=True)
 
         with self._guard:
             if ("pack", share, leaf) in self._busy:
@@ -630,13 +646,16 @@ class UserspaceShareStorage(ShareStorage):
 
         def work(client: NfsClient, deadline: Deadline) -> None:
             reader = self._client(snapshot_share)
-            if str(getattr(reader.stat(archive).type, "value", "")) != "file":
-                raise MountFailed(f"the archive of snapshot {leaf!r} is not a regular file")
-            with reader.open(archive, "rb") as raw:
-                unpack_tree(io.BufferedReader(raw, _CHUNK), NfsTreeWriter(client, target), deadline)
+            with reading_source(reader):
+                if not _regular(reader, archive):
+                    raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
+                raw = reader.open(archive, "rb")
+            with raw:
+                unpack_tree(io.BufferedReader(SourceReader(raw, reader), _CHUNK), NfsTreeWriter(client, target), deadline)
 
         self._long(
-            share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work, self._emptied(target)
+            share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work, self._emptied(target),
+            source=snapshot_share,
         )
 
     def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
@@ -644,9 +663,12 @@ class UserspaceShareStorage(ShareStorage):
 
         def work(client: NfsClient, deadline: Deadline) -> None:
             reader = self._client(source_share)
-            copy_tree(nfs_entries(reader, source), NfsTreeWriter(client, target), deadline)
+            copy_tree(source_entries(nfs_entries(reader, source), reader), NfsTreeWriter(client, target), deadline)
 
-        self._long(share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work, self._emptied(target))
+        self._long(
+            share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work, self._emptied(target),
+            source=source_share,
+        )
 
     def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
         def scan(client: NfsClient) -> list[ListPosition]:
@@ -656,27 +678,13 @@ class UserspaceShareStorage(ShareStorage):
                 return []
             return sorted(ListPosition(e.info.mtime, e.name) for e in entries if _is_file(e.info))
 
-        listed: list[ListedVolume] = []
-        for position in self._run(share, "listing the volume index", scan):
-            if after is not None and position <= after:
-                continue
-            path = f"{INDEX_DIR}/{position.entry}"
-            raw = self._run(share, f"reading index entry {position.entry}", lambda c: self._read_file(c, path, _ENTRY_LIMIT))
-            subdir = indexed_subdir(position.entry, raw)
-            record = self._listed_record(share, subdir) if subdir is not None else None
-            if subdir is None or record is None:
-                continue  # not a valid entry, or a crash came between it and its record
-            listed.append(ListedVolume(position, subdir, record))
-            if len(listed) == limit:
-                break
-        return listed
+        def read_entry(entry: str) -> str | None:
+            path = f"{INDEX_DIR}/{entry}"
+            raw = self._run(share, f"reading index entry {entry}", lambda c: _read_small(c, path, ENTRY_LIMIT))
+            return indexed_subdir(entry, raw)
 
-    def _listed_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
-        try:
-            return self.read_record(share, subdir)
-        except MountFailed as err:
-            log.warning("volume %s on %s is left out of the listing: %s", subdir, share.source(), err)
-            return None
+        positions = self._run(share, "listing the volume index", scan)
+        return listed_volumes(positions, read_entry, lambda subdir: self.read_record(share, subdir), share, after, limit)
 
     def available_bytes(self, share: ShareRef) -> int:
         def free(client: NfsClient) -> int:
@@ -703,8 +711,25 @@ class UserspaceShareStorage(ShareStorage):
 # -- the tree walks of the snapshot methods: LOOKUP never follows a link, so neither do they ------------------------
 
 
-def _kind(info: Any) -> str:
-    return str(getattr(info.type, "value", info.type))
+def _regular(client: NfsClient, path: str) -> bool:
+    """Whether a regular file is at path (False: nothing is); anything else is refused (MountFailed). The one
+    check before a file on a share is opened: LOOKUP never follows a link, so a link is seen as one."""
+    try:
+        info = client.stat(path)
+    except FileNotFoundError:
+        return False
+    if not _is_file(info):
+        raise MountFailed(f"{path!r} is a {_kind(info)}, not a regular file")
+    return True
+
+
+def _read_small(client: NfsClient, path: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of a small file (a record, an index entry); None when it is missing."""
+    if not _regular(client, path):
+        return None
+    with client.open(path, "rb") as handle:
+        data: bytes = handle.read(limit)
+    return data
 
 
 def _nfs_entry(path: str, kind: str, info: Any, **more: Any) -> Entry:

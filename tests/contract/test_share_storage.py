@@ -6,15 +6,17 @@ import hashlib
 import json
 import os
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
-from domain.errors import DomainError, FailedPrecondition, InvalidArgument, MountFailed
+from adapters.storage.archive import copy_tree
+from domain.errors import DomainError, FailedPrecondition, InvalidArgument, MountFailed, OperationInFlight
 from domain.model import ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from tests.contract.conftest import Subject
 from tests.contract.exports import DIR, FILE, SYMLINK, DiskExport, record_path
+from tests.fakes import FakeShareStorage
 
 RECORD = VolumeRecord("pvc-1", 5 << 30, {"server": "127.0.0.1", "share": "/exports", "subDir": "ns/v"})
 REFUSED = (DomainError, OSError)  # how an adapter says no; what matters is that nothing outside was touched
@@ -158,6 +160,54 @@ class TestRemoveVolumeDir:
         with pytest.raises(REFUSED):
             subject.storage.remove_volume_dir(subject.share, "v")
         assert subject.export.tree() == {"v": FILE}
+
+    def test_a_directory_still_being_filled_is_not_removed_under_the_writer(
+        self, subject: Subject, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A copy that outlived its caller still writes there: the caller's retry is ABORTED, not raced."""
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        storage.create_volume_dir(share, "w", None)
+        entered, release = _hold_the_next_fill(monkeypatch)
+        errors: list[BaseException] = []
+
+        def copy() -> None:
+            try:
+                storage.copy_volume(share, "v", share, "w")
+            except BaseException as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(err)
+
+        filler = threading.Thread(target=copy)
+        filler.start()
+        try:
+            assert entered.wait(30), "the copy never started"
+            with pytest.raises(OperationInFlight):
+                storage.remove_volume_dir(share, "w")
+            assert storage.exists(share, "w")
+        finally:
+            release.set()
+            filler.join(60)
+        assert errors == []
+        storage.remove_volume_dir(share, "w")  # once the copy ended
+        assert not storage.exists(share, "w")
+
+
+def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make every implementation's copy wait, once started, until released: (started, release)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def holding(original: Callable[..., Any]) -> Callable[..., Any]:
+        def held(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            release.wait(30)
+            return original(*args, **kwargs)
+
+        return held
+
+    monkeypatch.setattr("adapters.storage.mounted.copy_tree", holding(copy_tree))
+    monkeypatch.setattr("adapters.storage.userspace.copy_tree", holding(copy_tree))
+    monkeypatch.setattr(FakeShareStorage, "_fill_now", holding(FakeShareStorage._fill_now))
+    return entered, release
 
 
 class TestRenameVolumeDir:
@@ -444,6 +494,16 @@ class TestSnapshots:
         assert subject.export.read("w/a/file") == b"content"
 
     @on_disk_only
+    def test_remove_takes_the_temporaries_of_cut_short_writes_along(self, subject: Subject) -> None:
+        storage, share = subject.storage, subject.share
+        storage.write_snapshot_record(share, "snap-1", SNAPSHOT)
+        left = ["snap-1.json.tmp", "snap-1.json.tmp4242.0123456789ab", "snap-1.tar.gz.tmp", "snap-1.tar.tmp"]
+        for name in [*left, "snap-10.json.tmp", "snap-10.json"]:
+            subject.export.plant_file(f".nfs-csi/snapshots/{name}")
+        storage.remove_snapshot(share, "snap-1")
+        assert sorted(os.listdir(_disk(subject).root / ".nfs-csi/snapshots")) == ["snap-10.json", "snap-10.json.tmp"]
+
+    @on_disk_only
     def test_a_volume_that_is_a_link_is_not_packed(self, subject: Subject) -> None:
         subject.export.plant_symlink("v")
         with pytest.raises(REFUSED):
@@ -542,6 +602,25 @@ class TestVolumeIndex:
         assert [v.subdir for v in subject.storage.list_records(subject.share, None, 0)] == ["v"]
 
     @on_disk_only
+    def test_a_link_in_place_of_an_entry_is_replaced_never_followed(self, subject: Subject) -> None:
+        """Nothing but a file is a valid entry; one planted in the driver's own directory must not fail the
+        volume's every write (the fixture proves the link's target was not touched)."""
+        entry = hashlib.sha256(b"v").hexdigest()
+        subject.export.plant_symlink(f".nfs-csi/volumes/{entry}")
+        subject.storage.write_record(subject.share, "v", _record("v"))
+        assert not os.path.islink(_disk(subject).root / ".nfs-csi/volumes" / entry)
+        assert subject.export.index() == {entry: b"v"}
+        assert [v.subdir for v in subject.storage.list_records(subject.share, None, 0)] == ["v"]
+
+    @on_disk_only
+    def test_a_directory_in_place_of_an_entry_is_refused(self, subject: Subject) -> None:
+        entry = hashlib.sha256(b"v").hexdigest()
+        subject.export.plant_dir(f".nfs-csi/volumes/{entry}")
+        with pytest.raises(MountFailed):
+            subject.storage.write_record(subject.share, "v", _record("v"))
+        assert (_disk(subject).root / ".nfs-csi/volumes" / entry).is_dir()
+
+    @on_disk_only
     def test_a_symlinked_index_is_never_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink(".nfs-csi")
         with pytest.raises(MountFailed):
@@ -559,3 +638,24 @@ class TestAvailableBytes:
     def test_an_unexported_share_is_refused(self, subject: Subject) -> None:
         with pytest.raises(DomainError):
             subject.storage.available_bytes(ShareRef(subject.share.server, "/no/such/export"))
+
+
+class TestDriversDirectory:
+    """Snapshots hold full copies of users' data: ``.nfs-csi`` and all in it are the driver's alone (0700)."""
+
+    @on_disk_only
+    @pytest.mark.parametrize("first", ["index", "snapshot record", "pack"])
+    def test_is_private_whichever_feature_makes_it(self, subject: Subject, first: str) -> None:
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        features: dict[str, Callable[[], object]] = {
+            "index": lambda: storage.write_record(share, "v", RECORD),
+            "snapshot record": lambda: storage.write_snapshot_record(share, "snap-1", SNAPSHOT),
+            "pack": lambda: storage.pack_snapshot(share, "v", share, "snap-2", "tar"),
+        }
+        features.pop(first)()
+        assert subject.export.mode(".nfs-csi") == 0o700
+        for feature in features.values():
+            feature()
+        modes = {path: subject.export.mode(path) for path in (".nfs-csi", ".nfs-csi/volumes", ".nfs-csi/snapshots")}
+        assert modes == dict.fromkeys(modes, 0o700)
