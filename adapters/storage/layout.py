@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from typing import Callable, Iterable
 
 from domain.errors import InvalidArgument, MountFailed
@@ -28,6 +29,20 @@ ENTRY_LIMIT = 4096
 
 RECORD_LIMIT = 1 << 16
 """The most of a record (a volume's or a snapshot's) that is read."""
+
+
+class RecordWriters:
+    """One writer of a volume's record and index entry at a time in this process, without a lock per volume.
+
+    The mount adapter's temporary record has a fixed name, so a retry after a crash overwrites what the crash
+    left; and over NFS, opens of one index entry from one client at once fight over its open state.
+    """
+
+    def __init__(self, stripes: int = 64) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    def __call__(self, share: ShareRef, subdir: str) -> threading.Lock:
+        return self._locks[hash((share, subdir)) % len(self._locks)]
 
 
 def record_name(leaf: str) -> str:

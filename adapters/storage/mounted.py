@@ -33,6 +33,7 @@ from adapters.storage.layout import (
     DRIVER_DIR_MODE,
     ENTRY_LIMIT,
     RECORD_LIMIT,
+    RecordWriters,
     index_entry,
     indexed_subdir,
     is_record_temporary,
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_RECORD_LOCKS = 64
 
 
 def _ignore_missing(function: Any, path: str, excinfo: Any) -> None:
@@ -93,9 +93,7 @@ class MountedShareStorage(ShareStorage):
         self._share_locks: dict[ShareRef, threading.Lock] = {}
         self._mounted: dict[ShareRef, str] = {}
         self._calls: dict[ShareRef, BoundedCalls] = {}
-        # One writer of a record at a time in this process: the temporary file has a fixed name, so a retry after
-        # a crash overwrites what the crash left instead of leaving another file behind.
-        self._record_locks = [threading.Lock() for _ in range(_RECORD_LOCKS)]
+        self._record_writers = RecordWriters()
         self._snapshot_timeout = snapshot_timeout
         self._long_calls: dict[ShareRef, BoundedCalls] = {}
         self._busy: set[tuple[str, ShareRef, str]] = set()  # long work running now, until its thread ends
@@ -304,7 +302,7 @@ class MountedShareStorage(ShareStorage):
                     os.fsync(handle.fileno())
                 os.rename(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
 
-        with self._record_locks[hash((share, subdir)) % _RECORD_LOCKS]:
+        with self._record_writers(share, subdir):
             self._on_share(share, f"writing the record of {subdir!r}", work)
 
     def remove_record(self, share: ShareRef, subdir: str) -> None:

@@ -35,6 +35,7 @@ from adapters.storage.layout import (
     ENTRY_LIMIT,
     INDEX_DIR,
     RECORD_LIMIT,
+    RecordWriters,
     index_entry,
     indexed_subdir,
     is_record_temporary,
@@ -188,6 +189,7 @@ class UserspaceShareStorage(ShareStorage):
         self._options = options
         self._snapshot_timeout = snapshot_timeout
         self._busy: set[tuple[str, ShareRef, str]] = set()
+        self._record_writers = RecordWriters()
         self._connect = connect
         self._guard = threading.Lock()
         self._share_locks: dict[ShareRef, threading.Lock] = {}
@@ -439,7 +441,8 @@ class UserspaceShareStorage(ShareStorage):
                         log.debug("could not remove %s", temporary, exc_info=True)
                 raise
 
-        self._run(share, f"writing the record of {subdir!r}", write)
+        with self._record_writers(share, subdir):
+            self._run(share, f"writing the record of {subdir!r}", write)
 
     def remove_record(self, share: ShareRef, subdir: str) -> None:
         path = self._record_path(self._checked(share, subdir))
