@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
+import uuid
 from typing import Callable, Iterable
 
 from domain.errors import InvalidArgument, MountFailed
@@ -146,6 +148,13 @@ def snapshot_files(leaf: str) -> list[str]:
     return names
 
 
-def is_record_temporary(leaf: str, name: str) -> bool:
-    """Whether ``name`` is a temporary file of a write of snapshot leaf's record (``<leaf>.json.tmp...``)."""
-    return name.startswith(f"{record_file(leaf)}.tmp")
+def is_temporary(leaf: str, name: str) -> bool:
+    """Whether ``name`` is a temporary file of a write of snapshot leaf's record or archive (``<file>.tmp...``)."""
+    files = [record_file(leaf), *(archive_name(leaf, fmt) for fmt in FORMATS)]
+    return any(name.startswith(f"{file}.tmp") for file in files)
+
+
+def archive_temporary(name: str) -> str:
+    """A name of its own for each pack: two controllers packing one snapshot (a leader change while the old one
+    still packs) each write a whole archive and rename it into place, never into one file at once."""
+    return f"{name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:12]}"

@@ -34,9 +34,10 @@ from adapters.storage.layout import (
     ENTRY_LIMIT,
     RECORD_LIMIT,
     RecordWriters,
+    archive_temporary,
     index_entry,
     indexed_subdir,
-    is_record_temporary,
+    is_temporary,
     listed_volumes,
     record_name,
     snapshot_files,
@@ -438,7 +439,7 @@ class MountedShareStorage(ShareStorage):
     def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
         source_root, snapshot_root = self._root(share), self._root(snapshot_share)
         name = archive_name(leaf, fmt)
-        temporary = f"{name}.tmp"
+        temporary = archive_temporary(name)
 
         def work(deadline: Deadline) -> int:
             with self._source_dir(source_root, subdir) as volume_fd, self._snapshots_dir(
@@ -510,8 +511,8 @@ class MountedShareStorage(ShareStorage):
                     return
                 for name in snapshot_files(leaf):
                     _unlink_quietly(name, fd)
-                for name in os.listdir(fd):  # temporaries of the other adapter's record writes, on a shared share
-                    if is_record_temporary(leaf, name):
+                for name in os.listdir(fd):  # temporaries with names of their own: archives, the other adapter's records
+                    if is_temporary(leaf, name):
                         _unlink_quietly(name, fd)
 
         with self._guard:

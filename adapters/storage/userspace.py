@@ -36,9 +36,10 @@ from adapters.storage.layout import (
     INDEX_DIR,
     RECORD_LIMIT,
     RecordWriters,
+    archive_temporary,
     index_entry,
     indexed_subdir,
-    is_record_temporary,
+    is_temporary,
     listed_volumes,
     record_name,
     snapshot_files,
@@ -525,7 +526,7 @@ class UserspaceShareStorage(ShareStorage):
     def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
         source = self._checked(share, subdir)
         final = self._snapshot_path(snapshot_share, archive_name(leaf, fmt))
-        temporary = f"{final}.tmp"
+        temporary = archive_temporary(final)
 
         def work(client: NfsClient, deadline: Deadline) -> int:
             reader = self._client(share)
@@ -629,13 +630,13 @@ class UserspaceShareStorage(ShareStorage):
                     client.remove(path, missing_ok=True)
                 except FileNotFoundError:
                     pass
-            # The record's temporaries have names of their own (nfs-rs has no exclusive create): found by listing.
+            # Temporaries with names of their own (archives; records, as nfs-rs has no exclusive create): by listing.
             try:
                 names = [str(entry.name) for entry in client.scandir(SNAPSHOT_DIR)]
             except FileNotFoundError:
                 return
             for name in names:
-                if is_record_temporary(leaf, name):
+                if is_temporary(leaf, name):
                     client.remove(self._snapshot_path(share, name), missing_ok=True)
 
         with self._guard:

@@ -497,11 +497,14 @@ class TestSnapshots:
     def test_remove_takes_the_temporaries_of_cut_short_writes_along(self, subject: Subject) -> None:
         storage, share = subject.storage, subject.share
         storage.write_snapshot_record(share, "snap-1", SNAPSHOT)
-        left = ["snap-1.json.tmp", "snap-1.json.tmp4242.0123456789ab", "snap-1.tar.gz.tmp", "snap-1.tar.tmp"]
-        for name in [*left, "snap-10.json.tmp", "snap-10.json"]:
+        left = ["snap-1.json.tmp", "snap-1.json.tmp4242.0123456789ab", "snap-1.tar.gz.tmp", "snap-1.tar.tmp",
+                "snap-1.tar.gz.tmp.4242.0123456789ab", "snap-1.tar.tmp.77.ba9876543210"]
+        for name in [*left, "snap-10.json.tmp", "snap-10.json", "snap-10.tar.gz.tmp.1.0123456789ab"]:
             subject.export.plant_file(f".nfs-csi/snapshots/{name}")
         storage.remove_snapshot(share, "snap-1")
-        assert sorted(os.listdir(_disk(subject).root / ".nfs-csi/snapshots")) == ["snap-10.json", "snap-10.json.tmp"]
+        assert sorted(os.listdir(_disk(subject).root / ".nfs-csi/snapshots")) == [
+            "snap-10.json", "snap-10.json.tmp", "snap-10.tar.gz.tmp.1.0123456789ab"
+        ]
 
     @on_disk_only
     def test_a_volume_that_is_a_link_is_not_packed(self, subject: Subject) -> None:
