@@ -18,21 +18,6 @@ GIB = 1 << 30
 
 
 @pytest.fixture
-def storage() -> FakeShareStorage:
-    return FakeShareStorage()
-
-
-@pytest.fixture
-def locks() -> VolumeLocks:
-    return VolumeLocks()
-
-
-@pytest.fixture
-def provision(storage: FakeShareStorage, locks: VolumeLocks) -> ProvisionVolume:
-    return ProvisionVolume(storage, locks, ProvisionDefaults())
-
-
-@pytest.fixture
 def delete(storage: FakeShareStorage, locks: VolumeLocks) -> DeleteVolume:
     return DeleteVolume(storage, locks, FakeClock())
 

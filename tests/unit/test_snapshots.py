@@ -18,7 +18,6 @@ from domain.errors import (
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability
-from domain.parameters import ProvisionDefaults
 from domain.snapshot_model import SnapshotId, SnapshotParameters, SnapshotRecord, snapshot_leaf
 from domain.snapshots import (
     PENDING_KEY,
@@ -48,23 +47,8 @@ class Recorder:
 
 
 @pytest.fixture
-def storage() -> FakeShareStorage:
-    return FakeShareStorage()
-
-
-@pytest.fixture
-def locks() -> VolumeLocks:
-    return VolumeLocks()
-
-
-@pytest.fixture
 def events() -> Recorder:
     return Recorder()
-
-
-@pytest.fixture
-def provision(storage: FakeShareStorage, locks: VolumeLocks) -> ProvisionVolume:
-    return ProvisionVolume(storage, locks, ProvisionDefaults())
 
 
 @pytest.fixture

@@ -32,21 +32,6 @@ BLOCK = VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True)
 GIB = 1 << 30
 
 
-@pytest.fixture
-def storage() -> FakeShareStorage:
-    return FakeShareStorage()
-
-
-@pytest.fixture
-def locks() -> VolumeLocks:
-    return VolumeLocks()
-
-
-@pytest.fixture
-def provision(storage: FakeShareStorage, locks: VolumeLocks) -> ProvisionVolume:
-    return ProvisionVolume(storage, locks, ProvisionDefaults())
-
-
 def make(
     provision: ProvisionVolume, name: str, share: str = "/exports", mutable_parameters: Mapping[str, str] = {}
 ) -> str:
