@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -13,6 +14,10 @@ log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], str | None]
 """Returns None when ready, or the reason it is not."""
+
+
+class _HTTPServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6  # "[::]" also takes IPv4 where the host allows it (net.ipv6.bindv6only=0)
 
 
 class HealthServer:
@@ -47,7 +52,9 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self._httpd = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+        bind = host.strip("[]") or "0.0.0.0"
+        server = _HTTPServerV6 if ":" in bind else ThreadingHTTPServer
+        self._httpd = server((bind, int(port)), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="http", daemon=True)
 

@@ -65,6 +65,15 @@ class TestHealthEndpoints:
             assert driver.stop() == 0
 
 
+    def test_an_ipv6_address_is_served(self, tmp_path: Path, export_root: Path) -> None:
+        address = f"[::1]:{free_port()}"
+        driver = start_driver(tmp_path / "d", "--metrics-address", address)
+        try:
+            assert get(f"http://{address}/healthz") == (200, "ok\n")
+        finally:
+            assert driver.stop() == 0
+
+
 class TestMetricsEndpoint:
     def test_promtool_finds_the_exposition_clean(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
         driver, address = observed
