@@ -140,6 +140,12 @@ PROVEN_ELSEWHERE: dict[Capability, tuple[str, ...]] = {
         "tests/integration/test_volume_surface.py::TestListVolumes::"
         "test_a_volume_whose_directory_was_deleted_is_listed_abnormal",
     ),
+    # csi-sanity's stats specs only ever see a healthy volume: the abnormal answers are ours to prove.
+    ("node", "VOLUME_CONDITION"): (
+        "tests/fault/test_volume_stats.py::TestStatsOfAHungMount::"
+        "test_is_abnormal_at_the_bound_then_at_once_while_the_first_stat_is_stuck",
+        "tests/fault/test_volume_stats.py::TestStatsOfAStaleMount::test_is_abnormal_with_a_message_naming_the_stale_handle",
+    ),
 }
 
 
