@@ -148,8 +148,10 @@ class Publish:
         check_capability(command.capability, self._mount_options)
         source, context_options = volume_source(command.volume_id, command.context, self._mount_options, inline)
         readonly = command.readonly or command.capability.access_mode.read_only
+        staged: Publication | None = None
         if self._stagings is not None and not inline:
-            staging = self._staged(command, self._stagings)
+            staged = self._staged(command, self._stagings)
+            staging = staged.target
             wanted = Publication(command.volume_id, target, staging, (BIND, "ro") if readonly else (BIND,))
             mount = lambda: self._mounter.bind_mount(staging, target, readonly)  # noqa: E731
         else:
@@ -159,12 +161,24 @@ class Publish:
             wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(options)))
             mount = lambda: self._mounter.mount(wanted.source, target, wanted.options)  # noqa: E731
         with self._locks.hold(*lock_keys(command.volume_id, target)):
+            if staged is not None:
+                self._refresh_staging(staged)
             recovered = mount_recorded(self._mounter, self._publications, wanted, mount, "published")
         if recovered is not None:
             self._events.emit(Event.STALE_HANDLE_RECOVERED if recovered else Event.VOLUME_PUBLISHED)
 
-    def _staged(self, command: PublishVolume, stagings: Publications) -> str:
-        """The staging path this volume is staged (and mounted) at; FAILED_PRECONDITION when it is not."""
+    def _refresh_staging(self, staged: Publication) -> None:
+        """A staging mount answering ESTALE (its server restarted) is mounted again before a pod binds to it:
+        kubelet does not stage a volume again while it is staged, so binding the stale mount would never heal."""
+        if not self._mounter.is_stale(staged.target):
+            return
+        log.warning("staging mount %s answers 'stale file handle': mounting %s there again", staged.target, staged.source)
+        self._mounter.unmount(staged.target)
+        self._mounter.mount(staged.source, staged.target, staged.options)
+        self._events.emit(Event.STALE_HANDLE_RECOVERED)
+
+    def _staged(self, command: PublishVolume, stagings: Publications) -> Publication:
+        """The record of the staging mount this volume is staged at; FAILED_PRECONDITION when it is not."""
         if not command.staging_target_path:
             raise FailedPrecondition(
                 "staging_target_path is required: this node stages volumes (--node-stage), so NodeStageVolume "
@@ -174,7 +188,7 @@ class Publish:
         staged = stagings.get(staging)
         if staged is None or staged.volume_id != command.volume_id or not self._mounter.is_mount_point(staging):
             raise FailedPrecondition(f"volume {command.volume_id!r} is not staged at {staging}: NodeStageVolume first")
-        return staging
+        return staged
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,16 @@ class TestPublishFromStaging:
         with pytest.raises(FailedPrecondition, match="not staged"):
             node.publish(publish_request())
 
+    def test_a_stale_staging_mount_is_mounted_again_before_a_pod_binds_to_it(self, node: Node) -> None:
+        # Given a staged volume whose server restarted (kubelet does not stage it again while it is staged)
+        node.stage(stage_request())
+        node.mounter.stale.add(STAGING)
+        # When a pod publishes it, then the staging mount is made afresh, and the pod binds the fresh one
+        node.publish(publish_request())
+        assert STAGING not in node.mounter.stale
+        assert node.mounter.mounts[STAGING] == (SOURCE, ("nfsvers=4.1", "hard"))
+        assert node.mounter.mounts[TARGET] == (STAGING, ("bind",))
+
     def test_inline_volumes_are_mounted_directly(self, node: Node) -> None:
         context = {"csi.storage.k8s.io/ephemeral": "true", "server": "nfs.example", "share": "/exports"}
         node.publish(publish_request(volume_id="csi-inline-1", staging_target_path="", context=context))
