@@ -11,7 +11,7 @@ import shutil
 import stat
 import threading
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, ContextManager, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
 
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
@@ -179,31 +179,8 @@ class MountedShareStorage(ShareStorage):
         """An fd of subdir's parent, reached without following any symbolic link, and subdir's leaf."""
         join_inside(root, subdir)  # lexical containment, again, at the edge
         *parents, leaf = subdir.split("/")
-        fd = os.open(root, _OPEN_DIR)
-        try:
-            for name in parents:
-                if create:
-                    try:
-                        os.mkdir(name, 0o777, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                try:
-                    child = os.open(name, _OPEN_DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    os.close(fd)
-                    fd = -1
-                    yield None, leaf
-                    return
-                except OSError as err:
-                    if err.errno in STALE_ERRNOS:
-                        raise
-                    raise MountFailed(f"{name!r} on the way to {subdir!r} is not a plain directory") from err
-                os.close(fd)
-                fd = child
+        with _descend(root, parents, 0o777 if create else None, f"on the way to {subdir!r}") as fd:
             yield fd, leaf
-        finally:
-            if fd >= 0:
-                os.close(fd)
 
     def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
         def work(root: str) -> None:
@@ -379,35 +356,11 @@ class MountedShareStorage(ShareStorage):
         known = self._share_error(share, self.mount_point(share), what, err)
         return MountFailed(f"{what} on {share.source()} failed: {err}") if known is None else known
 
-    @contextmanager
-    def _driver_dir(self, root: str, name: str, create: bool) -> Iterator[int | None]:
+    def _driver_dir(self, root: str, name: str, create: bool) -> ContextManager[int | None]:
         """An fd of ``.nfs-csi/<name>`` (private: 0700 when made here, for the index as for snapshots), reached
         without following links; None when it does not exist and create is False."""
-        fd = os.open(root, _OPEN_DIR)
-        try:
-            for part in (METADATA_DIR, name):
-                if create:
-                    try:
-                        os.mkdir(part, DRIVER_DIR_MODE, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                try:
-                    child = os.open(part, _OPEN_DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    os.close(fd)
-                    fd = -1
-                    yield None
-                    return
-                except OSError as err:
-                    if err.errno in STALE_ERRNOS:
-                        raise
-                    raise MountFailed(f"{part!r} of the driver's directory {METADATA_DIR} is not a plain directory") from err
-                os.close(fd)
-                fd = child
-            yield fd
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        mode = DRIVER_DIR_MODE if create else None
+        return _descend(root, (METADATA_DIR, name), mode, f"of the driver's directory {METADATA_DIR}")
 
     def _snapshots_dir(self, root: str, create: bool) -> ContextManager[int | None]:
         return self._driver_dir(root, "snapshots", create)
@@ -627,6 +580,37 @@ class MountedShareStorage(ShareStorage):
 
 
 # -- helpers of the snapshot methods: every path is one name below a directory fd, opened without following ---------
+
+
+@contextmanager
+def _descend(root: str, names: Sequence[str], mode: int | None, where: str) -> Iterator[int | None]:
+    """An fd of root/names..., each opened with O_NOFOLLOW (and made with ``mode`` first, when given); None when one
+    is missing. A link or a file on the way is refused, never followed."""
+    fd = os.open(root, _OPEN_DIR)
+    try:
+        for name in names:
+            if mode is not None:
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                child = os.open(name, _OPEN_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                os.close(fd)
+                fd = -1
+                yield None
+                return
+            except OSError as err:
+                if err.errno in STALE_ERRNOS:
+                    raise
+                raise MountFailed(f"{name!r} {where} is not a plain directory") from err
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
