@@ -12,14 +12,14 @@ from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedShareStorage
 from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
-from domain.controller import DeleteVolume, ProvisionVolume, ValidateVolumeCapabilities
+from domain.controller import CreateVolume, DeleteVolume, ValidateVolumeCapabilities
 from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe, node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
-from domain.node import Publish, Unpublish
-from domain.stage import Stage, Unstage
-from domain.stats import GetVolumeStats
-from domain.volumes import ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume
+from domain.node import NodePublishVolume, NodeUnpublishVolume
+from domain.stage import NodeStageVolume, NodeUnstageVolume
+from domain.stats import NodeGetVolumeStats
+from domain.volumes import ControllerExpandVolume, ControllerGetVolume, ControllerModifyVolume, GetCapacity, ListVolumes
 from domain.parameters import ProvisionDefaults, parse_mode
 from domain.snapshots import CreateSnapshot, DeleteSnapshot, GetSnapshot, ListSnapshots
 
@@ -74,27 +74,30 @@ class Container(containers.DeclarativeContainer):
         mount_permissions=providers.Callable(parse_mode, config.mount_permissions, "--mount-permissions"),
     )
     mount_options = providers.Singleton(mount_option_allowlist, config.allowed_mount_options)
-    provision = providers.Factory(
-        ProvisionVolume, storage=storage, locks=locks, defaults=defaults, events=telemetry, mount_options=mount_options
+    # One provider per RPC, named after it.
+    create_volume = providers.Factory(
+        CreateVolume, storage=storage, locks=locks, defaults=defaults, events=telemetry, mount_options=mount_options
     )
-    delete = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry)
-    validate = providers.Factory(
+    delete_volume = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry)
+    validate_volume_capabilities = providers.Factory(
         ValidateVolumeCapabilities, storage=storage, defaults=defaults, mount_options=mount_options
     )
     snapshots = providers.Factory(
         SnapshotUseCases,
-        create=providers.Factory(CreateSnapshot, storage=storage, locks=locks, clock=clock, events=telemetry),
-        delete=providers.Factory(DeleteSnapshot, storage=storage, locks=locks, events=telemetry),
-        get=providers.Factory(GetSnapshot, storage=storage),
-        list=providers.Factory(ListSnapshots, storage=storage, shares=config.shares),
+        create_snapshot=providers.Factory(CreateSnapshot, storage=storage, locks=locks, clock=clock, events=telemetry),
+        delete_snapshot=providers.Factory(DeleteSnapshot, storage=storage, locks=locks, events=telemetry),
+        get_snapshot=providers.Factory(GetSnapshot, storage=storage),
+        list_snapshots=providers.Factory(ListSnapshots, storage=storage, shares=config.shares),
     )
     list_volumes = providers.Factory(ListVolumes, storage=storage, shares=config.shares)
-    get_volume = providers.Factory(GetVolume, storage=storage)
+    controller_get_volume = providers.Factory(ControllerGetVolume, storage=storage)
     get_capacity = providers.Factory(GetCapacity, storage=storage, defaults=defaults, mount_options=mount_options)
-    expand = providers.Factory(ExpandVolume, storage=storage, locks=locks, mount_options=mount_options)
-    modify = providers.Factory(ModifyVolume, storage=storage, locks=locks)
-    publish = providers.Factory(
-        Publish,
+    controller_expand_volume = providers.Factory(
+        ControllerExpandVolume, storage=storage, locks=locks, mount_options=mount_options
+    )
+    controller_modify_volume = providers.Factory(ControllerModifyVolume, storage=storage, locks=locks)
+    node_publish_volume = providers.Factory(
+        NodePublishVolume,
         mounter=mounter,
         publications=publications,
         locks=locks,
@@ -103,14 +106,16 @@ class Container(containers.DeclarativeContainer):
         inline_volumes=config.inline_volumes,
         stagings=stagings_in_use,
     )
-    unpublish = providers.Factory(Unpublish, mounter=mounter, publications=publications, locks=locks, events=telemetry)
-    stage = providers.Factory(
-        Stage, mounter=mounter, stagings=stagings, locks=locks, events=telemetry, mount_options=mount_options
+    node_unpublish_volume = providers.Factory(
+        NodeUnpublishVolume, mounter=mounter, publications=publications, locks=locks, events=telemetry
     )
-    unstage = providers.Factory(Unstage, mounter=mounter, stagings=stagings, locks=locks)
+    node_stage_volume = providers.Factory(
+        NodeStageVolume, mounter=mounter, stagings=stagings, locks=locks, events=telemetry, mount_options=mount_options
+    )
+    node_unstage_volume = providers.Factory(NodeUnstageVolume, mounter=mounter, stagings=stagings, locks=locks)
     # One instance: it remembers each volume's last usage, reported with an abnormal condition.
-    volume_stats = providers.ThreadSafeSingleton(
-        GetVolumeStats, mounter=mounter, publications=publications, stagings=stagings_in_use
+    node_get_volume_stats = providers.ThreadSafeSingleton(
+        NodeGetVolumeStats, mounter=mounter, publications=publications, stagings=stagings_in_use
     )
     probe = providers.Factory(
         Probe, mounter=providers.Selector(config.probe_mount_helper, yes=mounter, no=providers.Object(None))
@@ -122,38 +127,38 @@ class Container(containers.DeclarativeContainer):
     )
     controller_servicer = providers.Factory(
         ControllerServicer,
-        provision=provision,
-        delete=delete,
-        validate=validate,
+        create_volume=create_volume,
+        delete_volume=delete_volume,
+        validate_volume_capabilities=validate_volume_capabilities,
         capabilities=providers.Object(CONTROLLER_CAPABILITIES),
         snapshots=snapshots,
         list_volumes=list_volumes,
-        get_volume=get_volume,
+        controller_get_volume=controller_get_volume,
         get_capacity=get_capacity,
-        expand=expand,
-        modify=modify,
+        controller_expand_volume=controller_expand_volume,
+        controller_modify_volume=controller_modify_volume,
     )
     node_capabilities = providers.Callable(
         node_capabilities, providers.Callable(lambda answer: answer == "yes", config.node_stage)
     )
     direct_node_servicer = providers.Factory(
         NodeServicer,
-        publish=publish,
-        unpublish=unpublish,
-        stats=volume_stats,
+        node_publish_volume=node_publish_volume,
+        node_unpublish_volume=node_unpublish_volume,
+        node_get_volume_stats=node_get_volume_stats,
         node_id=config.node_id,
         capabilities=node_capabilities,
         max_volumes_per_node=config.max_volumes_per_node,
     )
     staging_node_servicer = providers.Factory(
         StagingNodeServicer,
-        publish=publish,
-        unpublish=unpublish,
-        stats=volume_stats,
+        node_publish_volume=node_publish_volume,
+        node_unpublish_volume=node_unpublish_volume,
+        node_get_volume_stats=node_get_volume_stats,
         node_id=config.node_id,
         capabilities=node_capabilities,
-        stage=stage,
-        unstage=unstage,
+        node_stage_volume=node_stage_volume,
+        node_unstage_volume=node_unstage_volume,
         max_volumes_per_node=config.max_volumes_per_node,
     )
     node_servicer = providers.Selector(config.node_stage, yes=staging_node_servicer, no=direct_node_servicer)

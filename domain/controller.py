@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CreateVolume:
+class CreateVolumeCommand:
     name: str
     capabilities: tuple[VolumeCapability, ...]
     capacity: CapacityRange = CapacityRange()
@@ -50,13 +50,13 @@ class CreateVolume:
 
 
 @dataclass(frozen=True)
-class ProvisionedVolume:
+class CreateVolumeResult:
     volume_id: VolumeId
     capacity_bytes: int
     context: Mapping[str, str]
 
 
-class ProvisionVolume:
+class CreateVolume:
     """CreateVolume: make the volume's directory once; a retry with the same name converges."""
 
     def __init__(
@@ -73,7 +73,7 @@ class ProvisionVolume:
         self._events = events
         self._mount_options = mount_options
 
-    def __call__(self, command: CreateVolume) -> ProvisionedVolume:
+    def __call__(self, command: CreateVolumeCommand) -> CreateVolumeResult:
         check_volume_name(command.name)
         check_capabilities(command.capabilities, self._mount_options)
         params = VolumeParameters.parse(command.parameters, self._defaults)
@@ -130,7 +130,7 @@ class ProvisionVolume:
             self._storage.create_volume_dir(share, subdir, mode)
         if created:
             self._events.emit(Event.VOLUME_CREATED)
-        return ProvisionedVolume(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
+        return CreateVolumeResult(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
 
     def _fill(
         self, share: ShareRef, subdir: str, record: VolumeRecord, resolved: ResolvedSource, mode: int | None, fresh: bool
@@ -182,7 +182,7 @@ def volume_context(share: ShareRef, subdir: str, mount_permissions: int) -> dict
 
 
 @dataclass(frozen=True)
-class ValidateVolume:
+class ValidateVolumeCapabilitiesCommand:
     volume_id: str
     capabilities: tuple[VolumeCapability, ...]
     context: Mapping[str, str] = field(default_factory=dict)
@@ -191,7 +191,7 @@ class ValidateVolume:
 
 
 @dataclass(frozen=True)
-class Validation:
+class ValidateVolumeCapabilitiesResult:
     """Confirmed, or not with the reason; an unsupported capability is an answer, not an error."""
 
     confirmed: bool
@@ -208,7 +208,7 @@ class ValidateVolumeCapabilities:
         self._defaults = defaults
         self._mount_options = mount_options
 
-    def __call__(self, command: ValidateVolume) -> Validation:
+    def __call__(self, command: ValidateVolumeCapabilitiesCommand) -> ValidateVolumeCapabilitiesResult:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         if not command.capabilities:
@@ -226,10 +226,10 @@ class ValidateVolumeCapabilities:
             self._check_parameters(volume_id, record, command.parameters)
             parse_mutable(command.mutable_parameters)  # supported ones can be set on any volume at any time
         except InvalidArgument as err:
-            return Validation(False, str(err))
-        return Validation(True)
+            return ValidateVolumeCapabilitiesResult(False, str(err))
+        return ValidateVolumeCapabilitiesResult(True)
 
-    def _validate_static(self, command: ValidateVolume) -> Validation:
+    def _validate_static(self, command: ValidateVolumeCapabilitiesCommand) -> ValidateVolumeCapabilitiesResult:
         """A static volume: its context must name a reachable share (and subDir); else it does not exist."""
         described = ContextVolume.from_context(command.context, self._mount_options)
         if described is None:
@@ -243,10 +243,10 @@ class ValidateVolumeCapabilities:
             for capability in command.capabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument as err:
-            return Validation(False, str(err))
+            return ValidateVolumeCapabilitiesResult(False, str(err))
         if command.mutable_parameters:
-            return Validation(False, "a volume this driver did not create has no mutable parameters")
-        return Validation(True)
+            return ValidateVolumeCapabilitiesResult(False, "a volume this driver did not create has no mutable parameters")
+        return ValidateVolumeCapabilitiesResult(True)
 
     @staticmethod
     def _check_context(volume_id: VolumeId, record: VolumeRecord, context: Mapping[str, str]) -> None:
@@ -273,6 +273,11 @@ _DELETE_EVENT = {
 }
 
 
+@dataclass(frozen=True)
+class DeleteVolumeCommand:
+    volume_id: str
+
+
 class DeleteVolume:
     """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched."""
 
@@ -282,10 +287,10 @@ class DeleteVolume:
         self._clock = clock
         self._events = events
 
-    def __call__(self, raw_volume_id: str) -> None:
-        if not raw_volume_id:
+    def __call__(self, command: DeleteVolumeCommand) -> None:
+        if not command.volume_id:
             raise InvalidArgument("volume_id is required")
-        volume_id = VolumeId.parse(raw_volume_id)
+        volume_id = VolumeId.parse(command.volume_id)
         if volume_id is None:
             return  # Not one of ours: it does not exist, and deleting nothing is OK.
         share, subdir = volume_id.share, volume_id.subdir

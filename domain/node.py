@@ -22,7 +22,7 @@ BIND = "bind"
 
 
 @dataclass(frozen=True)
-class PublishVolume:
+class NodePublishVolumeCommand:
     volume_id: str
     target_path: str
     capability: VolumeCapability | None
@@ -108,7 +108,7 @@ def _forget_failed(mounter: Mounting, records: Publications, path: str) -> None:
         log.warning("could not clean up %s after a failed mount", path, exc_info=True)
 
 
-class Publish:
+class NodePublishVolume:
     """NodePublishVolume: mount server:/share/subdir at the target, once; a stale mount there is mounted again.
 
     With ``stagings`` (the node stages volumes, --node-stage), a volume is bind-mounted from its staging mount
@@ -133,7 +133,7 @@ class Publish:
         self._inline_volumes = inline_volumes
         self._stagings = stagings
 
-    def __call__(self, command: PublishVolume) -> None:
+    def __call__(self, command: NodePublishVolumeCommand) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         target = checked_path(command.target_path)
@@ -177,7 +177,7 @@ class Publish:
         self._mounter.mount(staged.source, staged.target, staged.options)
         self._events.emit(Event.STALE_HANDLE_RECOVERED)
 
-    def _staged(self, command: PublishVolume, stagings: Publications) -> Publication:
+    def _staged(self, command: NodePublishVolumeCommand, stagings: Publications) -> Publication:
         """The record of the staging mount this volume is staged at; FAILED_PRECONDITION when it is not."""
         if not command.staging_target_path:
             raise FailedPrecondition(
@@ -192,12 +192,12 @@ class Publish:
 
 
 @dataclass(frozen=True)
-class UnpublishVolume:
+class NodeUnpublishVolumeCommand:
     volume_id: str
     target_path: str
 
 
-class Unpublish:
+class NodeUnpublishVolume:
     """NodeUnpublishVolume: unmount what this driver published, remove the target; OK when nothing is there.
 
     A mount point this driver has no record of publishing for this volume is never unmounted.
@@ -211,7 +211,7 @@ class Unpublish:
         self._locks = locks
         self._events = events
 
-    def __call__(self, command: UnpublishVolume) -> None:
+    def __call__(self, command: NodeUnpublishVolumeCommand) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         target = checked_path(command.target_path)

@@ -111,6 +111,11 @@ class CreateSnapshot:
         return existing
 
 
+@dataclass(frozen=True)
+class DeleteSnapshotCommand:
+    snapshot_id: str
+
+
 class DeleteSnapshot:
     """DeleteSnapshot: remove the record (it stops existing), then the archive; a missing one is OK."""
 
@@ -119,10 +124,10 @@ class DeleteSnapshot:
         self._locks = locks
         self._events = events
 
-    def __call__(self, raw_snapshot_id: str) -> None:
-        if not raw_snapshot_id:
+    def __call__(self, command: DeleteSnapshotCommand) -> None:
+        if not command.snapshot_id:
             raise InvalidArgument("snapshot_id is required")
-        snapshot_id = SnapshotId.parse(raw_snapshot_id)
+        snapshot_id = SnapshotId.parse(command.snapshot_id)
         if snapshot_id is None:
             return  # Not one of ours: it does not exist, and deleting nothing is OK.
         with self._locks.hold(str(snapshot_id)):
@@ -139,24 +144,29 @@ def _read(storage: Storage, snapshot_id: SnapshotId) -> SnapshotRecord | None:
     return record
 
 
+@dataclass(frozen=True)
+class GetSnapshotCommand:
+    snapshot_id: str
+
+
 class GetSnapshot:
     """GetSnapshot: read one record by id, with no listing; a missing one is NOT_FOUND."""
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
 
-    def __call__(self, raw_snapshot_id: str) -> Snapshot:
-        if not raw_snapshot_id:
+    def __call__(self, command: GetSnapshotCommand) -> Snapshot:
+        if not command.snapshot_id:
             raise InvalidArgument("snapshot_id is required")
-        snapshot_id = SnapshotId.parse(raw_snapshot_id)
+        snapshot_id = SnapshotId.parse(command.snapshot_id)
         record = None if snapshot_id is None else _read(self._storage, snapshot_id)
         if snapshot_id is None or record is None:
-            raise NotFound(f"snapshot {raw_snapshot_id!r} does not exist")
+            raise NotFound(f"snapshot {command.snapshot_id!r} does not exist")
         return Snapshot.of(snapshot_id, record)
 
 
 @dataclass(frozen=True)
-class ListSnapshotsQuery:
+class ListSnapshotsCommand:
     max_entries: int = 0
     starting_token: str = ""
     snapshot_id: str = ""
@@ -164,7 +174,7 @@ class ListSnapshotsQuery:
 
 
 @dataclass(frozen=True)
-class SnapshotPage:
+class ListSnapshotsResult:
     entries: tuple[Snapshot, ...]
     next_token: str = ""
 
@@ -180,18 +190,18 @@ class ListSnapshots:
         self._storage = storage
         self._shares = shares
 
-    def __call__(self, query: ListSnapshotsQuery) -> SnapshotPage:
-        if query.max_entries < 0:
+    def __call__(self, command: ListSnapshotsCommand) -> ListSnapshotsResult:
+        if command.max_entries < 0:
             raise InvalidArgument("max_entries must not be negative")
-        token = check_starting_token(query.starting_token)
-        entries = [e for e in self._candidates(query) if str(e.snapshot_id) > token]
+        token = check_starting_token(command.starting_token)
+        entries = [e for e in self._candidates(command) if str(e.snapshot_id) > token]
         entries.sort(key=lambda e: str(e.snapshot_id))
-        if query.max_entries and len(entries) > query.max_entries:
-            page = entries[: query.max_entries]
-            return SnapshotPage(tuple(page), str(page[-1].snapshot_id))
-        return SnapshotPage(tuple(entries))
+        if command.max_entries and len(entries) > command.max_entries:
+            page = entries[: command.max_entries]
+            return ListSnapshotsResult(tuple(page), str(page[-1].snapshot_id))
+        return ListSnapshotsResult(tuple(entries))
 
-    def _candidates(self, query: ListSnapshotsQuery) -> list[Snapshot]:
+    def _candidates(self, query: ListSnapshotsCommand) -> list[Snapshot]:
         if query.snapshot_id:
             snapshot_id = SnapshotId.parse(query.snapshot_id)
             record = None if snapshot_id is None else _read(self._storage, snapshot_id)
@@ -216,7 +226,6 @@ class ListSnapshots:
                     continue
                 found.append(Snapshot.of(SnapshotId(share, leaf), record))
         return found
-
 
     def _records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
         try:

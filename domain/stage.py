@@ -15,14 +15,14 @@ from domain.static import is_ephemeral
 
 
 @dataclass(frozen=True)
-class StageVolume:
+class NodeStageVolumeCommand:
     volume_id: str
     staging_target_path: str
     capability: VolumeCapability | None
     context: Mapping[str, str] = field(default_factory=dict)
 
 
-class Stage:
+class NodeStageVolume:
     """NodeStageVolume: mount server:/share/subdir at the staging path, once per node, with the same option
     checks as a direct publish; a stale staging mount is mounted again. NodePublishVolume then bind-mounts it.
 
@@ -44,7 +44,7 @@ class Stage:
         self._events = events
         self._mount_options = mount_options
 
-    def __call__(self, command: StageVolume) -> None:
+    def __call__(self, command: NodeStageVolumeCommand) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         staging = checked_path(command.staging_target_path, "staging_target_path")
@@ -71,12 +71,12 @@ class Stage:
 
 
 @dataclass(frozen=True)
-class UnstageVolume:
+class NodeUnstageVolumeCommand:
     volume_id: str
     staging_target_path: str
 
 
-class Unstage:
+class NodeUnstageVolume:
     """NodeUnstageVolume: unmount what this driver staged at the staging path (escalating like NodeUnpublish);
     OK when nothing is staged there. The staging directory is the CO's: it is left in place.
 
@@ -88,7 +88,7 @@ class Unstage:
         self._stagings = stagings
         self._locks = locks
 
-    def __call__(self, command: UnstageVolume) -> None:
+    def __call__(self, command: NodeUnstageVolumeCommand) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         staging = checked_path(command.staging_target_path, "staging_target_path")

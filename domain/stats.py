@@ -13,7 +13,7 @@ from domain.node import checked_path
 
 
 @dataclass(frozen=True)
-class VolumeStats:
+class NodeGetVolumeStatsResult:
     """What kubelet is told: the usage (None when never measured) and the volume's condition."""
 
     usage: FilesystemUsage | None
@@ -21,7 +21,13 @@ class VolumeStats:
     message: str = ""
 
 
-class GetVolumeStats:
+@dataclass(frozen=True)
+class NodeGetVolumeStatsCommand:
+    volume_id: str
+    volume_path: str
+
+
+class NodeGetVolumeStats:
     """Cheap, and never blocks past the filesystem bound: kubelet asks for every volume about once a minute.
 
     The path must be where this driver published or staged this very volume (its records say so); anything else
@@ -38,7 +44,8 @@ class GetVolumeStats:
         self._last: OrderedDict[str, FilesystemUsage] = OrderedDict()
         self._guard = threading.Lock()
 
-    def __call__(self, volume_id: str, volume_path: str) -> VolumeStats:
+    def __call__(self, command: NodeGetVolumeStatsCommand) -> NodeGetVolumeStatsResult:
+        volume_id, volume_path = command.volume_id, command.volume_path
         if not volume_id:
             raise InvalidArgument("volume_id is required")
         if not volume_path:
@@ -61,17 +68,17 @@ class GetVolumeStats:
             self._last.move_to_end(path)
             while len(self._last) > self.REMEMBERED:
                 self._last.popitem(last=False)
-        return VolumeStats(usage)
+        return NodeGetVolumeStatsResult(usage)
 
     @staticmethod
     def _holds(records: Publications, path: str, volume_id: str) -> bool:
         record = records.get(path)
         return record is not None and record.volume_id == volume_id
 
-    def _abnormal(self, path: str, message: str) -> VolumeStats:
+    def _abnormal(self, path: str, message: str) -> NodeGetVolumeStatsResult:
         with self._guard:
             last = self._last.get(path)
-        return VolumeStats(last, abnormal=True, message=message)
+        return NodeGetVolumeStatsResult(last, abnormal=True, message=message)
 
     def _forget(self, path: str) -> None:
         with self._guard:

@@ -57,7 +57,7 @@ class VolumeView:
 
 
 @dataclass(frozen=True)
-class VolumePage:
+class ListVolumesResult:
     volumes: tuple[VolumeView, ...]
     next_token: str = ""
 
@@ -80,6 +80,12 @@ def _recorded_mode(record: VolumeRecord) -> int:
     return parse_mode(record.parameters.get(MOUNT_PERMISSIONS, "0"), "recorded mountPermissions")
 
 
+@dataclass(frozen=True)
+class ListVolumesCommand:
+    max_entries: int = 0
+    starting_token: str = ""
+
+
 class ListVolumes:
     """ListVolumes: the volumes indexed on the shares of ``--shares``, in that order, paged.
 
@@ -92,10 +98,11 @@ class ListVolumes:
         self._storage = storage
         self._shares = shares
 
-    def __call__(self, max_entries: int = 0, starting_token: str = "") -> VolumePage:
+    def __call__(self, command: ListVolumesCommand) -> ListVolumesResult:
+        max_entries = command.max_entries
         if max_entries < 0:
             raise InvalidArgument("max_entries must not be negative")
-        first, after = self._parse_token(starting_token)
+        first, after = self._parse_token(command.starting_token)
         found: list[tuple[int, ListedVolume]] = []
         for index in range(first, len(self._shares)):
             wanted = max_entries + 1 - len(found) if max_entries else 0  # one more tells whether a page follows
@@ -108,7 +115,7 @@ class ListVolumes:
             found = found[:max_entries]
             index, last = found[-1]
             token = f"{index}.{last.position.created_ns}.{last.position.entry}"
-        return VolumePage(tuple(self._view(self._shares[index], volume) for index, volume in found), token)
+        return ListVolumesResult(tuple(self._view(self._shares[index], volume) for index, volume in found), token)
 
     def _parse_token(self, token: str) -> tuple[int, ListPosition | None]:
         if not token:
@@ -148,13 +155,19 @@ def _listed_id(listed_on: ShareRef, volume: ListedVolume) -> VolumeId:
     return VolumeId(share, volume.subdir, on_delete)
 
 
-class GetVolume:
+@dataclass(frozen=True)
+class ControllerGetVolumeCommand:
+    volume_id: str
+
+
+class ControllerGetVolume:
     """ControllerGetVolume: the recorded volume and its condition; NOT_FOUND only when its record is provably gone."""
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
 
-    def __call__(self, raw_volume_id: str) -> VolumeView:
+    def __call__(self, command: ControllerGetVolumeCommand) -> VolumeView:
+        raw_volume_id = command.volume_id
         if not raw_volume_id:
             raise InvalidArgument("volume_id is required")
         volume_id = VolumeId.parse(raw_volume_id)
@@ -180,6 +193,12 @@ class GetVolume:
         )
 
 
+@dataclass(frozen=True)
+class GetCapacityCommand:
+    capabilities: tuple[VolumeCapability, ...]
+    parameters: Mapping[str, str]
+
+
 class GetCapacity:
     """GetCapacity: what the share the parameters name has free (NFS has no quota: the filesystem's free space).
 
@@ -193,32 +212,32 @@ class GetCapacity:
         self._defaults = defaults
         self._mount_options = mount_options
 
-    def __call__(self, capabilities: tuple[VolumeCapability, ...], parameters: Mapping[str, str]) -> int:
+    def __call__(self, command: GetCapacityCommand) -> int:
         try:
-            for capability in capabilities:
+            for capability in command.capabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument:
             return 0  # the spec asks for capacity usable by volumes with ALL these capabilities: none can be made
-        if not parameters:
+        if not command.parameters:
             return 0
-        share = VolumeParameters.parse(parameters, self._defaults).share
+        share = VolumeParameters.parse(command.parameters, self._defaults).share
         return self._storage.available_bytes(share)
 
 
 @dataclass(frozen=True)
-class Expand:
+class ControllerExpandVolumeCommand:
     volume_id: str
     capacity: CapacityRange | None
     capability: VolumeCapability | None = None
 
 
 @dataclass(frozen=True)
-class Expanded:
+class ControllerExpandVolumeResult:
     capacity_bytes: int
     node_expansion_required: bool = False  # an NFS mount sees the new size at once: nothing to do on the node
 
 
-class ExpandVolume:
+class ControllerExpandVolume:
     """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it)."""
 
     def __init__(
@@ -228,7 +247,7 @@ class ExpandVolume:
         self._locks = locks
         self._mount_options = mount_options
 
-    def __call__(self, command: Expand) -> Expanded:
+    def __call__(self, command: ControllerExpandVolumeCommand) -> ControllerExpandVolumeResult:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         if command.capacity is None:
@@ -249,7 +268,7 @@ class ExpandVolume:
             if size != record.capacity_bytes:
                 updated = dataclasses.replace(record, capacity_bytes=size)
                 self._storage.write_record(volume_id.share, volume_id.subdir, updated)
-        return Expanded(size)
+        return ControllerExpandVolumeResult(size)
 
 
 def _existing(storage: Storage, volume_id: VolumeId, raw_volume_id: str) -> VolumeRecord:
@@ -260,17 +279,24 @@ def _existing(storage: Storage, volume_id: VolumeId, raw_volume_id: str) -> Volu
     return record
 
 
-class ModifyVolume:
+@dataclass(frozen=True)
+class ControllerModifyVolumeCommand:
+    volume_id: str
+    mutable_parameters: Mapping[str, str]
+
+
+class ControllerModifyVolume:
     """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing."""
 
     def __init__(self, storage: Storage, locks: VolumeLocks) -> None:
         self._storage = storage
         self._locks = locks
 
-    def __call__(self, raw_volume_id: str, mutable_parameters: Mapping[str, str]) -> None:
+    def __call__(self, command: ControllerModifyVolumeCommand) -> None:
+        raw_volume_id = command.volume_id
         if not raw_volume_id:
             raise InvalidArgument("volume_id is required")
-        wanted = parse_mutable(mutable_parameters)
+        wanted = parse_mutable(command.mutable_parameters)
         volume_id = VolumeId.parse(raw_volume_id)
         if volume_id is None:
             raise NotFound(f"volume {raw_volume_id!r} does not exist")

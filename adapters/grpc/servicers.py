@@ -10,14 +10,33 @@ from adapters.csi.v1 import csi_pb2 as csi
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.errors import translate_errors
 from adapters.grpc.snapshots import SnapshotRpcs, SnapshotUseCases, content_source_from
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
+from domain.controller import (
+    CreateVolume,
+    CreateVolumeCommand,
+    DeleteVolume,
+    DeleteVolumeCommand,
+    ValidateVolumeCapabilities,
+    ValidateVolumeCapabilitiesCommand,
+)
 from domain.errors import InvalidArgument
 from domain.identity import PluginInfo, Probe
 from domain.model import AccessMode, CapacityRange, VolumeCapability
-from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
-from domain.stage import Stage, StageVolume, Unstage, UnstageVolume
-from domain.stats import GetVolumeStats, VolumeStats
-from domain.volumes import Expand, ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume, VolumeView
+from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
+from domain.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
+from domain.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand, NodeGetVolumeStatsResult
+from domain.volumes import (
+    ControllerExpandVolume,
+    ControllerExpandVolumeCommand,
+    ControllerGetVolume,
+    ControllerGetVolumeCommand,
+    ControllerModifyVolume,
+    ControllerModifyVolumeCommand,
+    GetCapacity,
+    GetCapacityCommand,
+    ListVolumes,
+    ListVolumesCommand,
+    VolumeView,
+)
 
 
 def capability_from(message: csi.VolumeCapability) -> VolumeCapability:
@@ -81,32 +100,32 @@ class IdentityServicer(csi_grpc.IdentityServicer):
 class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
     def __init__(
         self,
-        provision: ProvisionVolume,
-        delete: DeleteVolume,
-        validate: ValidateVolumeCapabilities,
+        create_volume: CreateVolume,
+        delete_volume: DeleteVolume,
+        validate_volume_capabilities: ValidateVolumeCapabilities,
         capabilities: tuple[str, ...],
         snapshots: SnapshotUseCases,
         list_volumes: ListVolumes,
-        get_volume: GetVolume,
+        controller_get_volume: ControllerGetVolume,
         get_capacity: GetCapacity,
-        expand: ExpandVolume,
-        modify: ModifyVolume,
+        controller_expand_volume: ControllerExpandVolume,
+        controller_modify_volume: ControllerModifyVolume,
     ) -> None:
         self._snapshots = snapshots
-        self._provision = provision
-        self._delete = delete
-        self._validate = validate
+        self._create_volume = create_volume
+        self._delete_volume = delete_volume
+        self._validate_volume_capabilities = validate_volume_capabilities
         self._capabilities = capabilities
         self._list_volumes = list_volumes
-        self._get_volume = get_volume
+        self._controller_get_volume = controller_get_volume
         self._get_capacity = get_capacity
-        self._expand = expand
-        self._modify = modify
+        self._controller_expand_volume = controller_expand_volume
+        self._controller_modify_volume = controller_modify_volume
 
     @translate_errors
     def CreateVolume(self, request: csi.CreateVolumeRequest, context: grpc.ServicerContext) -> Any:
-        volume = self._provision(
-            CreateVolume(
+        volume = self._create_volume(
+            CreateVolumeCommand(
                 name=request.name,
                 capabilities=capabilities_from(request.volume_capabilities),
                 capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes),
@@ -126,15 +145,15 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def DeleteVolume(self, request: csi.DeleteVolumeRequest, context: grpc.ServicerContext) -> Any:
-        self._delete(request.volume_id)
+        self._delete_volume(DeleteVolumeCommand(request.volume_id))
         return csi.DeleteVolumeResponse()
 
     @translate_errors
     def ValidateVolumeCapabilities(
         self, request: csi.ValidateVolumeCapabilitiesRequest, context: grpc.ServicerContext
     ) -> Any:
-        validation = self._validate(
-            ValidateVolume(
+        validation = self._validate_volume_capabilities(
+            ValidateVolumeCapabilitiesCommand(
                 volume_id=request.volume_id,
                 capabilities=capabilities_from(request.volume_capabilities),
                 context=dict(request.volume_context),
@@ -155,7 +174,7 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def ListVolumes(self, request: csi.ListVolumesRequest, context: grpc.ServicerContext) -> Any:
-        page = self._list_volumes(request.max_entries, request.starting_token)
+        page = self._list_volumes(ListVolumesCommand(request.max_entries, request.starting_token))
         status = csi.ListVolumesResponse.VolumeStatus
         return csi.ListVolumesResponse(
             entries=[
@@ -169,7 +188,7 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def ControllerGetVolume(self, request: csi.ControllerGetVolumeRequest, context: grpc.ServicerContext) -> Any:
-        view = self._get_volume(request.volume_id)
+        view = self._controller_get_volume(ControllerGetVolumeCommand(request.volume_id))
         status = csi.ControllerGetVolumeResponse.VolumeStatus
         return csi.ControllerGetVolumeResponse(
             volume=volume_message(view), status=status(volume_condition=condition_message(view))
@@ -177,13 +196,15 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def GetCapacity(self, request: csi.GetCapacityRequest, context: grpc.ServicerContext) -> Any:
-        available = self._get_capacity(capabilities_from(request.volume_capabilities), dict(request.parameters))
+        available = self._get_capacity(
+            GetCapacityCommand(capabilities_from(request.volume_capabilities), dict(request.parameters))
+        )
         return csi.GetCapacityResponse(available_capacity=available)
 
     @translate_errors
     def ControllerExpandVolume(self, request: csi.ControllerExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
-        expanded = self._expand(
-            Expand(
+        expanded = self._controller_expand_volume(
+            ControllerExpandVolumeCommand(
                 volume_id=request.volume_id,
                 capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
                 if request.HasField("capacity_range")
@@ -199,7 +220,7 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def ControllerModifyVolume(self, request: csi.ControllerModifyVolumeRequest, context: grpc.ServicerContext) -> Any:
-        self._modify(request.volume_id, dict(request.mutable_parameters))
+        self._controller_modify_volume(ControllerModifyVolumeCommand(request.volume_id, dict(request.mutable_parameters)))
         return csi.ControllerModifyVolumeResponse()
 
     @translate_errors
@@ -214,7 +235,7 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
         )
 
 
-def stats_message(stats: VolumeStats) -> csi.NodeGetVolumeStatsResponse:
+def stats_message(stats: NodeGetVolumeStatsResult) -> csi.NodeGetVolumeStatsResponse:
     usage = []
     if stats.usage is not None:
         u = stats.usage
@@ -234,24 +255,24 @@ def stats_message(stats: VolumeStats) -> csi.NodeGetVolumeStatsResponse:
 class NodeServicer(csi_grpc.NodeServicer):
     def __init__(
         self,
-        publish: Publish,
-        unpublish: Unpublish,
-        stats: GetVolumeStats,
+        node_publish_volume: NodePublishVolume,
+        node_unpublish_volume: NodeUnpublishVolume,
+        node_get_volume_stats: NodeGetVolumeStats,
         node_id: str,
         capabilities: tuple[str, ...],
         max_volumes_per_node: int = 0,
     ) -> None:
-        self._publish = publish
-        self._unpublish = unpublish
-        self._stats = stats
+        self._node_publish_volume = node_publish_volume
+        self._node_unpublish_volume = node_unpublish_volume
+        self._node_get_volume_stats = node_get_volume_stats
         self._node_id = node_id
         self._capabilities = capabilities
         self._max_volumes = max_volumes_per_node
 
     @translate_errors
     def NodePublishVolume(self, request: csi.NodePublishVolumeRequest, context: grpc.ServicerContext) -> Any:
-        self._publish(
-            PublishVolume(
+        self._node_publish_volume(
+            NodePublishVolumeCommand(
                 volume_id=request.volume_id,
                 target_path=request.target_path,
                 capability=capability_from(request.volume_capability)
@@ -266,12 +287,14 @@ class NodeServicer(csi_grpc.NodeServicer):
 
     @translate_errors
     def NodeUnpublishVolume(self, request: csi.NodeUnpublishVolumeRequest, context: grpc.ServicerContext) -> Any:
-        self._unpublish(UnpublishVolume(volume_id=request.volume_id, target_path=request.target_path))
+        self._node_unpublish_volume(NodeUnpublishVolumeCommand(volume_id=request.volume_id, target_path=request.target_path))
         return csi.NodeUnpublishVolumeResponse()
 
     @translate_errors
     def NodeGetVolumeStats(self, request: csi.NodeGetVolumeStatsRequest, context: grpc.ServicerContext) -> Any:
-        return stats_message(self._stats(request.volume_id, request.volume_path))
+        return stats_message(
+            self._node_get_volume_stats(NodeGetVolumeStatsCommand(request.volume_id, request.volume_path))
+        )
 
     @translate_errors
     def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
@@ -290,23 +313,25 @@ class StagingNodeServicer(NodeServicer):
 
     def __init__(
         self,
-        publish: Publish,
-        unpublish: Unpublish,
-        stats: GetVolumeStats,
+        node_publish_volume: NodePublishVolume,
+        node_unpublish_volume: NodeUnpublishVolume,
+        node_get_volume_stats: NodeGetVolumeStats,
         node_id: str,
         capabilities: tuple[str, ...],
-        stage: Stage,
-        unstage: Unstage,
+        node_stage_volume: NodeStageVolume,
+        node_unstage_volume: NodeUnstageVolume,
         max_volumes_per_node: int = 0,
     ) -> None:
-        super().__init__(publish, unpublish, stats, node_id, capabilities, max_volumes_per_node)
-        self._stage = stage
-        self._unstage = unstage
+        super().__init__(
+            node_publish_volume, node_unpublish_volume, node_get_volume_stats, node_id, capabilities, max_volumes_per_node
+        )
+        self._node_stage_volume = node_stage_volume
+        self._node_unstage_volume = node_unstage_volume
 
     @translate_errors
     def NodeStageVolume(self, request: csi.NodeStageVolumeRequest, context: grpc.ServicerContext) -> Any:
-        self._stage(
-            StageVolume(
+        self._node_stage_volume(
+            NodeStageVolumeCommand(
                 volume_id=request.volume_id,
                 staging_target_path=request.staging_target_path,
                 capability=capability_from(request.volume_capability)
@@ -319,5 +344,7 @@ class StagingNodeServicer(NodeServicer):
 
     @translate_errors
     def NodeUnstageVolume(self, request: csi.NodeUnstageVolumeRequest, context: grpc.ServicerContext) -> Any:
-        self._unstage(UnstageVolume(volume_id=request.volume_id, staging_target_path=request.staging_target_path))
+        self._node_unstage_volume(
+            NodeUnstageVolumeCommand(volume_id=request.volume_id, staging_target_path=request.staging_target_path)
+        )
         return csi.NodeUnstageVolumeResponse()

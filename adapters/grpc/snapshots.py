@@ -16,19 +16,21 @@ from domain.snapshots import (
     CreateSnapshot,
     CreateSnapshotCommand,
     DeleteSnapshot,
+    DeleteSnapshotCommand,
     GetSnapshot,
+    GetSnapshotCommand,
     ListSnapshots,
-    ListSnapshotsQuery,
+    ListSnapshotsCommand,
     Snapshot,
 )
 
 
 @dataclass(frozen=True)
 class SnapshotUseCases:
-    create: CreateSnapshot
-    delete: DeleteSnapshot
-    get: GetSnapshot
-    list: ListSnapshots
+    create_snapshot: CreateSnapshot
+    delete_snapshot: DeleteSnapshot
+    get_snapshot: GetSnapshot
+    list_snapshots: ListSnapshots
 
 
 def content_source_from(request: csi.CreateVolumeRequest) -> ContentSource | None:
@@ -65,24 +67,25 @@ class SnapshotRpcs:
 
     @translate_errors
     def CreateSnapshot(self, request: csi.CreateSnapshotRequest, context: grpc.ServicerContext) -> Any:
-        snapshot = self._use_cases().create(
+        snapshot = self._use_cases().create_snapshot(
             CreateSnapshotCommand(request.name, request.source_volume_id, dict(request.parameters))
         )
         return csi.CreateSnapshotResponse(snapshot=snapshot_message(snapshot))
 
     @translate_errors
     def DeleteSnapshot(self, request: csi.DeleteSnapshotRequest, context: grpc.ServicerContext) -> Any:
-        self._use_cases().delete(request.snapshot_id)
+        self._use_cases().delete_snapshot(DeleteSnapshotCommand(request.snapshot_id))
         return csi.DeleteSnapshotResponse()
 
     @translate_errors
     def GetSnapshot(self, request: csi.GetSnapshotRequest, context: grpc.ServicerContext) -> Any:
-        return csi.GetSnapshotResponse(snapshot=snapshot_message(self._use_cases().get(request.snapshot_id)))
+        snapshot = self._use_cases().get_snapshot(GetSnapshotCommand(request.snapshot_id))
+        return csi.GetSnapshotResponse(snapshot=snapshot_message(snapshot))
 
     @translate_errors
     def ListSnapshots(self, request: csi.ListSnapshotsRequest, context: grpc.ServicerContext) -> Any:
-        page = self._use_cases().list(
-            ListSnapshotsQuery(
+        page = self._use_cases().list_snapshots(
+            ListSnapshotsCommand(
                 max_entries=request.max_entries,
                 starting_token=request.starting_token,
                 snapshot_id=request.snapshot_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import ProvisionVolume
+from domain.controller import CreateVolume
 from domain.locks import VolumeLocks
 from domain.parameters import ProvisionDefaults
 from tests.fakes import FakeShareStorage
@@ -21,5 +21,5 @@ def locks() -> VolumeLocks:
 
 
 @pytest.fixture
-def provision(storage: FakeShareStorage, locks: VolumeLocks) -> ProvisionVolume:
-    return ProvisionVolume(storage, locks, ProvisionDefaults())
+def provision(storage: FakeShareStorage, locks: VolumeLocks) -> CreateVolume:
+    return CreateVolume(storage, locks, ProvisionDefaults())

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
+from domain.controller import (
+    CreateVolume,
+    CreateVolumeCommand,
+    DeleteVolume,
+    DeleteVolumeCommand,
+    ValidateVolumeCapabilities,
+    ValidateVolumeCapabilitiesCommand,
+)
 from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
@@ -22,12 +29,12 @@ def delete(storage: FakeShareStorage, locks: VolumeLocks) -> DeleteVolume:
     return DeleteVolume(storage, locks, FakeClock())
 
 
-def create(name: str = "pvc-1", capacity: int = GIB, **params: str) -> CreateVolume:
-    return CreateVolume(name=name, capabilities=RWX, capacity=CapacityRange(capacity), parameters={**PARAMS, **params})
+def create(name: str = "pvc-1", capacity: int = GIB, **params: str) -> CreateVolumeCommand:
+    return CreateVolumeCommand(name=name, capabilities=RWX, capacity=CapacityRange(capacity), parameters={**PARAMS, **params})
 
 
 class TestProvision:
-    def test_creates_the_directory_and_records_the_request(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+    def test_creates_the_directory_and_records_the_request(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
         volume = provision(create())
         assert str(volume.volume_id) == "nfs1#nfs.example#/exports#pvc-1#delete"
         assert volume.capacity_bytes == GIB
@@ -36,46 +43,46 @@ class TestProvision:
         assert (record.name, record.capacity_bytes, record.parameters["subDir"]) == ("pvc-1", GIB, "pvc-1")
         assert volume.context == {"server": "nfs.example", "share": "/exports", "subDir": "pvc-1"}
 
-    def test_second_create_with_same_arguments_returns_the_same_volume(self, provision: ProvisionVolume) -> None:
+    def test_second_create_with_same_arguments_returns_the_same_volume(self, provision: CreateVolume) -> None:
         assert provision(create()) == provision(create())
 
-    def test_same_name_with_a_larger_capacity_is_already_exists(self, provision: ProvisionVolume) -> None:
+    def test_same_name_with_a_larger_capacity_is_already_exists(self, provision: CreateVolume) -> None:
         provision(create(capacity=GIB))
         with pytest.raises(AlreadyExists):
             provision(create(capacity=2 * GIB))
 
-    def test_same_name_with_a_range_that_admits_the_recorded_capacity_is_ok(self, provision: ProvisionVolume) -> None:
+    def test_same_name_with_a_range_that_admits_the_recorded_capacity_is_ok(self, provision: CreateVolume) -> None:
         first = provision(create(capacity=GIB))
-        again = provision(CreateVolume("pvc-1", RWX, CapacityRange(GIB // 2, 2 * GIB), PARAMS))
+        again = provision(CreateVolumeCommand("pvc-1", RWX, CapacityRange(GIB // 2, 2 * GIB), PARAMS))
         assert again.capacity_bytes == first.capacity_bytes == GIB
 
-    def test_same_name_with_other_parameters_is_already_exists(self, provision: ProvisionVolume) -> None:
+    def test_same_name_with_other_parameters_is_already_exists(self, provision: CreateVolume) -> None:
         provision(create())
         with pytest.raises(AlreadyExists):
             provision(create(mountPermissions="0777"))
 
-    def test_another_name_resolving_to_the_same_directory_is_already_exists(self, provision: ProvisionVolume) -> None:
+    def test_another_name_resolving_to_the_same_directory_is_already_exists(self, provision: CreateVolume) -> None:
         provision(create("a", subDir="shared"))
         with pytest.raises(AlreadyExists, match="belongs to volume 'a'"):
             provision(create("b", subDir="shared"))
 
     def test_an_existing_directory_not_made_by_the_driver_is_never_adopted(
-        self, provision: ProvisionVolume, storage: FakeShareStorage
+        self, provision: CreateVolume, storage: FakeShareStorage
     ) -> None:
         storage.create_volume_dir(SHARE, "data", None)
         with pytest.raises(AlreadyExists, match="not a volume of this driver"):
             provision(create(subDir="data"))
         assert (SHARE, "data") not in storage.records
 
-    def test_a_volume_inside_another_volume_is_refused(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+    def test_a_volume_inside_another_volume_is_refused(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
         provision(create("outer", subDir="team"))
         with pytest.raises(AlreadyExists, match="inside volume 'outer'"):
             provision(create("inner", subDir="team/inner"))
         assert (SHARE, "team/inner") not in storage.dirs
 
-    def test_templates_fill_from_the_provisioner_metadata(self, provision: ProvisionVolume) -> None:
+    def test_templates_fill_from_the_provisioner_metadata(self, provision: CreateVolume) -> None:
         volume = provision(
-            CreateVolume(
+            CreateVolumeCommand(
                 "pv-9",
                 RWX,
                 parameters={
@@ -89,12 +96,12 @@ class TestProvision:
         )
         assert volume.volume_id.subdir == "team-a/data-pv-9"
 
-    def test_mount_permissions_are_applied_and_returned(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+    def test_mount_permissions_are_applied_and_returned(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
         volume = provision(create(mountPermissions="0770"))
         assert storage.dirs[(SHARE, "pvc-1")] == 0o770
         assert volume.context["mountPermissions"] == "0770"
 
-    def test_on_delete_policy_is_carried_in_the_volume_id(self, provision: ProvisionVolume) -> None:
+    def test_on_delete_policy_is_carried_in_the_volume_id(self, provision: CreateVolume) -> None:
         assert provision(create(onDelete="Archive")).volume_id.on_delete is OnDelete.ARCHIVE
 
     @pytest.mark.parametrize(
@@ -116,7 +123,7 @@ class TestProvision:
         ],
     )
     def test_bad_parameters_are_invalid_argument_and_change_nothing(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, params: dict[str, str]
+        self, provision: CreateVolume, storage: FakeShareStorage, params: dict[str, str]
     ) -> None:
         with pytest.raises(InvalidArgument):
             provision(create(**params))
@@ -125,14 +132,14 @@ class TestProvision:
     @pytest.mark.parametrize(
         "command",
         [
-            CreateVolume("", RWX, parameters=PARAMS),
-            CreateVolume("pvc-1", (), parameters=PARAMS),
-            CreateVolume("pvc-1", (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),), parameters=PARAMS),
-            CreateVolume("pvc-1", (VolumeCapability(AccessMode.UNKNOWN),), parameters=PARAMS),
-            CreateVolume("a/b", RWX, parameters=PARAMS),
+            CreateVolumeCommand("", RWX, parameters=PARAMS),
+            CreateVolumeCommand("pvc-1", (), parameters=PARAMS),
+            CreateVolumeCommand("pvc-1", (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),), parameters=PARAMS),
+            CreateVolumeCommand("pvc-1", (VolumeCapability(AccessMode.UNKNOWN),), parameters=PARAMS),
+            CreateVolumeCommand("a/b", RWX, parameters=PARAMS),
         ],
     )
-    def test_bad_requests_are_invalid_argument(self, provision: ProvisionVolume, command: CreateVolume) -> None:
+    def test_bad_requests_are_invalid_argument(self, provision: CreateVolume, command: CreateVolumeCommand) -> None:
         with pytest.raises(InvalidArgument):
             provision(command)
 
@@ -140,7 +147,7 @@ class TestProvision:
         with pytest.raises(OutOfRange):
             CapacityRange(2 * GIB, GIB)
 
-    def test_a_concurrent_create_of_the_same_volume_is_aborted(self, provision: ProvisionVolume, locks: VolumeLocks) -> None:
+    def test_a_concurrent_create_of_the_same_volume_is_aborted(self, provision: CreateVolume, locks: VolumeLocks) -> None:
         with locks.hold("nfs1#nfs.example#/exports#pvc-1#delete"):
             with pytest.raises(OperationInFlight):
                 provision(create())
@@ -148,48 +155,48 @@ class TestProvision:
 
 class TestDelete:
     def test_removes_the_directory_and_its_record(
-        self, provision: ProvisionVolume, delete: DeleteVolume, storage: FakeShareStorage
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage
     ) -> None:
         volume = provision(create())
-        delete(str(volume.volume_id))
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
         assert storage.dirs == {} and storage.records == {}
 
-    def test_second_delete_is_ok(self, provision: ProvisionVolume, delete: DeleteVolume) -> None:
+    def test_second_delete_is_ok(self, provision: CreateVolume, delete: DeleteVolume) -> None:
         volume = provision(create())
-        delete(str(volume.volume_id))
-        delete(str(volume.volume_id))
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
 
     @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#x#/e#../../etc#delete", "nfs1#x#/e#a#delete#extra"])
     def test_foreign_or_malformed_ids_are_ok_and_touch_nothing(
         self, delete: DeleteVolume, storage: FakeShareStorage, volume_id: str
     ) -> None:
         storage.create_volume_dir(SHARE, "keep", None)
-        delete(volume_id)
+        delete(DeleteVolumeCommand(volume_id))
         assert (SHARE, "keep") in storage.dirs
 
     def test_a_directory_without_a_record_is_left_untouched(self, delete: DeleteVolume, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "important", None)
-        delete(str(VolumeId(SHARE, "important", OnDelete.DELETE)))
+        delete(DeleteVolumeCommand(str(VolumeId(SHARE, "important", OnDelete.DELETE))))
         assert (SHARE, "important") in storage.dirs
 
     def test_archive_renames_with_a_timestamp(
-        self, provision: ProvisionVolume, delete: DeleteVolume, storage: FakeShareStorage
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage
     ) -> None:
         volume = provision(create(onDelete="archive", subDir="team/pvc-1"))
-        delete(str(volume.volume_id))
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
         assert (SHARE, "team/archived-pvc-1-20261124T120000Z") in storage.dirs
         assert (SHARE, "team/pvc-1") not in storage.dirs and storage.records == {}
 
-    def test_retain_keeps_the_directory(self, provision: ProvisionVolume, delete: DeleteVolume, storage: FakeShareStorage) -> None:
+    def test_retain_keeps_the_directory(self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage) -> None:
         volume = provision(create(onDelete="retain"))
-        delete(str(volume.volume_id))
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
         assert (SHARE, "pvc-1") in storage.dirs and storage.records == {}
 
     def test_empty_id_is_invalid_argument(self, delete: DeleteVolume) -> None:
         with pytest.raises(InvalidArgument):
-            delete("")
+            delete(DeleteVolumeCommand(""))
 
-    def test_lock_is_released_after_a_failure(self, provision: ProvisionVolume, locks: VolumeLocks, storage: FakeShareStorage) -> None:
+    def test_lock_is_released_after_a_failure(self, provision: CreateVolume, locks: VolumeLocks, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "x", None)
         with pytest.raises(AlreadyExists):
             provision(create(subDir="x"))
@@ -202,29 +209,29 @@ class TestValidateVolumeCapabilities:
         return ValidateVolumeCapabilities(storage, ProvisionDefaults())
 
     def test_confirms_supported_capabilities_of_a_recorded_volume(
-        self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities
+        self, provision: CreateVolume, validate: ValidateVolumeCapabilities
     ) -> None:
         volume = provision(create())
-        result = validate(ValidateVolume(str(volume.volume_id), RWX, context=volume.context, parameters=PARAMS))
+        result = validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, context=volume.context, parameters=PARAMS))
         assert result.confirmed
 
-    def test_block_is_not_confirmed_and_says_why(self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities) -> None:
+    def test_block_is_not_confirmed_and_says_why(self, provision: CreateVolume, validate: ValidateVolumeCapabilities) -> None:
         volume = provision(create())
-        result = validate(ValidateVolume(str(volume.volume_id), (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)))
+        result = validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)))
         assert not result.confirmed and "block" in result.message
 
-    def test_other_parameters_are_not_confirmed(self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities) -> None:
+    def test_other_parameters_are_not_confirmed(self, provision: CreateVolume, validate: ValidateVolumeCapabilities) -> None:
         volume = provision(create())
-        assert not validate(ValidateVolume(str(volume.volume_id), RWX, parameters={**PARAMS, "onDelete": "retain"})).confirmed
+        assert not validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, parameters={**PARAMS, "onDelete": "retain"})).confirmed
 
     @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#never-made#delete"])
     def test_a_missing_volume_is_not_found(self, validate: ValidateVolumeCapabilities, volume_id: str) -> None:
         with pytest.raises(NotFound):
-            validate(ValidateVolume(volume_id, RWX))
+            validate(ValidateVolumeCapabilitiesCommand(volume_id, RWX))
 
-    def test_missing_fields_are_invalid_argument(self, provision: ProvisionVolume, validate: ValidateVolumeCapabilities) -> None:
+    def test_missing_fields_are_invalid_argument(self, provision: CreateVolume, validate: ValidateVolumeCapabilities) -> None:
         volume = provision(create())
-        for command in (ValidateVolume("", RWX), ValidateVolume(str(volume.volume_id), ())):
+        for command in (ValidateVolumeCapabilitiesCommand("", RWX), ValidateVolumeCapabilitiesCommand(str(volume.volume_id), ())):
             with pytest.raises(InvalidArgument):
                 validate(command)
 
@@ -239,12 +246,12 @@ class TestValidateStaticVolumes:
 
     def test_a_reachable_share_and_subdir_are_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "legacy", None)
-        assert validate(ValidateVolume("admin-handle", RWX, context=self.CONTEXT)).confirmed
+        assert validate(ValidateVolumeCapabilitiesCommand("admin-handle", RWX, context=self.CONTEXT)).confirmed
 
     def test_block_is_still_not_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "legacy", None)
         block = (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)
-        assert not validate(ValidateVolume("admin-handle", block, context=self.CONTEXT)).confirmed
+        assert not validate(ValidateVolumeCapabilitiesCommand("admin-handle", block, context=self.CONTEXT)).confirmed
 
     @pytest.mark.parametrize(
         "context",
@@ -254,4 +261,4 @@ class TestValidateStaticVolumes:
         self, validate: ValidateVolumeCapabilities, context: dict[str, str]
     ) -> None:
         with pytest.raises(NotFound):
-            validate(ValidateVolume("admin-handle", RWX, context=context))
+            validate(ValidateVolumeCapabilitiesCommand("admin-handle", RWX, context=context))

@@ -7,11 +7,11 @@ import pytest
 from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.mount.process import CommandTimedOut, Completed
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter, TransientMountError
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
+from domain.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
 from domain.errors import DeadlineExceeded
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, VolumeCapability
-from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
+from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from domain.parameters import ProvisionDefaults
 from tests.fakes import FakeClock, FakeMounter, FakePublicationStore, FakeShareStorage
 
@@ -31,14 +31,14 @@ def value(telemetry: PrometheusTelemetry, name: str, **labels: str) -> float | N
 class TestProvisioningMetrics:
     def test_created_deleted_and_archived_volumes_are_counted_once_each(self, telemetry: PrometheusTelemetry) -> None:
         storage, locks = FakeShareStorage(), VolumeLocks()
-        provision = ProvisionVolume(storage, locks, ProvisionDefaults(), events=telemetry)
+        provision = CreateVolume(storage, locks, ProvisionDefaults(), events=telemetry)
         delete = DeleteVolume(storage, locks, FakeClock(), events=telemetry)
-        a = provision(CreateVolume("a", RWX, CapacityRange(1), PARAMS))
-        provision(CreateVolume("a", RWX, CapacityRange(1), PARAMS))  # a retry creates nothing
-        b = provision(CreateVolume("b", RWX, CapacityRange(1), {**PARAMS, "onDelete": "archive"}))
-        delete(str(a.volume_id))
-        delete(str(a.volume_id))  # already gone: nothing deleted
-        delete(str(b.volume_id))
+        a = provision(CreateVolumeCommand("a", RWX, CapacityRange(1), PARAMS))
+        provision(CreateVolumeCommand("a", RWX, CapacityRange(1), PARAMS))  # a retry creates nothing
+        b = provision(CreateVolumeCommand("b", RWX, CapacityRange(1), {**PARAMS, "onDelete": "archive"}))
+        delete(DeleteVolumeCommand(str(a.volume_id)))
+        delete(DeleteVolumeCommand(str(a.volume_id)))  # already gone: nothing deleted
+        delete(DeleteVolumeCommand(str(b.volume_id)))
         assert value(telemetry, "nfs_csi_volumes_created_total") == 2
         assert value(telemetry, "nfs_csi_volumes_deleted_total") == 1
         assert value(telemetry, "nfs_csi_volumes_archived_total") == 1
@@ -49,12 +49,12 @@ class TestNodeMetrics:
     def test_published_volumes_follow_the_publication_store(self, telemetry: PrometheusTelemetry) -> None:
         mounter, store, locks = FakeMounter(), FakePublicationStore(), VolumeLocks()
         telemetry.watch(share_mounts=None, published=store.count)
-        publish, unpublish = Publish(mounter, store, locks, telemetry), Unpublish(mounter, store, locks, telemetry)
+        publish, unpublish = NodePublishVolume(mounter, store, locks, telemetry), NodeUnpublishVolume(mounter, store, locks, telemetry)
         volume = "nfs1#nfs.example#/exports#v#delete"
         for target in ("/pods/a/mount", "/pods/b/mount"):
-            publish(PublishVolume(volume, target, RWX[0]))
+            publish(NodePublishVolumeCommand(volume, target, RWX[0]))
         assert value(telemetry, "nfs_csi_published_volumes") == 2
-        unpublish(UnpublishVolume(volume, "/pods/a/mount"))
+        unpublish(NodeUnpublishVolumeCommand(volume, "/pods/a/mount"))
         assert value(telemetry, "nfs_csi_published_volumes") == 1
 
 

@@ -10,7 +10,7 @@ from domain.identity import Probe
 from domain.errors import FailedPrecondition
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, MountOptionAllowlist, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
-from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
+from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from tests.fakes import FakeMounter, FakePublicationStore
 
 
@@ -42,60 +42,60 @@ def locks() -> VolumeLocks:
 
 
 @pytest.fixture
-def publish(mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> Publish:
-    return Publish(mounter, store, locks)
+def publish(mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> NodePublishVolume:
+    return NodePublishVolume(mounter, store, locks)
 
 
 @pytest.fixture
-def unpublish(mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> Unpublish:
-    return Unpublish(mounter, store, locks)
+def unpublish(mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> NodeUnpublishVolume:
+    return NodeUnpublishVolume(mounter, store, locks)
 
 
-def request(**changes: object) -> PublishVolume:
+def request(**changes: object) -> NodePublishVolumeCommand:
     fields: dict[str, object] = {"volume_id": VOLUME, "target_path": TARGET, "capability": RWX}
     fields.update(changes)
-    return PublishVolume(**fields)  # type: ignore[arg-type]
+    return NodePublishVolumeCommand(**fields)  # type: ignore[arg-type]
 
 
 class TestPublish:
-    def test_mounts_the_volume_directory_with_the_capability_flags(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_mounts_the_volume_directory_with_the_capability_flags(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request())
         assert mounter.mounts == {TARGET: ("nfs.example:/exports/team/pvc-1", ("nfsvers=4.1", "hard"))}
         assert TARGET in mounter.targets
 
-    def test_readonly_adds_ro(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_readonly_adds_ro(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request(readonly=True))
         assert mounter.mounts[TARGET][1] == ("nfsvers=4.1", "hard", "ro")
 
-    def test_a_reader_only_access_mode_mounts_read_only(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_a_reader_only_access_mode_mounts_read_only(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request(capability=VolumeCapability(AccessMode.MULTI_NODE_READER_ONLY)))
         assert mounter.mounts[TARGET][1] == ("ro",)
 
-    def test_second_publish_with_same_arguments_is_ok(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_second_publish_with_same_arguments_is_ok(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request())
         publish(request())
         assert len(mounter.mounts) == 1
 
-    def test_same_target_with_other_arguments_is_already_exists(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_same_target_with_other_arguments_is_already_exists(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request())
         with pytest.raises(AlreadyExists):
             publish(request(readonly=True))
         assert mounter.mounts[TARGET][1] == ("nfsvers=4.1", "hard")
 
-    def test_a_target_mounted_by_someone_else_is_already_exists(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_a_target_mounted_by_someone_else_is_already_exists(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         mounter.mounts[TARGET] = ("other:/x", ())
         with pytest.raises(AlreadyExists):
             publish(request())
 
     def test_a_recorded_publication_that_lost_its_mount_is_mounted_again(
-        self, publish: Publish, mounter: FakeMounter
+        self, publish: NodePublishVolume, mounter: FakeMounter
     ) -> None:
         publish(request())
         mounter.mounts.clear()
         publish(request())
         assert TARGET in mounter.mounts
 
-    def test_unknown_volume_is_not_found(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_unknown_volume_is_not_found(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         with pytest.raises(NotFound):
             publish(request(volume_id="fake-vol-id-1"))
         assert mounter.mounts == {} and mounter.targets == set()
@@ -115,14 +115,14 @@ class TestPublish:
         ],
     )
     def test_bad_requests_are_invalid_argument_and_mount_nothing(
-        self, publish: Publish, mounter: FakeMounter, changes: dict[str, object]
+        self, publish: NodePublishVolume, mounter: FakeMounter, changes: dict[str, object]
     ) -> None:
         with pytest.raises(InvalidArgument):
             publish(request(**changes))
         assert mounter.mounts == {} and mounter.targets == set()
 
     def test_a_failed_mount_leaves_no_target_and_no_record(
-        self, publish: Publish, mounter: FakeMounter, store: FakePublicationStore
+        self, publish: NodePublishVolume, mounter: FakeMounter, store: FakePublicationStore
     ) -> None:
         mounter.fail_next_mount = Unavailable("server down")
         with pytest.raises(Unavailable):
@@ -131,25 +131,25 @@ class TestPublish:
         publish(request())
         assert TARGET in mounter.mounts
 
-    def test_a_concurrent_publish_at_the_same_target_is_aborted(self, publish: Publish, locks: VolumeLocks) -> None:
+    def test_a_concurrent_publish_at_the_same_target_is_aborted(self, publish: NodePublishVolume, locks: VolumeLocks) -> None:
         with locks.hold(f"{VOLUME}@{TARGET}"):
             with pytest.raises(OperationInFlight):
                 publish(request())
 
-    def test_another_volume_at_a_target_in_use_is_aborted(self, publish: Publish, locks: VolumeLocks) -> None:
+    def test_another_volume_at_a_target_in_use_is_aborted(self, publish: NodePublishVolume, locks: VolumeLocks) -> None:
         with locks.hold(f"target:{TARGET}"):
             with pytest.raises(OperationInFlight):
                 publish(request(volume_id=str(VolumeId(ShareRef("nfs.example", "/exports"), "other", OnDelete.DELETE))))
         assert locks.held() == frozenset()
 
-    def test_the_lock_is_released_after_a_failure(self, publish: Publish, mounter: FakeMounter, locks: VolumeLocks) -> None:
+    def test_the_lock_is_released_after_a_failure(self, publish: NodePublishVolume, mounter: FakeMounter, locks: VolumeLocks) -> None:
         mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish within 1 s")
         with pytest.raises(DeadlineExceeded):
             publish(request())
         assert locks.held() == frozenset()
 
     def test_a_timed_out_mount_keeps_its_record_so_a_retry_or_unpublish_finds_it(
-        self, publish: Publish, mounter: FakeMounter, store: FakePublicationStore
+        self, publish: NodePublishVolume, mounter: FakeMounter, store: FakePublicationStore
     ) -> None:
         mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish within 1 s")
         with pytest.raises(DeadlineExceeded):
@@ -162,7 +162,7 @@ class TestPublish:
         self, mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks
     ) -> None:
         events = RecordingEvents()
-        publish = Publish(mounter, store, locks, events)
+        publish = NodePublishVolume(mounter, store, locks, events)
         publish(request())
         mounter.stale.add(TARGET)
         publish(request())
@@ -172,23 +172,23 @@ class TestPublish:
         assert events.events == [Event.VOLUME_PUBLISHED, Event.STALE_HANDLE_RECOVERED]
 
     @pytest.mark.parametrize("value", ["true", "True", " TRUE "])
-    def test_inline_ephemeral_volumes_are_refused(self, publish: Publish, mounter: FakeMounter, value: str) -> None:
+    def test_inline_ephemeral_volumes_are_refused(self, publish: NodePublishVolume, mounter: FakeMounter, value: str) -> None:
         with pytest.raises(InvalidArgument, match="inline ephemeral volumes are disabled"):
             publish(request(context={"csi.storage.k8s.io/ephemeral": value}))
         assert mounter.mounts == {} and mounter.targets == set()
 
-    def test_a_persistent_volume_context_is_fine(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_a_persistent_volume_context_is_fine(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request(context={"csi.storage.k8s.io/ephemeral": "false"}))
         assert TARGET in mounter.mounts
 
-    def test_the_root_is_never_a_target(self, publish: Publish) -> None:
+    def test_the_root_is_never_a_target(self, publish: NodePublishVolume) -> None:
         with pytest.raises(InvalidArgument, match="must not be '/'"):
             publish(request(target_path="//"))
 
     def test_mount_options_follow_the_configured_allowlist(
         self, mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks
     ) -> None:
-        strict = Publish(mounter, store, locks, mount_options=MountOptionAllowlist(frozenset({"hard"})))
+        strict = NodePublishVolume(mounter, store, locks, mount_options=MountOptionAllowlist(frozenset({"hard"})))
         with pytest.raises(InvalidArgument, match="allowlist"):
             strict(request())
         strict(request(capability=VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER, mount_flags=("hard",))))
@@ -196,61 +196,61 @@ class TestPublish:
 
 class TestUnpublish:
     def test_unmounts_and_removes_the_target(
-        self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+        self, publish: NodePublishVolume, unpublish: NodeUnpublishVolume, mounter: FakeMounter, store: FakePublicationStore
     ) -> None:
         publish(request())
-        unpublish(UnpublishVolume(VOLUME, TARGET))
+        unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
         assert mounter.mounts == {} and mounter.targets == set() and store.publications == {}
 
-    def test_nothing_mounted_is_ok(self, unpublish: Unpublish) -> None:
-        unpublish(UnpublishVolume(VOLUME, TARGET))
-        unpublish(UnpublishVolume(VOLUME, TARGET))
+    def test_nothing_mounted_is_ok(self, unpublish: NodeUnpublishVolume) -> None:
+        unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
+        unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
 
     def test_unknown_volume_is_not_found_but_the_target_is_still_removed(
-        self, unpublish: Unpublish, mounter: FakeMounter
+        self, unpublish: NodeUnpublishVolume, mounter: FakeMounter
     ) -> None:
         mounter.targets.add(TARGET)
         with pytest.raises(NotFound):
-            unpublish(UnpublishVolume("fake-vol-id-1", TARGET))
+            unpublish(NodeUnpublishVolumeCommand("fake-vol-id-1", TARGET))
         assert TARGET not in mounter.targets
 
     @pytest.mark.parametrize("volume_id,target", [("", TARGET), (VOLUME, ""), (VOLUME, "x/../y"), (VOLUME, "/")])
-    def test_missing_fields_are_invalid_argument(self, unpublish: Unpublish, volume_id: str, target: str) -> None:
+    def test_missing_fields_are_invalid_argument(self, unpublish: NodeUnpublishVolume, volume_id: str, target: str) -> None:
         with pytest.raises(InvalidArgument):
-            unpublish(UnpublishVolume(volume_id, target))
+            unpublish(NodeUnpublishVolumeCommand(volume_id, target))
 
     def test_a_mount_point_this_driver_did_not_publish_is_never_unmounted(
-        self, unpublish: Unpublish, mounter: FakeMounter
+        self, unpublish: NodeUnpublishVolume, mounter: FakeMounter
     ) -> None:
         mounter.mounts[TARGET] = ("someone:/else", ())
         mounter.targets.add(TARGET)
         with pytest.raises(FailedPrecondition, match="no record of publishing"):
-            unpublish(UnpublishVolume(VOLUME, TARGET))
+            unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
         assert TARGET in mounter.mounts and TARGET in mounter.targets
 
     def test_a_target_holding_another_volume_is_left_alone(
-        self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+        self, publish: NodePublishVolume, unpublish: NodeUnpublishVolume, mounter: FakeMounter, store: FakePublicationStore
     ) -> None:
         publish(request())
         other = str(VolumeId(ShareRef("nfs.example", "/exports"), "other", OnDelete.DELETE))
         with pytest.raises(FailedPrecondition, match="holds another volume"):
-            unpublish(UnpublishVolume(other, TARGET))
+            unpublish(NodeUnpublishVolumeCommand(other, TARGET))
         assert TARGET in mounter.mounts and store.publications[TARGET].volume_id == VOLUME
 
     def test_a_stale_target_is_unmounted_and_removed(
-        self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+        self, publish: NodePublishVolume, unpublish: NodeUnpublishVolume, mounter: FakeMounter, store: FakePublicationStore
     ) -> None:
         publish(request())
         mounter.stale.add(TARGET)
-        unpublish(UnpublishVolume(VOLUME, TARGET))
+        unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
         assert mounter.mounts == {} and mounter.targets == set() and store.publications == {}
 
     def test_a_record_left_by_a_timed_out_publish_is_cleaned_up(
-        self, unpublish: Unpublish, mounter: FakeMounter, store: FakePublicationStore
+        self, unpublish: NodeUnpublishVolume, mounter: FakeMounter, store: FakePublicationStore
     ) -> None:
         store.put(Publication(VOLUME, TARGET, "nfs.example:/exports/team/pvc-1", ()))
         mounter.targets.add(TARGET)
-        unpublish(UnpublishVolume(VOLUME, TARGET))
+        unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
         assert store.publications == {} and mounter.targets == set()
 
 
@@ -267,19 +267,19 @@ class TestProbe:
 class TestStaticAndInline:
     STATIC = {"server": "nfs.example", "share": "/exports", "subDir": "team", "mountOptions": "hard"}
 
-    def test_a_handle_not_of_ours_is_published_from_its_context(self, publish: Publish, mounter: FakeMounter) -> None:
+    def test_a_handle_not_of_ours_is_published_from_its_context(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
         publish(request(volume_id="any-admin-handle", context=self.STATIC))
         assert mounter.mounts[TARGET] == ("nfs.example:/exports/team", ("nfsvers=4.1", "hard"))
 
-    def test_unpublishing_a_static_volume_twice_is_ok(self, publish: Publish, unpublish: Unpublish, mounter: FakeMounter) -> None:
+    def test_unpublishing_a_static_volume_twice_is_ok(self, publish: NodePublishVolume, unpublish: NodeUnpublishVolume, mounter: FakeMounter) -> None:
         publish(request(volume_id="any-admin-handle", context=self.STATIC))
-        unpublish(UnpublishVolume("any-admin-handle", TARGET))
-        unpublish(UnpublishVolume("any-admin-handle", TARGET))  # a retry after a lost reply
+        unpublish(NodeUnpublishVolumeCommand("any-admin-handle", TARGET))
+        unpublish(NodeUnpublishVolumeCommand("any-admin-handle", TARGET))  # a retry after a lost reply
         assert mounter.mounts == {} and mounter.targets == set()
 
     def test_inline_volumes_are_refused_unless_enabled(self, mounter: FakeMounter, store: FakePublicationStore, locks: VolumeLocks) -> None:
         inline = request(volume_id="csi-1", context={**self.STATIC, "csi.storage.k8s.io/ephemeral": "true"})
         with pytest.raises(InvalidArgument, match="--enable-inline-volumes"):
-            Publish(mounter, store, locks)(inline)
-        Publish(mounter, store, locks, inline_volumes=True)(inline)
+            NodePublishVolume(mounter, store, locks)(inline)
+        NodePublishVolume(mounter, store, locks, inline_volumes=True)(inline)
         assert mounter.mounts[TARGET][0] == "nfs.example:/exports/team"

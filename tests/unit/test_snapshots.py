@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume
+from domain.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
 from domain.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -25,9 +25,11 @@ from domain.snapshots import (
     CreateSnapshot,
     CreateSnapshotCommand,
     DeleteSnapshot,
+    DeleteSnapshotCommand,
     GetSnapshot,
+    GetSnapshotCommand,
     ListSnapshots,
-    ListSnapshotsQuery,
+    ListSnapshotsCommand,
 )
 from tests.fakes import FakeClock, FakeShareStorage
 
@@ -56,15 +58,15 @@ def snap(storage: FakeShareStorage, locks: VolumeLocks, events: Recorder) -> Cre
     return CreateSnapshot(storage, locks, FakeClock(), events)
 
 
-def volume(provision: ProvisionVolume, storage: FakeShareStorage, name: str = "pvc-1", **files: bytes) -> str:
-    made = provision(CreateVolume(name, RWX, CapacityRange(GIB), PARAMS))
+def volume(provision: CreateVolume, storage: FakeShareStorage, name: str = "pvc-1", **files: bytes) -> str:
+    made = provision(CreateVolumeCommand(name, RWX, CapacityRange(GIB), PARAMS))
     for path, data in files.items():
         storage.files[(SHARE, f"{name}/{path}")] = data
     return str(made.volume_id)
 
 
-def clone(name: str, kind: str, source: str, **params: str) -> CreateVolume:
-    return CreateVolume(name, RWX, CapacityRange(GIB), {**PARAMS, **params}, content_source=ContentSource(kind, source))
+def clone(name: str, kind: str, source: str, **params: str) -> CreateVolumeCommand:
+    return CreateVolumeCommand(name, RWX, CapacityRange(GIB), {**PARAMS, **params}, content_source=ContentSource(kind, source))
 
 
 class TestSnapshotIds:
@@ -98,7 +100,7 @@ class TestSnapshotIds:
 
 class TestCreateSnapshot:
     def test_archives_the_volume_and_records_it_last(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot, events: Recorder
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot, events: Recorder
     ) -> None:
         source = volume(provision, storage, data=b"hello")
         snapshot = snap(CreateSnapshotCommand("snap-1", source))
@@ -110,7 +112,7 @@ class TestCreateSnapshot:
         assert events.events == [Event.SNAPSHOT_CREATED]
 
     def test_a_retry_returns_the_same_snapshot_without_packing_again(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot, events: Recorder
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot, events: Recorder
     ) -> None:
         source = volume(provision, storage, data=b"hello")
         first = snap(CreateSnapshotCommand("snap-1", source))
@@ -120,14 +122,14 @@ class TestCreateSnapshot:
         assert events.events == [Event.SNAPSHOT_CREATED]
 
     def test_the_same_name_from_another_source_is_already_exists(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
     ) -> None:
         snap(CreateSnapshotCommand("snap-1", volume(provision, storage, "pvc-1")))
         with pytest.raises(AlreadyExists):
             snap(CreateSnapshotCommand("snap-1", volume(provision, storage, "pvc-2")))
 
     def test_the_same_name_in_another_format_is_already_exists(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
     ) -> None:
         source = volume(provision, storage)
         snap(CreateSnapshotCommand("snap-1", source))
@@ -135,7 +137,7 @@ class TestCreateSnapshot:
             snap(CreateSnapshotCommand("snap-1", source, {"format": "tar"}))
 
     def test_the_archive_goes_to_the_share_the_class_names(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
     ) -> None:
         snapshot = snap(CreateSnapshotCommand("snap-1", volume(provision, storage), {"server": OTHER.server, "share": OTHER.share}))
         assert snapshot.snapshot_id.share == OTHER and (OTHER, "snap-1") in storage.snapshot_records
@@ -155,7 +157,7 @@ class TestCreateSnapshot:
             snap(command)
 
     def test_a_retry_while_the_first_still_packs_is_aborted(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot, locks: VolumeLocks
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot, locks: VolumeLocks
     ) -> None:
         source = volume(provision, storage)
         with locks.hold("snapshot-name:snap-1"):
@@ -163,7 +165,7 @@ class TestCreateSnapshot:
                 snap(CreateSnapshotCommand("snap-1", source))
 
     def test_a_pack_that_fails_leaves_no_record(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot, monkeypatch: pytest.MonkeyPatch
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         source = volume(provision, storage)
 
@@ -178,44 +180,44 @@ class TestCreateSnapshot:
 
 class TestDeleteGetList:
     def test_delete_removes_record_and_archive_and_a_second_delete_is_ok(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot, locks: VolumeLocks, events: Recorder
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot, locks: VolumeLocks, events: Recorder
     ) -> None:
         snapshot = snap(CreateSnapshotCommand("snap-1", volume(provision, storage)))
         delete = DeleteSnapshot(storage, locks, events)
-        delete(str(snapshot.snapshot_id))
-        delete(str(snapshot.snapshot_id))
-        delete("reallyfakesnapshotid")
+        delete(DeleteSnapshotCommand(str(snapshot.snapshot_id)))
+        delete(DeleteSnapshotCommand(str(snapshot.snapshot_id)))
+        delete(DeleteSnapshotCommand("reallyfakesnapshotid"))
         assert storage.snapshot_records == {} and storage.archives == {}
         assert events.events == [Event.SNAPSHOT_CREATED, Event.SNAPSHOT_DELETED]
         with pytest.raises(InvalidArgument):
-            delete("")
+            delete(DeleteSnapshotCommand(""))
 
     def test_get_finds_by_id_and_a_missing_one_is_not_found(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
     ) -> None:
         snapshot = snap(CreateSnapshotCommand("snap-1", volume(provision, storage)))
-        assert GetSnapshot(storage)(str(snapshot.snapshot_id)) == snapshot
+        assert GetSnapshot(storage)(GetSnapshotCommand(str(snapshot.snapshot_id))) == snapshot
         for missing in ("none-exist-id", "nfs1snap#nfs.example#/exports#other"):
             with pytest.raises(NotFound):
-                GetSnapshot(storage)(missing)
+                GetSnapshot(storage)(GetSnapshotCommand(missing))
         with pytest.raises(InvalidArgument):
-            GetSnapshot(storage)("")
+            GetSnapshot(storage)(GetSnapshotCommand(""))
 
     def test_list_pages_in_id_order_and_a_token_survives_deleting_its_entry(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot, locks: VolumeLocks
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot, locks: VolumeLocks
     ) -> None:
         source = volume(provision, storage)
         ids = [str(snap(CreateSnapshotCommand(f"snap-{n}", source)).snapshot_id) for n in range(5)]
         listing = ListSnapshots(storage, (SHARE,))
-        first = listing(ListSnapshotsQuery(max_entries=2))
+        first = listing(ListSnapshotsCommand(max_entries=2))
         assert [str(s.snapshot_id) for s in first.entries] == ids[:2] and first.next_token == ids[1]
-        DeleteSnapshot(storage, locks)(ids[1])
-        rest = listing(ListSnapshotsQuery(starting_token=first.next_token))
+        DeleteSnapshot(storage, locks)(DeleteSnapshotCommand(ids[1]))
+        rest = listing(ListSnapshotsCommand(starting_token=first.next_token))
         assert [str(s.snapshot_id) for s in rest.entries] == ids[2:] and rest.next_token == ""
 
     def test_a_token_not_ours_is_aborted(self, storage: FakeShareStorage) -> None:
         with pytest.raises(InvalidToken):  # ABORTED, by the status table
-            ListSnapshots(storage, (SHARE,))(ListSnapshotsQuery(starting_token="garbage"))
+            ListSnapshots(storage, (SHARE,))(ListSnapshotsCommand(starting_token="garbage"))
 
     def test_a_listed_share_that_is_not_exported_is_unavailable_a_filters_share_is_empty(
         self, storage: FakeShareStorage, monkeypatch: pytest.MonkeyPatch
@@ -225,27 +227,27 @@ class TestDeleteGetList:
 
         monkeypatch.setattr(storage, "list_snapshot_records", not_exported)
         with pytest.raises(Unavailable):
-            ListSnapshots(storage, (SHARE,))(ListSnapshotsQuery())
-        page = ListSnapshots(storage)(ListSnapshotsQuery(source_volume_id="nfs1#nfs.example#/exports#pvc-1#delete"))
+            ListSnapshots(storage, (SHARE,))(ListSnapshotsCommand())
+        page = ListSnapshots(storage)(ListSnapshotsCommand(source_volume_id="nfs1#nfs.example#/exports#pvc-1#delete"))
         assert page.entries == ()
 
     def test_list_filters_by_snapshot_id_and_by_source_volume_on_its_share(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
     ) -> None:
         one, two = volume(provision, storage, "pvc-1"), volume(provision, storage, "pvc-2")
         a = snap(CreateSnapshotCommand("a", one))
         snap(CreateSnapshotCommand("b", two))
         unlisted = ListSnapshots(storage, ())  # no --shares: a source volume's own share is still looked at
-        assert unlisted(ListSnapshotsQuery(source_volume_id=one)).entries == (a,)
-        assert unlisted(ListSnapshotsQuery(snapshot_id=str(a.snapshot_id))).entries == (a,)
-        assert unlisted(ListSnapshotsQuery(snapshot_id="none-exist-id")).entries == ()
-        assert unlisted(ListSnapshotsQuery(source_volume_id="fake-vol-id")).entries == ()
-        assert len(ListSnapshots(storage, (SHARE,))(ListSnapshotsQuery()).entries) == 2
+        assert unlisted(ListSnapshotsCommand(source_volume_id=one)).entries == (a,)
+        assert unlisted(ListSnapshotsCommand(snapshot_id=str(a.snapshot_id))).entries == (a,)
+        assert unlisted(ListSnapshotsCommand(snapshot_id="none-exist-id")).entries == ()
+        assert unlisted(ListSnapshotsCommand(source_volume_id="fake-vol-id")).entries == ()
+        assert len(ListSnapshots(storage, (SHARE,))(ListSnapshotsCommand()).entries) == 2
 
 
 class TestClones:
     def test_a_volume_from_a_snapshot_holds_the_snapshot_content(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, snap: CreateSnapshot
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
     ) -> None:
         snapshot = snap(CreateSnapshotCommand("snap-1", volume(provision, storage, data=b"hello")))
         storage.files[(SHARE, "pvc-1/data")] = b"changed later"
@@ -254,7 +256,7 @@ class TestClones:
         record = storage.records[(SHARE, "restored")]
         assert PENDING_KEY not in record.parameters and made.capacity_bytes == GIB
 
-    def test_a_volume_from_a_volume_holds_a_copy(self, provision: ProvisionVolume, storage: FakeShareStorage) -> None:
+    def test_a_volume_from_a_volume_holds_a_copy(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
         source = volume(provision, storage, data=b"hello")
         provision(clone("copy", "volume", source))
         assert storage.files[(SHARE, "copy/data")] == b"hello"
@@ -264,24 +266,24 @@ class TestClones:
                              ("volume", "fake-vol-id"), ("volume", "nfs1#nfs.example#/exports#gone#delete")],
     )  # fmt: skip
     def test_a_missing_source_is_not_found_and_nothing_is_made(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, kind: str, source: str
+        self, provision: CreateVolume, storage: FakeShareStorage, kind: str, source: str
     ) -> None:
         with pytest.raises(NotFound):
             provision(clone("copy", kind, source))
         assert storage.dirs == {} and storage.records == {}
 
     def test_a_retry_with_the_same_source_converges_and_another_source_is_already_exists(
-        self, provision: ProvisionVolume, storage: FakeShareStorage
+        self, provision: CreateVolume, storage: FakeShareStorage
     ) -> None:
         one, two = volume(provision, storage, "pvc-1", data=b"1"), volume(provision, storage, "pvc-2")
         assert provision(clone("copy", "volume", one)) == provision(clone("copy", "volume", one))
         with pytest.raises(AlreadyExists):
             provision(clone("copy", "volume", two))
         with pytest.raises(AlreadyExists):
-            provision(CreateVolume("copy", RWX, CapacityRange(GIB), PARAMS))
+            provision(CreateVolumeCommand("copy", RWX, CapacityRange(GIB), PARAMS))
 
     def test_an_interrupted_clone_stays_pending_and_a_retry_completes_it(
-        self, provision: ProvisionVolume, storage: FakeShareStorage
+        self, provision: CreateVolume, storage: FakeShareStorage
     ) -> None:
         source = volume(provision, storage, a=b"1", b=b"2", c=b"3", d=b"4")
         storage.fail_next_fill = DeadlineExceeded("copy took too long")
@@ -305,7 +307,7 @@ class TestClones:
         ids=["unsafe", "unrestorable"],
     )
     def test_a_source_refused_leaves_nothing_half_copied(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, refusal: Exception
+        self, provision: CreateVolume, storage: FakeShareStorage, refusal: Exception
     ) -> None:
         source = volume(provision, storage, a=b"1", b=b"2", c=b"3", d=b"4")
         storage.fail_next_fill = refusal
@@ -315,20 +317,20 @@ class TestClones:
         assert not any(path.startswith("copy/") for _, path in storage.files)
 
     def test_a_pending_clone_whose_source_went_away_is_removed_not_kept_forever(
-        self, provision: ProvisionVolume, storage: FakeShareStorage
+        self, provision: CreateVolume, storage: FakeShareStorage
     ) -> None:
         source = volume(provision, storage, a=b"1", b=b"2", c=b"3", d=b"4")
         storage.fail_next_fill = DeadlineExceeded("copy took too long")
         with pytest.raises(DeadlineExceeded):
             provision(clone("copy", "volume", source))
-        DeleteVolume(storage, VolumeLocks(), FakeClock())(source)
+        DeleteVolume(storage, VolumeLocks(), FakeClock())(DeleteVolumeCommand(source))
         with pytest.raises(NotFound):
             provision(clone("copy", "volume", source))
         assert (SHARE, "copy") not in storage.records and (SHARE, "copy") not in storage.dirs
         assert not any(path.startswith("copy/") for _, path in storage.files)
 
     def test_the_source_volume_is_held_while_it_is_copied(
-        self, provision: ProvisionVolume, storage: FakeShareStorage, locks: VolumeLocks
+        self, provision: CreateVolume, storage: FakeShareStorage, locks: VolumeLocks
     ) -> None:
         source = volume(provision, storage)
         with locks.hold(source):

@@ -8,9 +8,9 @@ from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, I
 from domain.identity import node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, FilesystemUsage, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
-from domain.node import Publish, PublishVolume, Unpublish, UnpublishVolume
-from domain.stage import Stage, StageVolume, Unstage, UnstageVolume
-from domain.stats import GetVolumeStats
+from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
+from domain.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
+from domain.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand
 from tests.fakes import FakeMounter, FakePublicationStore
 
 VOLUME = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-1", OnDelete.DELETE))
@@ -29,11 +29,11 @@ class Node:
         self.publications = FakePublicationStore()
         self.stagings = FakePublicationStore()
         self.locks = VolumeLocks()
-        self.stage = Stage(self.mounter, self.stagings, self.locks)
-        self.unstage = Unstage(self.mounter, self.stagings, self.locks)
-        self.publish = Publish(self.mounter, self.publications, self.locks, stagings=self.stagings, inline_volumes=True)
-        self.unpublish = Unpublish(self.mounter, self.publications, self.locks)
-        self.stats = GetVolumeStats(self.mounter, self.publications, self.stagings)
+        self.stage = NodeStageVolume(self.mounter, self.stagings, self.locks)
+        self.unstage = NodeUnstageVolume(self.mounter, self.stagings, self.locks)
+        self.publish = NodePublishVolume(self.mounter, self.publications, self.locks, stagings=self.stagings, inline_volumes=True)
+        self.unpublish = NodeUnpublishVolume(self.mounter, self.publications, self.locks)
+        self.stats = NodeGetVolumeStats(self.mounter, self.publications, self.stagings)
 
 
 @pytest.fixture
@@ -41,18 +41,18 @@ def node() -> Node:
     return Node()
 
 
-def stage_request(**changes: object) -> StageVolume:
+def stage_request(**changes: object) -> NodeStageVolumeCommand:
     fields: dict[str, object] = {"volume_id": VOLUME, "staging_target_path": STAGING, "capability": RWX}
     fields.update(changes)
-    return StageVolume(**fields)  # type: ignore[arg-type]
+    return NodeStageVolumeCommand(**fields)  # type: ignore[arg-type]
 
 
-def publish_request(**changes: object) -> PublishVolume:
+def publish_request(**changes: object) -> NodePublishVolumeCommand:
     fields: dict[str, object] = {
         "volume_id": VOLUME, "target_path": TARGET, "capability": RWX, "staging_target_path": STAGING,
     }  # fmt: skip
     fields.update(changes)
-    return PublishVolume(**fields)  # type: ignore[arg-type]
+    return NodePublishVolumeCommand(**fields)  # type: ignore[arg-type]
 
 
 class TestStage:
@@ -141,33 +141,33 @@ class TestStage:
 class TestUnstage:
     def test_unmounts_and_forgets_the_staging_but_leaves_the_directory(self, node: Node) -> None:
         node.stage(stage_request())
-        node.unstage(UnstageVolume(VOLUME, STAGING))
+        node.unstage(NodeUnstageVolumeCommand(VOLUME, STAGING))
         assert node.mounter.mounts == {} and node.stagings.publications == {}
         assert STAGING in node.mounter.targets  # the CO's directory
 
     def test_unstaging_twice_or_what_was_never_staged_is_ok(self, node: Node) -> None:
-        node.unstage(UnstageVolume(VOLUME, STAGING))
+        node.unstage(NodeUnstageVolumeCommand(VOLUME, STAGING))
         node.stage(stage_request())
-        node.unstage(UnstageVolume(VOLUME, STAGING))
-        node.unstage(UnstageVolume(VOLUME, STAGING))
+        node.unstage(NodeUnstageVolumeCommand(VOLUME, STAGING))
+        node.unstage(NodeUnstageVolumeCommand(VOLUME, STAGING))
         assert node.mounter.mounts == {}
 
     def test_a_mount_point_this_driver_did_not_stage_is_never_unmounted(self, node: Node) -> None:
         node.mounter.mounts[STAGING] = ("other:/x", ())
         with pytest.raises(FailedPrecondition):
-            node.unstage(UnstageVolume(VOLUME, STAGING))
+            node.unstage(NodeUnstageVolumeCommand(VOLUME, STAGING))
         assert STAGING in node.mounter.mounts
 
     def test_a_staging_path_holding_another_volume_is_left_alone(self, node: Node) -> None:
         node.stage(stage_request())
         with pytest.raises(FailedPrecondition):
-            node.unstage(UnstageVolume("other-volume", STAGING))
+            node.unstage(NodeUnstageVolumeCommand("other-volume", STAGING))
         assert STAGING in node.mounter.mounts
 
     @pytest.mark.parametrize(("volume_id", "path"), [("", STAGING), (VOLUME, ""), (VOLUME, "relative")])
     def test_missing_fields_are_invalid_argument(self, node: Node, volume_id: str, path: str) -> None:
         with pytest.raises(InvalidArgument):
-            node.unstage(UnstageVolume(volume_id, path))
+            node.unstage(NodeUnstageVolumeCommand(volume_id, path))
 
 
 class TestPublishFromStaging:
@@ -218,13 +218,13 @@ class TestPublishFromStaging:
     def test_unpublish_unmounts_the_bind_and_leaves_the_staging_mount(self, node: Node) -> None:
         node.stage(stage_request())
         node.publish(publish_request())
-        node.unpublish(UnpublishVolume(VOLUME, TARGET))
+        node.unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
         assert list(node.mounter.mounts) == [STAGING] and TARGET not in node.mounter.targets
 
     def test_unpublish_never_touches_a_staging_mount(self, node: Node) -> None:
         node.stage(stage_request())
         with pytest.raises(FailedPrecondition):
-            node.unpublish(UnpublishVolume(VOLUME, STAGING))
+            node.unpublish(NodeUnpublishVolumeCommand(VOLUME, STAGING))
         assert STAGING in node.mounter.mounts
 
 
@@ -232,58 +232,58 @@ class TestVolumeStats:
     def test_reports_the_usage_of_a_published_volume_and_a_healthy_condition(self, node: Node) -> None:
         node.stage(stage_request())
         node.publish(publish_request())
-        stats = node.stats(VOLUME, TARGET)
+        stats = node.stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
         assert stats.usage == node.mounter.usage and not stats.abnormal
 
     def test_the_staging_path_is_a_volume_path_too(self, node: Node) -> None:
         node.stage(stage_request())
-        assert node.stats(VOLUME, STAGING + "/").usage == node.mounter.usage
+        assert node.stats(NodeGetVolumeStatsCommand(VOLUME, STAGING + "/")).usage == node.mounter.usage
 
     @pytest.mark.parametrize(("volume_id", "path"), [("", TARGET), (VOLUME, "")])
     def test_missing_fields_are_invalid_argument(self, node: Node, volume_id: str, path: str) -> None:
         with pytest.raises(InvalidArgument):
-            node.stats(volume_id, path)
+            node.stats(NodeGetVolumeStatsCommand(volume_id, path))
 
     @pytest.mark.parametrize("path", ["some/path", "/nowhere", TARGET_2, "/a/../etc"])
     def test_a_path_where_the_volume_is_not_is_not_found(self, node: Node, path: str) -> None:
         node.stage(stage_request())
         node.publish(publish_request())
         with pytest.raises(NotFound):
-            node.stats(VOLUME, path)
+            node.stats(NodeGetVolumeStatsCommand(VOLUME, path))
 
     def test_another_volumes_path_is_not_found(self, node: Node) -> None:
         node.stage(stage_request())
         node.publish(publish_request())
         with pytest.raises(NotFound):
-            node.stats("fake-vol-id-1", TARGET)
+            node.stats(NodeGetVolumeStatsCommand("fake-vol-id-1", TARGET))
 
     def test_a_hung_mount_is_abnormal_with_the_last_usage_measured(self, node: Node) -> None:
         node.stage(stage_request())
         node.publish(publish_request())
-        node.stats(VOLUME, TARGET)
+        node.stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
         node.mounter.usage = FilesystemUsage(1, 1, 0, 1, 1, 0)
         node.mounter.hung.add(TARGET)
-        stats = node.stats(VOLUME, TARGET)
+        stats = node.stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
         assert stats.abnormal and "did not finish" in stats.message
         assert stats.usage == FilesystemUsage(10 << 30, 6 << 30, 4 << 30, 1000, 900, 100)
 
     def test_a_stale_mount_is_abnormal_with_a_message_not_an_error(self, node: Node) -> None:
         node.stage(stage_request())
         node.mounter.stale.add(STAGING)
-        stats = node.stats(VOLUME, STAGING)
+        stats = node.stats(NodeGetVolumeStatsCommand(VOLUME, STAGING))
         assert stats.abnormal and "Stale file handle" in stats.message and stats.usage is None
 
     def test_a_recorded_volume_whose_mount_is_gone_is_abnormal(self, node: Node) -> None:
         node.stage(stage_request())
         node.mounter.mounts.clear()
-        stats = node.stats(VOLUME, STAGING)
+        stats = node.stats(NodeGetVolumeStatsCommand(VOLUME, STAGING))
         assert stats.abnormal and "no longer a mount point" in stats.message
 
     def test_without_stage_mode_only_publications_count(self) -> None:
         mounter, publications = FakeMounter(), FakePublicationStore()
-        Publish(mounter, publications, VolumeLocks())(publish_request(staging_target_path=""))
-        stats = GetVolumeStats(mounter, publications)
-        assert stats(VOLUME, TARGET).usage == mounter.usage
+        NodePublishVolume(mounter, publications, VolumeLocks())(publish_request(staging_target_path=""))
+        stats = NodeGetVolumeStats(mounter, publications)
+        assert stats(NodeGetVolumeStatsCommand(VOLUME, TARGET)).usage == mounter.usage
 
 
 class TestNodeCapabilities:

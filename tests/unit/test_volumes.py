@@ -6,7 +6,14 @@ from typing import Mapping
 
 import pytest
 
-from domain.controller import CreateVolume, DeleteVolume, ProvisionVolume, ValidateVolume, ValidateVolumeCapabilities
+from domain.controller import (
+    CreateVolume,
+    CreateVolumeCommand,
+    DeleteVolume,
+    DeleteVolumeCommand,
+    ValidateVolumeCapabilities,
+    ValidateVolumeCapabilitiesCommand,
+)
 from domain.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -21,7 +28,19 @@ from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability, VolumeId
 from domain.parameters import ProvisionDefaults
 from domain.snapshots import ContentSource
-from domain.volumes import Expand, ExpandVolume, GetCapacity, GetVolume, ListVolumes, ModifyVolume, VolumeView
+from domain.volumes import (
+    ControllerExpandVolume,
+    ControllerExpandVolumeCommand,
+    ControllerGetVolume,
+    ControllerGetVolumeCommand,
+    ControllerModifyVolume,
+    ControllerModifyVolumeCommand,
+    GetCapacity,
+    GetCapacityCommand,
+    ListVolumes,
+    ListVolumesCommand,
+    VolumeView,
+)
 from tests.fakes import FakeClock, FakeShareStorage
 
 SHARE = ShareRef("nfs.example", "/exports")
@@ -33,9 +52,9 @@ GIB = 1 << 30
 
 
 def make(
-    provision: ProvisionVolume, name: str, share: str = "/exports", mutable_parameters: Mapping[str, str] = {}
+    provision: CreateVolume, name: str, share: str = "/exports", mutable_parameters: Mapping[str, str] = {}
 ) -> str:
-    command = CreateVolume(
+    command = CreateVolumeCommand(
         name=name,
         capabilities=RWX,
         capacity=CapacityRange(GIB),
@@ -51,10 +70,10 @@ def listed_ids(volumes: tuple[VolumeView, ...]) -> list[str]:
 
 class TestListVolumes:
     def test_lists_every_recorded_volume_of_the_configured_shares_oldest_first(
-        self, storage: FakeShareStorage, provision: ProvisionVolume
+        self, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         ids = [make(provision, "a"), make(provision, "b", "/other"), make(provision, "c")]
-        page = ListVolumes(storage, (SHARE, OTHER))()
+        page = ListVolumes(storage, (SHARE, OTHER))(ListVolumesCommand())
         assert listed_ids(page.volumes) == [ids[0], ids[2], ids[1]]
         assert page.next_token == ""
         first = page.volumes[0]
@@ -62,243 +81,243 @@ class TestListVolumes:
         assert first.context == {"server": "nfs.example", "share": "/exports", "subDir": "a"}
         assert not first.condition.abnormal
 
-    def test_a_share_not_configured_is_not_listed(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_a_share_not_configured_is_not_listed(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         make(provision, "a", "/other")
-        assert ListVolumes(storage, (SHARE,))().volumes == ()
-        assert ListVolumes(storage, ())().volumes == ()
+        assert ListVolumes(storage, (SHARE,))(ListVolumesCommand()).volumes == ()
+        assert ListVolumes(storage, ())(ListVolumesCommand()).volumes == ()
 
     def test_pages_through_every_volume_once_across_shares(
-        self, storage: FakeShareStorage, provision: ProvisionVolume
+        self, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         ids = {make(provision, f"v{i}", "/exports" if i % 2 else "/other") for i in range(7)}
         listing = ListVolumes(storage, (SHARE, OTHER))
         seen: list[str] = []
-        page = listing(max_entries=2)
+        page = listing(ListVolumesCommand(max_entries=2))
         while True:
             assert len(page.volumes) <= 2
             seen += listed_ids(page.volumes)
             if not page.next_token:
                 break
-            page = listing(max_entries=2, starting_token=page.next_token)
+            page = listing(ListVolumesCommand(max_entries=2, starting_token=page.next_token))
         assert sorted(seen) == sorted(ids)
 
-    def test_a_full_last_page_has_no_token(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_a_full_last_page_has_no_token(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         make(provision, "a")
         make(provision, "b")
-        assert ListVolumes(storage, (SHARE,))(max_entries=2).next_token == ""
+        assert ListVolumes(storage, (SHARE,))(ListVolumesCommand(max_entries=2)).next_token == ""
 
     def test_a_token_survives_the_deletion_of_its_volume_and_new_volumes_follow_it(
-        self, storage: FakeShareStorage, provision: ProvisionVolume, locks: VolumeLocks
+        self, storage: FakeShareStorage, provision: CreateVolume, locks: VolumeLocks
     ) -> None:
         ids = [make(provision, name) for name in ("a", "b", "c")]
         listing = ListVolumes(storage, (SHARE,))
-        first = listing(max_entries=2)
+        first = listing(ListVolumesCommand(max_entries=2))
         delete = DeleteVolume(storage, locks, FakeClock())
         for volume_id in listed_ids(first.volumes):
-            delete(volume_id)
+            delete(DeleteVolumeCommand(volume_id))
         added = make(provision, "d")
-        rest = listing(max_entries=2, starting_token=first.next_token)
+        rest = listing(ListVolumesCommand(max_entries=2, starting_token=first.next_token))
         assert listed_ids(rest.volumes) == [ids[2], added]
 
     @pytest.mark.parametrize("token", ["invalid-token", "9.1.abc", "0.x.abc", "0.1.", "0.1.a/b", "0.1.a.b"])
     def test_a_token_it_did_not_hand_out_is_invalid(self, storage: FakeShareStorage, token: str) -> None:
         with pytest.raises(InvalidToken):
-            ListVolumes(storage, (SHARE,))(starting_token=token)
+            ListVolumes(storage, (SHARE,))(ListVolumesCommand(starting_token=token))
 
     def test_negative_max_entries_is_invalid(self, storage: FakeShareStorage) -> None:
         with pytest.raises(InvalidArgument):
-            ListVolumes(storage, (SHARE,))(max_entries=-1)
+            ListVolumes(storage, (SHARE,))(ListVolumesCommand(max_entries=-1))
 
     def test_a_volume_whose_directory_is_gone_is_listed_abnormal(
-        self, storage: FakeShareStorage, provision: ProvisionVolume
+        self, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         make(provision, "a")
         storage.remove_volume_dir(SHARE, "a")
-        (view,) = ListVolumes(storage, (SHARE,))().volumes
+        (view,) = ListVolumes(storage, (SHARE,))(ListVolumesCommand()).volumes
         assert view.condition.abnormal and "missing" in view.condition.message
 
-    def test_an_unreachable_share_fails_the_listing(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_an_unreachable_share_fails_the_listing(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         make(provision, "a")
         storage.exports = {SHARE}
         with pytest.raises(Unavailable):
-            ListVolumes(storage, (SHARE, OTHER))()
+            ListVolumes(storage, (SHARE, OTHER))(ListVolumesCommand())
 
-    def test_the_listed_id_is_the_one_create_returned(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_the_listed_id_is_the_one_create_returned(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         created = make(provision, "a")
-        (view,) = ListVolumes(storage, (SHARE,))().volumes
+        (view,) = ListVolumes(storage, (SHARE,))(ListVolumesCommand()).volumes
         assert str(view.volume_id) == created
-        assert GetVolume(storage)(created).volume_id == view.volume_id
+        assert ControllerGetVolume(storage)(ControllerGetVolumeCommand(created)).volume_id == view.volume_id
 
 
 class TestGetVolume:
-    def test_returns_the_recorded_volume_as_normal(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_returns_the_recorded_volume_as_normal(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         volume_id = make(provision, "a")
-        view = GetVolume(storage)(volume_id)
+        view = ControllerGetVolume(storage)(ControllerGetVolumeCommand(volume_id))
         assert (str(view.volume_id), view.capacity_bytes, view.condition.abnormal) == (volume_id, GIB, False)
         assert view.condition.message
 
-    def test_a_deleted_directory_is_abnormal(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_a_deleted_directory_is_abnormal(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         volume_id = make(provision, "a")
         storage.remove_volume_dir(SHARE, "a")
-        view = GetVolume(storage)(volume_id)
+        view = ControllerGetVolume(storage)(ControllerGetVolumeCommand(volume_id))
         assert view.condition.abnormal and "'a' is missing" in view.condition.message
 
     def test_an_unreachable_share_is_abnormal_not_missing(
-        self, storage: FakeShareStorage, provision: ProvisionVolume
+        self, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         storage.exports = set()
-        view = GetVolume(storage)(volume_id)
+        view = ControllerGetVolume(storage)(ControllerGetVolumeCommand(volume_id))
         assert view.condition.abnormal and "cannot be reached" in view.condition.message
 
     def test_a_clone_whose_content_is_not_in_place_is_abnormal_in_get_and_list(
-        self, storage: FakeShareStorage, provision: ProvisionVolume
+        self, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         source = make(provision, "a")
         storage.files[(SHARE, "a/f1")], storage.files[(SHARE, "a/f2")] = b"1", b"2"
         storage.fail_next_fill = DeadlineExceeded("copy took too long")
         with pytest.raises(DeadlineExceeded):
             provision(
-                CreateVolume(name="copy", capabilities=RWX, parameters=PARAMS, content_source=ContentSource("volume", source))
+                CreateVolumeCommand(name="copy", capabilities=RWX, parameters=PARAMS, content_source=ContentSource("volume", source))
             )
         copy_id = "nfs1#nfs.example#/exports#copy#delete"
-        view = GetVolume(storage)(copy_id)
+        view = ControllerGetVolume(storage)(ControllerGetVolumeCommand(copy_id))
         assert view.condition.abnormal and "still being filled from volume:" in view.condition.message
-        listed = {str(v.volume_id): v.condition for v in ListVolumes(storage, (SHARE,))().volumes}
+        listed = {str(v.volume_id): v.condition for v in ListVolumes(storage, (SHARE,))(ListVolumesCommand()).volumes}
         assert listed[copy_id].abnormal and not listed[source].abnormal
 
     @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#gone#delete"])
     def test_a_missing_volume_is_not_found(self, storage: FakeShareStorage, volume_id: str) -> None:
         with pytest.raises(NotFound):
-            GetVolume(storage)(volume_id)
+            ControllerGetVolume(storage)(ControllerGetVolumeCommand(volume_id))
 
     def test_an_empty_id_is_invalid(self, storage: FakeShareStorage) -> None:
         with pytest.raises(InvalidArgument):
-            GetVolume(storage)("")
+            ControllerGetVolume(storage)(ControllerGetVolumeCommand(""))
 
 
 class TestGetCapacity:
     def test_is_what_the_named_share_has_free(self, storage: FakeShareStorage) -> None:
         storage.free = {SHARE: 7 * GIB, OTHER: 1}
-        assert GetCapacity(storage, ProvisionDefaults())(RWX, {**PARAMS, "onDelete": "retain"}) == 7 * GIB
+        assert GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand(RWX, {**PARAMS, "onDelete": "retain"})) == 7 * GIB
 
     def test_without_parameters_is_zero(self, storage: FakeShareStorage) -> None:
         storage.free = {SHARE: 7 * GIB}
-        assert GetCapacity(storage, ProvisionDefaults())((), {}) == 0
+        assert GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand((), {})) == 0
 
     @pytest.mark.parametrize("params", [{"server": "nfs.example"}, {**PARAMS, "bogus": "1"}, {**PARAMS, "share": "a/../b"}])
     def test_parameters_create_volume_would_refuse_are_invalid(
         self, storage: FakeShareStorage, params: dict[str, str]
     ) -> None:
         with pytest.raises(InvalidArgument):
-            GetCapacity(storage, ProvisionDefaults())(RWX, params)
+            GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand(RWX, params))
 
     def test_no_capacity_for_a_block_capability(self, storage: FakeShareStorage) -> None:
         """The spec asks for capacity usable by volumes with ALL the capabilities given: none can be block here."""
         storage.free[SHARE] = 5 * GIB
-        assert GetCapacity(storage, ProvisionDefaults())((BLOCK,), PARAMS) == 0
-        assert GetCapacity(storage, ProvisionDefaults())(RWX, PARAMS) == 5 * GIB
+        assert GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand((BLOCK,), PARAMS)) == 0
+        assert GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand(RWX, PARAMS)) == 5 * GIB
 
     def test_an_unreachable_share_is_unavailable(self, storage: FakeShareStorage) -> None:
         storage.exports = set()
         with pytest.raises(Unavailable):
-            GetCapacity(storage, ProvisionDefaults())(RWX, PARAMS)
+            GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand(RWX, PARAMS))
 
 
 class TestAClonePendingIsNoVolumeYet:
     def test_expand_and_modify_answer_not_found_and_change_nothing(
-        self, storage: FakeShareStorage, provision: ProvisionVolume, locks: VolumeLocks
+        self, storage: FakeShareStorage, provision: CreateVolume, locks: VolumeLocks
     ) -> None:
         source = make(provision, "a")
         storage.files[(SHARE, "a/f1")], storage.files[(SHARE, "a/f2")] = b"1", b"2"
         storage.fail_next_fill = DeadlineExceeded("copy took too long")
         with pytest.raises(DeadlineExceeded):
             provision(
-                CreateVolume(name="copy", capabilities=RWX, parameters=PARAMS, content_source=ContentSource("volume", source))
+                CreateVolumeCommand(name="copy", capabilities=RWX, parameters=PARAMS, content_source=ContentSource("volume", source))
             )
         copy_id, before = "nfs1#nfs.example#/exports#copy#delete", storage.records[(SHARE, "copy")]
         with pytest.raises(NotFound):
-            ExpandVolume(storage, locks)(Expand(copy_id, CapacityRange(3 * GIB)))
+            ControllerExpandVolume(storage, locks)(ControllerExpandVolumeCommand(copy_id, CapacityRange(3 * GIB)))
         with pytest.raises(NotFound):
-            ModifyVolume(storage, locks)(copy_id, {"mountPermissions": "0700"})
+            ControllerModifyVolume(storage, locks)(ControllerModifyVolumeCommand(copy_id, {"mountPermissions": "0700"}))
         assert storage.records[(SHARE, "copy")] == before
 
 
 class TestExpandVolume:
     @pytest.fixture
-    def expand(self, storage: FakeShareStorage, locks: VolumeLocks) -> ExpandVolume:
-        return ExpandVolume(storage, locks)
+    def expand(self, storage: FakeShareStorage, locks: VolumeLocks) -> ControllerExpandVolume:
+        return ControllerExpandVolume(storage, locks)
 
     def test_records_the_new_size_and_needs_nothing_on_the_node(
-        self, expand: ExpandVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, expand: ControllerExpandVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
-        expanded = expand(Expand(volume_id, CapacityRange(3 * GIB)))
+        expanded = expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB)))
         assert (expanded.capacity_bytes, expanded.node_expansion_required) == (3 * GIB, False)
         assert storage.records[(SHARE, "a")].capacity_bytes == 3 * GIB
-        assert expand(Expand(volume_id, CapacityRange(3 * GIB))).capacity_bytes == 3 * GIB
+        assert expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB))).capacity_bytes == 3 * GIB
 
     def test_a_size_at_or_below_the_current_one_is_ok_and_changes_nothing(
-        self, expand: ExpandVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, expand: ControllerExpandVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
-        assert expand(Expand(volume_id, CapacityRange(GIB // 2))).capacity_bytes == GIB
-        assert expand(Expand(volume_id, CapacityRange(0, 2 * GIB))).capacity_bytes == GIB
+        assert expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(GIB // 2))).capacity_bytes == GIB
+        assert expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(0, 2 * GIB))).capacity_bytes == GIB
         assert storage.records[(SHARE, "a")].capacity_bytes == GIB
 
     def test_a_limit_below_the_current_size_is_out_of_range(
-        self, expand: ExpandVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, expand: ControllerExpandVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         with pytest.raises(OutOfRange):
-            expand(Expand(volume_id, CapacityRange(0, GIB // 2)))
+            expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(0, GIB // 2)))
         with pytest.raises(OutOfRange):
-            expand(Expand(volume_id, CapacityRange(3 * GIB, 2 * GIB)))
+            expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB, 2 * GIB)))
         assert storage.records[(SHARE, "a")].capacity_bytes == GIB
 
     @pytest.mark.parametrize("volume_id", ["fake-vol-id-1", "nfs1#nfs.example#/exports#gone#delete"])
-    def test_a_missing_volume_is_not_found(self, expand: ExpandVolume, volume_id: str) -> None:
+    def test_a_missing_volume_is_not_found(self, expand: ControllerExpandVolume, volume_id: str) -> None:
         with pytest.raises(NotFound):
-            expand(Expand(volume_id, CapacityRange(GIB)))
+            expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(GIB)))
 
     def test_no_id_no_range_or_a_block_capability_is_invalid(
-        self, expand: ExpandVolume, provision: ProvisionVolume
+        self, expand: ControllerExpandVolume, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         for command in (
-            Expand("", CapacityRange(GIB)),
-            Expand(volume_id, None),
-            Expand(volume_id, CapacityRange(2 * GIB), BLOCK),
+            ControllerExpandVolumeCommand("", CapacityRange(GIB)),
+            ControllerExpandVolumeCommand(volume_id, None),
+            ControllerExpandVolumeCommand(volume_id, CapacityRange(2 * GIB), BLOCK),
         ):
             with pytest.raises(InvalidArgument):
                 expand(command)
 
-    def test_a_busy_volume_is_aborted(self, expand: ExpandVolume, locks: VolumeLocks, provision: ProvisionVolume) -> None:
+    def test_a_busy_volume_is_aborted(self, expand: ControllerExpandVolume, locks: VolumeLocks, provision: CreateVolume) -> None:
         volume_id = make(provision, "a")
         with locks.hold(volume_id), pytest.raises(OperationInFlight):
-            expand(Expand(volume_id, CapacityRange(2 * GIB)))
+            expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(2 * GIB)))
 
 
 class TestModifyVolume:
     @pytest.fixture
-    def modify(self, storage: FakeShareStorage, locks: VolumeLocks) -> ModifyVolume:
-        return ModifyVolume(storage, locks)
+    def modify(self, storage: FakeShareStorage, locks: VolumeLocks) -> ControllerModifyVolume:
+        return ControllerModifyVolume(storage, locks)
 
     def test_mount_permissions_are_applied_at_once_and_recorded(
-        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
-        modify(volume_id, {"mountpermissions": "775"})
+        modify(ControllerModifyVolumeCommand(volume_id, {"mountpermissions": "775"}))
         assert storage.dirs[(SHARE, "a")] == 0o775
         record = storage.records[(SHARE, "a")]
         assert record.mutable_parameters == {"mountPermissions": "0775"}
         assert record.parameters["mountPermissions"] == "0000"  # what CreateVolume compares never changes
 
     def test_a_create_retried_after_a_modify_keeps_the_modified_mode(
-        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
-        modify(volume_id, {"mountPermissions": "0700"})
+        modify(ControllerModifyVolumeCommand(volume_id, {"mountPermissions": "0700"}))
         assert make(provision, "a") == volume_id
         assert storage.dirs[(SHARE, "a")] == 0o700
 
@@ -308,46 +327,46 @@ class TestModifyVolume:
          {"mountPermissions": "0"}, {"mountPermissions": "0775", "MOUNTPERMISSIONS": "0700"}],
     )  # fmt: skip
     def test_an_unsupported_key_or_bad_value_is_invalid_and_nothing_is_applied(
-        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume, params: dict[str, str]
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume, params: dict[str, str]
     ) -> None:
         volume_id = make(provision, "a")
         before = (dict(storage.dirs), dict(storage.records))
         with pytest.raises(InvalidArgument):
-            modify(volume_id, params)
+            modify(ControllerModifyVolumeCommand(volume_id, params))
         assert (storage.dirs, storage.records) == before
 
     @pytest.mark.parametrize("volume_id", ["non-existing-volume-id", "nfs1#nfs.example#/exports#gone#delete"])
-    def test_a_missing_volume_is_not_found(self, modify: ModifyVolume, volume_id: str) -> None:
+    def test_a_missing_volume_is_not_found(self, modify: ControllerModifyVolume, volume_id: str) -> None:
         with pytest.raises(NotFound):
-            modify(volume_id, {"mountPermissions": "0775"})
+            modify(ControllerModifyVolumeCommand(volume_id, {"mountPermissions": "0775"}))
 
     def test_a_missing_directory_is_a_failed_precondition_and_is_not_recreated(
-        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         storage.remove_volume_dir(SHARE, "a")
         with pytest.raises(FailedPrecondition):
-            modify(volume_id, {"mountPermissions": "0775"})
+            modify(ControllerModifyVolumeCommand(volume_id, {"mountPermissions": "0775"}))
         assert (SHARE, "a") not in storage.dirs
         assert storage.records[(SHARE, "a")].mutable_parameters == {}
 
     def test_no_parameters_is_ok_and_changes_nothing(
-        self, modify: ModifyVolume, storage: FakeShareStorage, provision: ProvisionVolume
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         before = dict(storage.records)
-        modify(volume_id, {})
+        modify(ControllerModifyVolumeCommand(volume_id, {}))
         assert storage.records == before
 
 
 class TestMutableParametersAtCreation:
-    def test_create_applies_and_records_them(self, storage: FakeShareStorage, provision: ProvisionVolume) -> None:
+    def test_create_applies_and_records_them(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
         make(provision, "a", mutable_parameters={"mountPermissions": "0750"})
         assert storage.dirs[(SHARE, "a")] == 0o750
         assert storage.records[(SHARE, "a")].mutable_parameters == {"mountPermissions": "0750"}
 
     def test_create_with_an_unsupported_one_is_invalid_and_makes_nothing(
-        self, storage: FakeShareStorage, provision: ProvisionVolume
+        self, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         with pytest.raises(InvalidArgument):
             make(provision, "a", mutable_parameters={"XXX_FakeKey": "XXX_FakeValue"})
@@ -359,21 +378,21 @@ class TestValidateMutableParameters:
     def validate(self, storage: FakeShareStorage) -> ValidateVolumeCapabilities:
         return ValidateVolumeCapabilities(storage, ProvisionDefaults())
 
-    def test_supported_ones_are_confirmed(self, validate: ValidateVolumeCapabilities, provision: ProvisionVolume) -> None:
+    def test_supported_ones_are_confirmed(self, validate: ValidateVolumeCapabilities, provision: CreateVolume) -> None:
         volume_id = make(provision, "a")
-        assert validate(ValidateVolume(volume_id, RWX, mutable_parameters={"mountPermissions": "0775"})).confirmed
+        assert validate(ValidateVolumeCapabilitiesCommand(volume_id, RWX, mutable_parameters={"mountPermissions": "0775"})).confirmed
 
     def test_an_unsupported_one_is_not_confirmed_with_the_reason(
-        self, validate: ValidateVolumeCapabilities, provision: ProvisionVolume
+        self, validate: ValidateVolumeCapabilities, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
-        result = validate(ValidateVolume(volume_id, RWX, mutable_parameters={"mountOptions": "hard"}))
+        result = validate(ValidateVolumeCapabilitiesCommand(volume_id, RWX, mutable_parameters={"mountOptions": "hard"}))
         assert not result.confirmed and "mountOptions" in result.message
 
-    def test_block_is_never_confirmed(self, validate: ValidateVolumeCapabilities, provision: ProvisionVolume) -> None:
+    def test_block_is_never_confirmed(self, validate: ValidateVolumeCapabilities, provision: CreateVolume) -> None:
         volume_id = make(provision, "a")
-        assert not validate(ValidateVolume(volume_id, (BLOCK,))).confirmed
+        assert not validate(ValidateVolumeCapabilitiesCommand(volume_id, (BLOCK,))).confirmed
 
     def test_a_missing_volume_is_not_found(self, validate: ValidateVolumeCapabilities) -> None:
         with pytest.raises(NotFound):
-            validate(ValidateVolume(str(VolumeId(SHARE, "gone", ProvisionDefaults().on_delete)), RWX))
+            validate(ValidateVolumeCapabilitiesCommand(str(VolumeId(SHARE, "gone", ProvisionDefaults().on_delete)), RWX))
