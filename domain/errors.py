@@ -46,4 +46,11 @@ class ResourceExhausted(DomainError):
 
 
 class MountFailed(DomainError):
-    """A mount, unmount or share operation failed for a reason that is not the caller's."""
+    """A mount or an unmount (or a look at what is mounted) failed for a reason that is not the caller's."""
+
+
+class StorageFailed(DomainError):
+    """A file operation on a share, or on the node's own records, failed for a reason that is not the caller's.
+
+    Nothing was being mounted: a link or a file where a directory should be, an unreadable record, an NFS error.
+    """

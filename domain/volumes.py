@@ -16,6 +16,7 @@ from domain.errors import (
     MountFailed,
     NotFound,
     OutOfRange,
+    StorageFailed,
     Unavailable,
 )
 from domain.locks import VolumeLocks
@@ -69,7 +70,7 @@ def condition_of(storage: Storage, share: ShareRef, subdir: str, record: VolumeR
         return VolumeCondition(True, f"the content of {subdir!r} is still being filled from {source} (CreateVolume)")
     try:
         present = storage.exists(share, subdir)
-    except (*_UNREACHABLE, MountFailed) as err:
+    except (*_UNREACHABLE, MountFailed, StorageFailed) as err:
         return VolumeCondition(True, f"the directory {subdir!r} on {share.source()} cannot be reached: {err}")
     if not present:
         return VolumeCondition(True, f"the directory {subdir!r} is missing on {share.source()}")

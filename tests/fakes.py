@@ -8,7 +8,7 @@ import itertools
 import posixpath
 from typing import Sequence
 
-from domain.errors import DeadlineExceeded, FailedPrecondition, MountFailed, NotFound, OperationInFlight, Unavailable
+from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
@@ -60,7 +60,7 @@ class FakeShareStorage(ShareStorage):
 
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
         if posixpath.dirname(subdir) != posixpath.dirname(new_subdir):
-            raise MountFailed("a volume directory is only renamed within its parent")
+            raise StorageFailed("a volume directory is only renamed within its parent")
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             self.dirs[(share, new_subdir + key[1][len(subdir) :])] = self.dirs.pop(key)
         for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:
@@ -135,7 +135,7 @@ class FakeShareStorage(ShareStorage):
 
     def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
         if (share, subdir) not in self.dirs:
-            raise MountFailed(f"{subdir!r} does not exist")
+            raise StorageFailed(f"{subdir!r} does not exist")
         content = self._content(share, subdir)
         self.archives[(snapshot_share, leaf)] = content
         return 512 + sum(len(v or b"") for v in content.values())
@@ -158,7 +158,7 @@ class FakeShareStorage(ShareStorage):
     def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
         content = self.archives.get((snapshot_share, leaf))
         if content is None:
-            raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
+            raise StorageFailed(f"the archive of snapshot {leaf!r} is missing")
         self._fill(share, subdir, content)
 
     def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:

@@ -24,6 +24,7 @@ STATUS_OF: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.MountFailed, grpc.StatusCode.INTERNAL),
+    (errors.StorageFailed, grpc.StatusCode.INTERNAL),
 )
 
 

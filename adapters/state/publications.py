@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 
-from domain.errors import MountFailed
+from domain.errors import StorageFailed
 from domain.model import Publication
 from ports.publications import PublicationStore
 
@@ -38,7 +38,7 @@ class JsonFilePublicationStore(PublicationStore):
         try:
             publication = Publication.from_json(raw)
         except (ValueError, KeyError, TypeError) as err:
-            raise MountFailed(f"the publication record of {target} in {self._dir} is unreadable") from err
+            raise StorageFailed(f"the publication record of {target} in {self._dir} is unreadable") from err
         return publication if publication.target == target else None
 
     def put(self, publication: Publication) -> None:

@@ -13,7 +13,7 @@ import threading
 import uuid
 from typing import Callable, Iterable
 
-from domain.errors import InvalidArgument, MountFailed
+from domain.errors import InvalidArgument, StorageFailed
 from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
 from domain.paths import relative_subpath
 from domain.snapshot_model import FORMATS, SnapshotRecord, archive_name, is_leaf, record_file
@@ -69,13 +69,13 @@ def indexed_subdir(entry: str, raw: bytes | None) -> str | None:
 
 
 def volume_record(raw: bytes | None, subdir: str) -> VolumeRecord | None:
-    """The record read for subdir; unreadable is an error (MountFailed), never taken for a missing one."""
+    """The record read for subdir; unreadable is an error (StorageFailed), never taken for a missing one."""
     if raw is None:
         return None
     try:
         return VolumeRecord.from_json(raw)
     except (ValueError, KeyError, TypeError) as err:
-        raise MountFailed(f"the record of {subdir!r} is unreadable") from err
+        raise StorageFailed(f"the record of {subdir!r} is unreadable") from err
 
 
 def listed_volumes(
@@ -104,7 +104,7 @@ def listed_volumes(
 def _listed_record(read_record: Callable[[str], VolumeRecord | None], share: ShareRef, subdir: str) -> VolumeRecord | None:
     try:
         return read_record(subdir)
-    except MountFailed as err:
+    except StorageFailed as err:
         log.warning("volume %s on %s is left out of the listing: %s", subdir, share.source(), err)
         return None
 
@@ -119,13 +119,13 @@ def snapshot_record_leaf(name: str) -> str | None:
 
 
 def snapshot_record(raw: bytes | None, leaf: str) -> SnapshotRecord | None:
-    """The record read for a snapshot; unreadable is an error (MountFailed), never taken for a missing one."""
+    """The record read for a snapshot; unreadable is an error (StorageFailed), never taken for a missing one."""
     if raw is None:
         return None
     try:
         return SnapshotRecord.from_json(raw)
     except (ValueError, KeyError, TypeError) as err:
-        raise MountFailed(f"the record of snapshot {leaf!r} is unreadable") from err
+        raise StorageFailed(f"the record of snapshot {leaf!r} is unreadable") from err
 
 
 def snapshot_records(found: Iterable[tuple[str, bytes]], share: ShareRef) -> list[tuple[str, SnapshotRecord]]:

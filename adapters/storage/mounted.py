@@ -49,7 +49,7 @@ from adapters.storage.layout import (
 from domain.errors import (
     DomainError,
     FailedPrecondition,
-    MountFailed,
+    StorageFailed,
     OperationInFlight,
     ResourceExhausted,
     Unavailable,
@@ -193,7 +193,7 @@ class MountedShareStorage(ShareStorage):
                 try:
                     volume_fd = os.open(leaf, _OPEN_DIR, dir_fd=fd)
                 except OSError as err:
-                    raise MountFailed(f"{subdir!r} exists and is not a plain directory") from err
+                    raise StorageFailed(f"{subdir!r} exists and is not a plain directory") from err
                 try:
                     if mode is not None:
                         os.fchmod(volume_fd, mode)
@@ -212,7 +212,7 @@ class MountedShareStorage(ShareStorage):
                 except FileNotFoundError:
                     pass
                 except NotADirectoryError as err:
-                    raise MountFailed(f"{subdir!r} is not a directory; refusing to remove it") from err
+                    raise StorageFailed(f"{subdir!r} is not a directory; refusing to remove it") from err
 
         self._refuse_while_filling(share, subdir)
         self._on_share(share, f"removing {subdir!r}", work)
@@ -226,7 +226,7 @@ class MountedShareStorage(ShareStorage):
 
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
         if os.path.dirname(subdir) != os.path.dirname(new_subdir):
-            raise MountFailed("a volume directory is only renamed within its parent")
+            raise StorageFailed("a volume directory is only renamed within its parent")
 
         def work(root: str) -> None:
             with self._parent(root, subdir) as (fd, leaf):
@@ -352,9 +352,9 @@ class MountedShareStorage(ShareStorage):
         if isinstance(err, DomainError):
             return err
         if not isinstance(err, OSError):
-            return MountFailed(f"{what} on {share.source()} failed: {err}")
+            return StorageFailed(f"{what} on {share.source()} failed: {err}")
         known = self._share_error(share, self.mount_point(share), what, err)
-        return MountFailed(f"{what} on {share.source()} failed: {err}") if known is None else known
+        return StorageFailed(f"{what} on {share.source()} failed: {err}") if known is None else known
 
     def _driver_dir(self, root: str, name: str, create: bool) -> ContextManager[int | None]:
         """An fd of ``.nfs-csi/<name>`` (private: 0700 when made here, for the index as for snapshots), reached
@@ -369,13 +369,13 @@ class MountedShareStorage(ShareStorage):
     def _volume_dir(self, root: str, subdir: str) -> Iterator[int]:
         with self._parent(root, subdir) as (fd, leaf):
             if fd is None:
-                raise MountFailed(f"{subdir!r} does not exist")
+                raise StorageFailed(f"{subdir!r} does not exist")
             try:
                 volume_fd = os.open(leaf, _OPEN_DIR, dir_fd=fd)
             except OSError as err:
                 if err.errno in STALE_ERRNOS:
                     raise
-                raise MountFailed(f"{subdir!r} does not exist or is not a plain directory") from err
+                raise StorageFailed(f"{subdir!r} does not exist or is not a plain directory") from err
         try:
             yield volume_fd
         finally:
@@ -448,7 +448,7 @@ class MountedShareStorage(ShareStorage):
                         continue
                     try:
                         raw = _read_small(fd, name, RECORD_LIMIT)
-                    except MountFailed as err:
+                    except StorageFailed as err:
                         log.warning("skipping snapshot record %s: %s", name, err)
                         continue
                     if raw is not None:
@@ -479,7 +479,7 @@ class MountedShareStorage(ShareStorage):
         def open_archive() -> int:
             with reading_source(), self._snapshots_dir(snapshot_root, create=False) as snapshots_fd:
                 if snapshots_fd is None:
-                    raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
+                    raise StorageFailed(f"the archive of snapshot {leaf!r} is missing")
                 return _open_regular(snapshots_fd, archive_name(leaf, fmt))
 
         def work(deadline: Deadline) -> None:
@@ -522,7 +522,7 @@ class MountedShareStorage(ShareStorage):
                         if indexed_subdir(entry, _read_small(fd, entry, ENTRY_LIMIT)) is not None:
                             return  # kept as it is, so the volume keeps its place in listings
                         out = os.open(entry, flags | os.O_TRUNC, dir_fd=fd)  # one a crash left half-written
-                    except MountFailed:
+                    except StorageFailed:
                         _remove_not_a_file(entry, fd)
                         out = os.open(entry, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
                 with os.fdopen(out, "wb") as handle:
@@ -604,7 +604,7 @@ def _descend(root: str, names: Sequence[str], mode: int | None, where: str) -> I
             except OSError as err:
                 if err.errno in STALE_ERRNOS:
                     raise
-                raise MountFailed(f"{name!r} {where} is not a plain directory") from err
+                raise StorageFailed(f"{name!r} {where} is not a plain directory") from err
             os.close(fd)
             fd = child
         yield fd
@@ -622,16 +622,16 @@ def _unlink_quietly(name: str, dir_fd: int) -> None:
 
 def _open_regular(dir_fd: int, name: str) -> int:
     """The one way a file on a share is opened for reading: never through a link, and anything but a regular
-    file refused (MountFailed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
+    file refused (StorageFailed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise MountFailed(f"{name!r} is a symbolic link, not a regular file") from err
+            raise StorageFailed(f"{name!r} is a symbolic link, not a regular file") from err
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise MountFailed(f"{name!r} is not a regular file")
+        raise StorageFailed(f"{name!r} is not a regular file")
     return fd
 
 
@@ -653,7 +653,7 @@ def _remove_not_a_file(name: str, dir_fd: int) -> None:
     except FileNotFoundError:
         pass
     except IsADirectoryError as err:
-        raise MountFailed(f"{name!r} in the driver's directory {METADATA_DIR} is a directory") from err
+        raise StorageFailed(f"{name!r} in the driver's directory {METADATA_DIR} is a directory") from err
 
 
 def _write_atomically(dir_fd: int, name: str, data: bytes) -> None:

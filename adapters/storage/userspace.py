@@ -53,7 +53,7 @@ from domain.errors import (
     DomainError,
     FailedPrecondition,
     InvalidArgument,
-    MountFailed,
+    StorageFailed,
     NotFound,
     OperationInFlight,
     ResourceExhausted,
@@ -251,7 +251,7 @@ class UserspaceShareStorage(ShareStorage):
             return _ConnectionLost(f"cannot reach the NFS server of {where}: {err}")
         if isinstance(err, ValueError):
             return InvalidArgument(f"cannot address share {where}: {err}")
-        return MountFailed(f"cannot connect to {where}: {err}")
+        return StorageFailed(f"cannot connect to {where}: {err}")
 
     def _drop(self, share: ShareRef, client: NfsClient) -> None:
         """Forget a broken client; close it aside, since closing waits up to a timeout on a dead server."""
@@ -292,7 +292,7 @@ class UserspaceShareStorage(ShareStorage):
         if _code(err) in _NO_SPACE or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
             return ResourceExhausted(f"{where}: no space left on the share ({err})")
         if _code(err) in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
-            return MountFailed(f"{where}: a component on the way is not a plain directory ({err})")
+            return StorageFailed(f"{where}: a component on the way is not a plain directory ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
         # error that the same client keeps returning): start again with a new client. Every operation here is
         # idempotent, so repeating one whose outcome was uncertain is safe.
@@ -303,7 +303,7 @@ class UserspaceShareStorage(ShareStorage):
         if isinstance(err, lost) or _code(err) in _STATE_LOST:
             self._drop(share, client)
             return _ConnectionLost(f"{where}: the connection to the NFS server was lost: {err}")
-        return MountFailed(f"{where} failed: {err}")
+        return StorageFailed(f"{where} failed: {err}")
 
     # -- paths ----------------------------------------------------------------------------------------------------
 
@@ -340,7 +340,7 @@ class UserspaceShareStorage(ShareStorage):
             except FileExistsError:
                 pass
             if not _is_directory(client.stat(path)):
-                raise MountFailed(f"{subdir!r} on {share.source()} exists and is not a directory")
+                raise StorageFailed(f"{subdir!r} on {share.source()} exists and is not a directory")
             if mode is not None:
                 client.chmod(path, mode)
 
@@ -355,7 +355,7 @@ class UserspaceShareStorage(ShareStorage):
             except FileNotFoundError:
                 return
             if not _is_directory(info):
-                raise MountFailed(f"{subdir!r} is not a directory; refusing to remove it")
+                raise StorageFailed(f"{subdir!r} is not a directory; refusing to remove it")
             self._remove_tree(client, path)
 
         with self._guard:
@@ -392,7 +392,7 @@ class UserspaceShareStorage(ShareStorage):
 
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
         if posixpath.dirname(subdir) != posixpath.dirname(new_subdir):
-            raise MountFailed("a volume directory is only renamed within its parent")
+            raise StorageFailed("a volume directory is only renamed within its parent")
         source, target = self._checked(share, subdir), self._checked(share, new_subdir)
 
         def rename(client: NfsClient) -> None:
@@ -532,7 +532,7 @@ class UserspaceShareStorage(ShareStorage):
             reader = self._client(share)
             with reading_source(reader):
                 if not _is_directory(reader.stat(source)):
-                    raise MountFailed(f"{subdir!r} is not a directory")
+                    raise StorageFailed(f"{subdir!r} is not a directory")
             self._make_driver_dir(client, "snapshots")
             try:
                 with client.open(temporary, "wb") as raw:
@@ -584,7 +584,7 @@ class UserspaceShareStorage(ShareStorage):
         try:
             if indexed_subdir(entry, _read_small(client, path, ENTRY_LIMIT)) is not None:
                 return  # kept as it is, so the volume keeps its place in listings
-        except MountFailed:
+        except StorageFailed:
             if _is_directory(client.stat(path)):
                 raise
             client.remove(path, missing_ok=True)
@@ -652,7 +652,7 @@ class UserspaceShareStorage(ShareStorage):
             reader = self._client(snapshot_share)
             with reading_source(reader):
                 if not _regular(reader, archive):
-                    raise MountFailed(f"the archive of snapshot {leaf!r} is missing")
+                    raise StorageFailed(f"the archive of snapshot {leaf!r} is missing")
                 raw = reader.open(archive, "rb")
             with raw:
                 unpack_tree(io.BufferedReader(SourceReader(raw, reader), _CHUNK), NfsTreeWriter(client, target), deadline)
@@ -716,14 +716,14 @@ class UserspaceShareStorage(ShareStorage):
 
 
 def _regular(client: NfsClient, path: str) -> bool:
-    """Whether a regular file is at path (False: nothing is); anything else is refused (MountFailed). The one
+    """Whether a regular file is at path (False: nothing is); anything else is refused (StorageFailed). The one
     check before a file on a share is opened: LOOKUP never follows a link, so a link is seen as one."""
     try:
         info = client.stat(path)
     except FileNotFoundError:
         return False
     if not _is_file(info):
-        raise MountFailed(f"{path!r} is a {_kind(info)}, not a regular file")
+        raise StorageFailed(f"{path!r} is a {_kind(info)}, not a regular file")
     return True
 
 
@@ -791,7 +791,7 @@ class NfsTreeWriter:
             self._client.mkdir(self._path(path), 0o700)
         except FileExistsError:
             if not _is_directory(self._client.stat(self._path(path))):
-                raise MountFailed(f"{path!r} exists and is not a directory") from None
+                raise StorageFailed(f"{path!r} exists and is not a directory") from None
 
     def file(self, path: str, data: Any) -> None:
         with self._client.open(self._path(path), "wb") as raw:

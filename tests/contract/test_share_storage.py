@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 
 from adapters.storage.archive import copy_tree
-from domain.errors import DomainError, FailedPrecondition, InvalidArgument, MountFailed, OperationInFlight
+from domain.errors import DomainError, FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
 from domain.model import ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from tests.contract.conftest import Subject
@@ -78,7 +78,7 @@ class TestCreateVolumeDir:
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.create_volume_dir(subject.share, "ns/victim/new", 0o700)
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -143,7 +143,7 @@ class TestRemoveVolumeDir:
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.remove_volume_dir(subject.share, "ns/victim")
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -242,14 +242,14 @@ class TestRenameVolumeDir:
     def test_a_rename_into_another_parent_is_refused(self, subject: Subject) -> None:
         subject.storage.create_volume_dir(subject.share, "a/v", None)
         subject.storage.create_volume_dir(subject.share, "b", None)
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.rename_volume_dir(subject.share, "a/v", "b/v")
         assert subject.export.tree() == {"a": DIR, "a/v": DIR, "b": DIR}
 
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.rename_volume_dir(subject.share, "ns/victim", "ns/archived-victim")
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -281,13 +281,13 @@ class TestExists:
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.exists(subject.share, "ns/victim")
 
     @on_disk_only
     def test_a_file_on_the_way_is_refused(self, subject: Subject) -> None:
         subject.export.plant_file("ns")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.exists(subject.share, "ns/v")
 
 
@@ -341,7 +341,7 @@ class TestRecords:
     @on_disk_only
     def test_an_unreadable_record_is_an_error_not_a_missing_one(self, subject: Subject) -> None:
         subject.export.plant_file(".v.nfs-csi.json", b"{not json")
-        with pytest.raises(MountFailed, match="unreadable"):
+        with pytest.raises(StorageFailed, match="unreadable"):
             subject.storage.read_record(subject.share, "v")
 
     @on_disk_only
@@ -352,7 +352,7 @@ class TestRecords:
             lambda: subject.storage.write_record(subject.share, "ns/victim", RECORD),
             lambda: subject.storage.remove_record(subject.share, "ns/victim"),
         ):
-            with pytest.raises(MountFailed):
+            with pytest.raises(StorageFailed):
                 operation()
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -619,16 +619,16 @@ class TestVolumeIndex:
     def test_a_directory_in_place_of_an_entry_is_refused(self, subject: Subject) -> None:
         entry = hashlib.sha256(b"v").hexdigest()
         subject.export.plant_dir(f".nfs-csi/volumes/{entry}")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.write_record(subject.share, "v", _record("v"))
         assert (_disk(subject).root / ".nfs-csi/volumes" / entry).is_dir()
 
     @on_disk_only
     def test_a_symlinked_index_is_never_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink(".nfs-csi")
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.write_record(subject.share, "v", RECORD)
-        with pytest.raises(MountFailed):
+        with pytest.raises(StorageFailed):
             subject.storage.list_records(subject.share, None, 0)
         assert subject.storage.read_record(subject.share, "v") is None
 

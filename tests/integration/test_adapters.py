@@ -12,7 +12,7 @@ import pytest
 from adapters.mount.mountinfo import MountTable
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter, TransientMountError
 from adapters.storage.mounted import MountedShareStorage
-from domain.errors import DeadlineExceeded, MountFailed, NotFound
+from domain.errors import DeadlineExceeded, MountFailed, NotFound, StorageFailed
 from domain.model import ShareRef, VolumeRecord
 from tests.integration.conftest import SERVER, SHARE, STANDIN, mounts_under
 
@@ -124,7 +124,7 @@ class TestMountedShareStorage:
         (outside / "victim").mkdir(parents=True)
         (export_dir / "ns").symlink_to(outside)
         for operation in (storage.exists, storage.remove_volume_dir, storage.read_record):
-            with pytest.raises(MountFailed, match="not a plain directory"):
+            with pytest.raises(StorageFailed, match="not a plain directory"):
                 operation(self.share, "ns/victim")
         assert (outside / "victim").is_dir()
 
