@@ -5,23 +5,24 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
-from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.grpc.servicers import ControllerServicer, IdentityServicer, NodeServicer, StagingNodeServicer
 from adapters.grpc.snapshots import SnapshotUseCases
+from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedShareStorage
 from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
-from domain.controller import CreateVolume, DeleteVolume, ValidateVolumeCapabilities
-from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, Probe, node_capabilities
+from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
-from domain.node import NodePublishVolume, NodeUnpublishVolume
-from domain.stage import NodeStageVolume, NodeUnstageVolume
-from domain.stats import NodeGetVolumeStats
-from domain.volumes import ControllerExpandVolume, ControllerGetVolume, ControllerModifyVolume, GetCapacity, ListVolumes
 from domain.parameters import ProvisionDefaults, parse_mode
-from domain.snapshots import CreateSnapshot, DeleteSnapshot, GetSnapshot, ListSnapshots
+from domain.usecases.controller import CreateVolume, DeleteVolume, ValidateVolumeCapabilities
+from domain.usecases.node import NodePublishVolume, NodeUnpublishVolume
+from domain.usecases.probe import Probe
+from domain.usecases.snapshots import CreateSnapshot, DeleteSnapshot, GetSnapshot, ListSnapshots
+from domain.usecases.stage import NodeStageVolume, NodeUnstageVolume
+from domain.usecases.stats import NodeGetVolumeStats
+from domain.usecases.volumes import ControllerExpandVolume, ControllerGetVolume, ControllerModifyVolume, GetCapacity, ListVolumes
 
 
 class Container(containers.DeclarativeContainer):

@@ -17,8 +17,8 @@ from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.admission import DecodeGuard, ReservedPath
 from adapters.grpc.observe import ObservingInterceptor
 from app.container import Container
-from domain.errors import DomainError
 from app.settings import VERSION, Settings
+from domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 

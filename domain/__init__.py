@@ -1,1 +1,1 @@
-"""Use cases and rules of the NFS CSI driver; standard library only."""
+"""The NFS CSI driver's domain: its model (values, rules, errors, events) and, in usecases/, one use case per RPC."""

@@ -16,9 +16,3 @@ class Event(str, enum.Enum):
     SNAPSHOT_CREATED = "snapshot_created"
     SNAPSHOT_DELETED = "snapshot_deleted"
 
-
-class NoEvents:
-    """The listener for when nobody listens."""
-
-    def emit(self, event: Event) -> None:
-        pass

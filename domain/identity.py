@@ -1,10 +1,8 @@
-"""Identity and capability answers."""
+"""What the driver says about itself: its name and version, and the capabilities it advertises."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from domain.needs import Mounting
 
 
 @dataclass(frozen=True)
@@ -39,13 +37,3 @@ def node_capabilities(stage: bool) -> tuple[str, ...]:
     """STAGE_UNSTAGE_VOLUME only when the node stages (--node-stage): kubelet then stages before it publishes."""
     return (*NODE_CAPABILITIES, STAGE_CAPABILITY) if stage else NODE_CAPABILITIES
 
-
-class Probe:
-    """Probe: ready when what this process depends on is present (mount.nfs, where it mounts)."""
-
-    def __init__(self, mounter: Mounting | None) -> None:
-        self._mounter = mounter
-
-    def __call__(self) -> None:
-        if self._mounter is not None:
-            self._mounter.check_ready()

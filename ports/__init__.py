@@ -1,1 +1,1 @@
-"""Interfaces the domain needs, as abstract base classes that adapters subclass."""
+"""The interfaces the use cases need, as abstract base classes that adapters subclass; declared once, here."""

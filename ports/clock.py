@@ -5,8 +5,6 @@ from __future__ import annotations
 import abc
 import datetime
 
-from domain.needs import Clock as ClockNeed
-
 
 class Clock(abc.ABC):
     """Wall-clock time in UTC."""
@@ -14,7 +12,3 @@ class Clock(abc.ABC):
     @abc.abstractmethod
     def now(self) -> datetime.datetime:
         """The current time, timezone-aware, in UTC."""
-
-
-def _satisfies_domain(clock: Clock) -> ClockNeed:
-    return clock

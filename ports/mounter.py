@@ -6,7 +6,6 @@ import abc
 from typing import Sequence
 
 from domain.model import FilesystemUsage
-from domain.needs import Mounting
 
 
 class Mounter(abc.ABC):
@@ -72,6 +71,3 @@ class Mounter(abc.ABC):
     def check_ready(self) -> None:
         """Raise FailedPrecondition when the mount helper is missing."""
 
-
-def _satisfies_domain(mounter: Mounter) -> Mounting:
-    return mounter

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 
 from domain.model import Publication
-from domain.needs import Publications
 
 
 class PublicationStore(abc.ABC):
@@ -27,6 +26,3 @@ class PublicationStore(abc.ABC):
     def count(self) -> int:
         """How many publications are recorded."""
 
-
-def _satisfies_domain(store: PublicationStore) -> Publications:
-    return store

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 
 from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
-from domain.needs import Storage
 from domain.snapshot_model import SnapshotRecord
 
 
@@ -115,6 +114,3 @@ class ShareStorage(abc.ABC):
     def close(self) -> None:
         """Release what the adapter holds (share mounts, connections)."""
 
-
-def _satisfies_domain(storage: ShareStorage) -> Storage:
-    return storage  # mypy proves the contract covers what the domain needs.

@@ -10,7 +10,10 @@ from adapters.csi.v1 import csi_pb2 as csi
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.errors import translate_errors
 from adapters.grpc.snapshots import SnapshotRpcs, SnapshotUseCases, content_source_from
-from domain.controller import (
+from domain.errors import InvalidArgument
+from domain.identity import PluginInfo
+from domain.model import AccessMode, CapacityRange, VolumeCapability
+from domain.usecases.controller import (
     CreateVolume,
     CreateVolumeCommand,
     DeleteVolume,
@@ -18,13 +21,11 @@ from domain.controller import (
     ValidateVolumeCapabilities,
     ValidateVolumeCapabilitiesCommand,
 )
-from domain.errors import InvalidArgument
-from domain.identity import PluginInfo, Probe
-from domain.model import AccessMode, CapacityRange, VolumeCapability
-from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
-from domain.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
-from domain.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand, NodeGetVolumeStatsResult
-from domain.volumes import (
+from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
+from domain.usecases.probe import Probe
+from domain.usecases.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
+from domain.usecases.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand, NodeGetVolumeStatsResult
+from domain.usecases.volumes import (
     ControllerExpandVolume,
     ControllerExpandVolumeCommand,
     ControllerGetVolume,

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from adapters.csi.v1 import csi_pb2 as csi
 from adapters.grpc.errors import translate_errors
 from domain.errors import InvalidArgument
-from domain.snapshots import (
+from domain.usecases.snapshots import (
     ContentSource,
     CreateSnapshot,
     CreateSnapshotCommand,

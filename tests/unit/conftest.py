@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import CreateVolume
 from domain.locks import VolumeLocks
 from domain.parameters import ProvisionDefaults
+from domain.usecases.controller import CreateVolume
 from tests.fakes import FakeShareStorage
 
 

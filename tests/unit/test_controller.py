@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import (
+from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
+from domain.locks import VolumeLocks
+from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
+from domain.parameters import ProvisionDefaults
+from domain.usecases.controller import (
     CreateVolume,
     CreateVolumeCommand,
     DeleteVolume,
@@ -12,10 +16,6 @@ from domain.controller import (
     ValidateVolumeCapabilities,
     ValidateVolumeCapabilitiesCommand,
 )
-from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
-from domain.locks import VolumeLocks
-from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
-from domain.parameters import ProvisionDefaults
 from tests.fakes import FakeClock, FakeShareStorage
 
 SHARE = ShareRef("nfs.example", "/exports")

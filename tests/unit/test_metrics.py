@@ -7,12 +7,12 @@ import pytest
 from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.mount.process import CommandTimedOut, Completed
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter, TransientMountError
-from domain.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
 from domain.errors import DeadlineExceeded
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, VolumeCapability
-from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from domain.parameters import ProvisionDefaults
+from domain.usecases.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
+from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from tests.fakes import FakeClock, FakeMounter, FakePublicationStore, FakeShareStorage
 
 RWX = (VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER),)

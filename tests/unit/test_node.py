@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from domain.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, OperationInFlight, Unavailable
-from domain.events import Event
-from domain.identity import Probe
 from domain.errors import FailedPrecondition
+from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, MountOptionAllowlist, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
-from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
+from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
+from domain.usecases.probe import Probe
 from tests.fakes import FakeMounter, FakePublicationStore
 
 

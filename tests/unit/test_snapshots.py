@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from domain.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
 from domain.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -19,7 +18,8 @@ from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability
 from domain.snapshot_model import SnapshotId, SnapshotParameters, SnapshotRecord, snapshot_leaf
-from domain.snapshots import (
+from domain.usecases.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
+from domain.usecases.snapshots import (
     PENDING_KEY,
     ContentSource,
     CreateSnapshot,

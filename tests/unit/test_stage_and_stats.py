@@ -8,9 +8,9 @@ from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, I
 from domain.identity import node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, FilesystemUsage, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
-from domain.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
-from domain.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
-from domain.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand
+from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
+from domain.usecases.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
+from domain.usecases.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand
 from tests.fakes import FakeMounter, FakePublicationStore
 
 VOLUME = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-1", OnDelete.DELETE))

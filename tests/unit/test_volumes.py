@@ -6,14 +6,6 @@ from typing import Mapping
 
 import pytest
 
-from domain.controller import (
-    CreateVolume,
-    CreateVolumeCommand,
-    DeleteVolume,
-    DeleteVolumeCommand,
-    ValidateVolumeCapabilities,
-    ValidateVolumeCapabilitiesCommand,
-)
 from domain.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -27,8 +19,16 @@ from domain.errors import (
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability, VolumeId
 from domain.parameters import ProvisionDefaults
-from domain.snapshots import ContentSource
-from domain.volumes import (
+from domain.usecases.controller import (
+    CreateVolume,
+    CreateVolumeCommand,
+    DeleteVolume,
+    DeleteVolumeCommand,
+    ValidateVolumeCapabilities,
+    ValidateVolumeCapabilitiesCommand,
+)
+from domain.usecases.snapshots import ContentSource
+from domain.usecases.volumes import (
     ControllerExpandVolume,
     ControllerExpandVolumeCommand,
     ControllerGetVolume,

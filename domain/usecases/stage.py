@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from domain.errors import FailedPrecondition, InvalidArgument
-from domain.events import Event, NoEvents
+from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, check_capability
-from domain.needs import Events, Mounting, Publications
-from domain.node import checked_path, lock_keys, mount_recorded, volume_source
 from domain.static import is_ephemeral
+from domain.usecases.node import checked_path, lock_keys, mount_recorded, volume_source
+from ports.events import EventSink, NoEvents
+from ports.mounter import Mounter
+from ports.publications import PublicationStore
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,10 @@ class NodeStageVolume:
 
     def __init__(
         self,
-        mounter: Mounting,
-        stagings: Publications,
+        mounter: Mounter,
+        stagings: PublicationStore,
         locks: VolumeLocks,
-        events: Events = NoEvents(),
+        events: EventSink = NoEvents(),
         mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
     ) -> None:
         self._mounter = mounter
@@ -83,7 +85,7 @@ class NodeUnstageVolume:
     A mount point this driver has no record of staging for this volume is never unmounted.
     """
 
-    def __init__(self, mounter: Mounting, stagings: Publications, locks: VolumeLocks) -> None:
+    def __init__(self, mounter: Mounter, stagings: PublicationStore, locks: VolumeLocks) -> None:
         self._mounter = mounter
         self._stagings = stagings
         self._locks = locks

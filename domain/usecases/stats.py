@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from domain.errors import DeadlineExceeded, InvalidArgument, MountFailed, NotFound, Unavailable
 from domain.model import FilesystemUsage
-from domain.needs import Mounting, Publications
-from domain.node import checked_path
+from domain.usecases.node import checked_path
+from ports.mounter import Mounter
+from ports.publications import PublicationStore
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class NodeGetVolumeStats:
 
     REMEMBERED = 4096  # last usages kept, one per path: enough for any node's volumes, bounded however many come
 
-    def __init__(self, mounter: Mounting, publications: Publications, stagings: Publications | None = None) -> None:
+    def __init__(self, mounter: Mounter, publications: PublicationStore, stagings: PublicationStore | None = None) -> None:
         self._mounter = mounter
         self._records = (publications,) if stagings is None else (publications, stagings)
         self._last: OrderedDict[str, FilesystemUsage] = OrderedDict()
@@ -71,7 +72,7 @@ class NodeGetVolumeStats:
         return NodeGetVolumeStatsResult(usage)
 
     @staticmethod
-    def _holds(records: Publications, path: str, volume_id: str) -> bool:
+    def _holds(records: PublicationStore, path: str, volume_id: str) -> bool:
         record = records.get(path)
         return record is not None and record.volume_id == volume_id
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from domain.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, Unavailable
-from domain.events import Event, NoEvents
+from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import ShareRef, VolumeId, VolumeRecord, check_volume_name
-from domain.needs import Clock, Events, Storage
 from domain.snapshot_model import SnapshotId, SnapshotParameters, SnapshotRecord, check_starting_token, snapshot_leaf
+from ports.clock import Clock
+from ports.events import EventSink, NoEvents
+from ports.storage import ShareStorage
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class CreateSnapshot:
     the source cannot be deleted under it. So a snapshot returned is always complete and ready_to_use.
     """
 
-    def __init__(self, storage: Storage, locks: VolumeLocks, clock: Clock, events: Events = NoEvents()) -> None:
+    def __init__(self, storage: ShareStorage, locks: VolumeLocks, clock: Clock, events: EventSink = NoEvents()) -> None:
         self._storage = storage
         self._locks = locks
         self._clock = clock
@@ -119,7 +121,7 @@ class DeleteSnapshotCommand:
 class DeleteSnapshot:
     """DeleteSnapshot: remove the record (it stops existing), then the archive; a missing one is OK."""
 
-    def __init__(self, storage: Storage, locks: VolumeLocks, events: Events = NoEvents()) -> None:
+    def __init__(self, storage: ShareStorage, locks: VolumeLocks, events: EventSink = NoEvents()) -> None:
         self._storage = storage
         self._locks = locks
         self._events = events
@@ -137,7 +139,7 @@ class DeleteSnapshot:
             self._events.emit(Event.SNAPSHOT_DELETED)
 
 
-def _read(storage: Storage, snapshot_id: SnapshotId) -> SnapshotRecord | None:
+def _read(storage: ShareStorage, snapshot_id: SnapshotId) -> SnapshotRecord | None:
     record = storage.read_snapshot_record(snapshot_id.share, snapshot_id.leaf)
     if record is None or snapshot_leaf(record.name) != snapshot_id.leaf:
         return None
@@ -152,7 +154,7 @@ class GetSnapshotCommand:
 class GetSnapshot:
     """GetSnapshot: read one record by id, with no listing; a missing one is NOT_FOUND."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: ShareStorage) -> None:
         self._storage = storage
 
     def __call__(self, command: GetSnapshotCommand) -> Snapshot:
@@ -186,7 +188,7 @@ class ListSnapshots:
     it (or anything else) never invalidates a token.
     """
 
-    def __init__(self, storage: Storage, shares: tuple[ShareRef, ...] = ()) -> None:
+    def __init__(self, storage: ShareStorage, shares: tuple[ShareRef, ...] = ()) -> None:
         self._storage = storage
         self._shares = shares
 
@@ -273,7 +275,7 @@ class ResolvedSource:
     volume: VolumeId | None = None
 
 
-def resolve_source(storage: Storage, source: ContentSource) -> ResolvedSource:
+def resolve_source(storage: ShareStorage, source: ContentSource) -> ResolvedSource:
     """The source as it is on its share; a source that does not exist (or is not complete) is NOT_FOUND."""
     if source.kind == "snapshot":
         snapshot_id = SnapshotId.parse(source.source_id)
@@ -297,7 +299,7 @@ def check_source_capacity(resolved: ResolvedSource, limit_bytes: int) -> None:
         )
 
 
-def populate(storage: Storage, resolved: ResolvedSource, share: ShareRef, subdir: str) -> None:
+def populate(storage: ShareStorage, resolved: ResolvedSource, share: ShareRef, subdir: str) -> None:
     """Fill the (empty) volume directory from its source: unpack the snapshot, or copy the volume."""
     if resolved.snapshot is not None:
         snapshot_id, record = resolved.snapshot

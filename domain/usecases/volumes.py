@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from domain.controller import volume_context
 from domain.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -33,9 +32,10 @@ from domain.model import (
     VolumeRecord,
     check_capability,
 )
-from domain.needs import Storage
-from domain.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
 from domain.parameters import MOUNT_PERMISSIONS, ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
+from domain.usecases.controller import volume_context
+from domain.usecases.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
+from ports.storage import ShareStorage
 
 _TOKEN = re.compile(r"^(\d{1,4})\.(\d{1,20})\.([0-9A-Za-z_-]{1,255})$")
 _UNREACHABLE = (Unavailable, DeadlineExceeded)
@@ -63,7 +63,7 @@ class ListVolumesResult:
     next_token: str = ""
 
 
-def condition_of(storage: Storage, share: ShareRef, subdir: str, record: VolumeRecord) -> VolumeCondition:
+def condition_of(storage: ShareStorage, share: ShareRef, subdir: str, record: VolumeRecord) -> VolumeCondition:
     """Abnormal when the directory is gone or cannot be reached, or a clone's content is not in place yet."""
     if PENDING_KEY in record.parameters:
         source = record.parameters.get(CONTENT_SOURCE_KEY, "its source")
@@ -95,7 +95,7 @@ class ListVolumes:
     that cannot be read fails the call (UNAVAILABLE): a partial list would read as volumes that vanished.
     """
 
-    def __init__(self, storage: Storage, shares: tuple[ShareRef, ...]) -> None:
+    def __init__(self, storage: ShareStorage, shares: tuple[ShareRef, ...]) -> None:
         self._storage = storage
         self._shares = shares
 
@@ -164,7 +164,7 @@ class ControllerGetVolumeCommand:
 class ControllerGetVolume:
     """ControllerGetVolume: the recorded volume and its condition; NOT_FOUND only when its record is provably gone."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: ShareStorage) -> None:
         self._storage = storage
 
     def __call__(self, command: ControllerGetVolumeCommand) -> VolumeView:
@@ -207,7 +207,7 @@ class GetCapacity:
     """
 
     def __init__(
-        self, storage: Storage, defaults: ProvisionDefaults, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
+        self, storage: ShareStorage, defaults: ProvisionDefaults, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
     ) -> None:
         self._storage = storage
         self._defaults = defaults
@@ -242,7 +242,7 @@ class ControllerExpandVolume:
     """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it)."""
 
     def __init__(
-        self, storage: Storage, locks: VolumeLocks, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
+        self, storage: ShareStorage, locks: VolumeLocks, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
     ) -> None:
         self._storage = storage
         self._locks = locks
@@ -272,7 +272,7 @@ class ControllerExpandVolume:
         return ControllerExpandVolumeResult(size)
 
 
-def _existing(storage: Storage, volume_id: VolumeId, raw_volume_id: str) -> VolumeRecord:
+def _existing(storage: ShareStorage, volume_id: VolumeId, raw_volume_id: str) -> VolumeRecord:
     """The record of a volume CreateVolume returned; a clone still being filled was never returned, so is not one."""
     record = storage.read_record(volume_id.share, volume_id.subdir)
     if record is None or PENDING_KEY in record.parameters:
@@ -289,7 +289,7 @@ class ControllerModifyVolumeCommand:
 class ControllerModifyVolume:
     """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing."""
 
-    def __init__(self, storage: Storage, locks: VolumeLocks) -> None:
+    def __init__(self, storage: ShareStorage, locks: VolumeLocks) -> None:
         self._storage = storage
         self._locks = locks
 

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, VolumeId, check_capability
-from domain.events import Event, NoEvents
-from domain.needs import Events, Mounting, Publications
 from domain.paths import absolute_path
 from domain.static import EPHEMERAL, ContextVolume, is_ephemeral
+from ports.events import EventSink, NoEvents
+from ports.mounter import Mounter
+from ports.publications import PublicationStore
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def volume_source(
 
 
 def mount_recorded(
-    mounter: Mounting, records: Publications, wanted: Publication, mount: Callable[[], None], what: str
+    mounter: Mounter, records: PublicationStore, wanted: Publication, mount: Callable[[], None], what: str
 ) -> bool | None:
     """Mount ``wanted`` at its path once, recording it first; None when it is already there, else whether a
     stale mount was replaced.
@@ -99,7 +101,7 @@ def mount_recorded(
     return recovered
 
 
-def _forget_failed(mounter: Mounting, records: Publications, path: str) -> None:
+def _forget_failed(mounter: Mounter, records: PublicationStore, path: str) -> None:
     try:
         if not mounter.is_mount_point(path):
             records.remove(path)
@@ -117,13 +119,13 @@ class NodePublishVolume:
 
     def __init__(
         self,
-        mounter: Mounting,
-        publications: Publications,
+        mounter: Mounter,
+        publications: PublicationStore,
         locks: VolumeLocks,
-        events: Events = NoEvents(),
+        events: EventSink = NoEvents(),
         mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
         inline_volumes: bool = False,
-        stagings: Publications | None = None,
+        stagings: PublicationStore | None = None,
     ) -> None:
         self._mounter = mounter
         self._publications = publications
@@ -177,7 +179,7 @@ class NodePublishVolume:
         self._mounter.mount(staged.source, staged.target, staged.options)
         self._events.emit(Event.STALE_HANDLE_RECOVERED)
 
-    def _staged(self, command: NodePublishVolumeCommand, stagings: Publications) -> Publication:
+    def _staged(self, command: NodePublishVolumeCommand, stagings: PublicationStore) -> Publication:
         """The record of the staging mount this volume is staged at; FAILED_PRECONDITION when it is not."""
         if not command.staging_target_path:
             raise FailedPrecondition(
@@ -204,7 +206,7 @@ class NodeUnpublishVolume:
     """
 
     def __init__(
-        self, mounter: Mounting, publications: Publications, locks: VolumeLocks, events: Events = NoEvents()
+        self, mounter: Mounter, publications: PublicationStore, locks: VolumeLocks, events: EventSink = NoEvents()
     ) -> None:
         self._mounter = mounter
         self._publications = publications

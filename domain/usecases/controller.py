@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
@@ -22,10 +23,9 @@ from domain.model import (
     check_capability,
     check_volume_name,
 )
-from domain.events import Event, NoEvents
-from domain.needs import Clock, Events, Storage
+from domain.parameters import ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
 from domain.static import ContextVolume
-from domain.snapshots import (
+from domain.usecases.snapshots import (
     CONTENT_SOURCE_KEY,
     PENDING_KEY,
     ContentSource,
@@ -34,7 +34,9 @@ from domain.snapshots import (
     populate,
     resolve_source,
 )
-from domain.parameters import ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
+from ports.clock import Clock
+from ports.events import EventSink, NoEvents
+from ports.storage import ShareStorage
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,10 @@ class CreateVolume:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ShareStorage,
         locks: VolumeLocks,
         defaults: ProvisionDefaults,
-        events: Events = NoEvents(),
+        events: EventSink = NoEvents(),
         mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST,
     ) -> None:
         self._storage = storage
@@ -202,7 +204,7 @@ class ValidateVolumeCapabilities:
     """ValidateVolumeCapabilities: confirm only what this driver serves for a volume it recorded."""
 
     def __init__(
-        self, storage: Storage, defaults: ProvisionDefaults, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
+        self, storage: ShareStorage, defaults: ProvisionDefaults, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
     ) -> None:
         self._storage = storage
         self._defaults = defaults
@@ -281,7 +283,7 @@ class DeleteVolumeCommand:
 class DeleteVolume:
     """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched."""
 
-    def __init__(self, storage: Storage, locks: VolumeLocks, clock: Clock, events: Events = NoEvents()) -> None:
+    def __init__(self, storage: ShareStorage, locks: VolumeLocks, clock: Clock, events: EventSink = NoEvents()) -> None:
         self._storage = storage
         self._locks = locks
         self._clock = clock
