@@ -10,8 +10,9 @@ from adapters.grpc.snapshots import SnapshotUseCases
 from adapters.metrics.prometheus import PrometheusTelemetry
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
 from adapters.state.publications import JsonFilePublicationStore
-from adapters.storage.mounted import MountedShareStorage
-from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
+from adapters.storage.mounted import MountedFileSystem
+from adapters.storage.share_storage import FileShareStorage
+from adapters.storage.userspace import NfsClientOptions, NfsRsFileSystem
 from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
@@ -41,15 +42,15 @@ class Container(containers.DeclarativeContainer):
         max_concurrent_mounts=config.max_concurrent_mounts,
         fs_timeout=config.fs_timeout,
     )
-    mounted_storage = providers.ThreadSafeSingleton(
-        MountedShareStorage,
+    mounted_files = providers.ThreadSafeSingleton(
+        MountedFileSystem,
         mounter=mounter,
         working_dir=config.working_mount_dir,
         fs_timeout=config.fs_timeout,
         snapshot_timeout=config.snapshot_timeout,
     )
-    userspace_storage = providers.ThreadSafeSingleton(
-        UserspaceShareStorage,
+    userspace_files = providers.ThreadSafeSingleton(
+        NfsRsFileSystem,
         options=providers.Factory(
             NfsClientOptions,
             versions=config.storage.nfs_versions,
@@ -62,8 +63,11 @@ class Container(containers.DeclarativeContainer):
         ),
         snapshot_timeout=config.snapshot_timeout,
     )
-    # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller).
-    storage = providers.Selector(config.storage.kind, mount=mounted_storage, userspace=userspace_storage)
+    # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller); the
+    # driver's rules on a share are the same over either.
+    storage = providers.ThreadSafeSingleton(
+        FileShareStorage, files=providers.Selector(config.storage.kind, mount=mounted_files, userspace=userspace_files)
+    )
     publications = providers.ThreadSafeSingleton(JsonFilePublicationStore, state_dir=config.state_dir)
     stagings = providers.ThreadSafeSingleton(JsonFilePublicationStore, state_dir=config.state_dir, kind="stagings")
     # --node-stage: "yes" stages each volume once per node and bind-mounts it into targets; "no" mounts directly.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import itertools
-import posixpath
 from typing import Sequence
 
+from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
@@ -59,8 +59,7 @@ class FakeShareStorage(ShareStorage):
             del self.records[key]
 
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
-        if posixpath.dirname(subdir) != posixpath.dirname(new_subdir):
-            raise StorageFailed("a volume directory is only renamed within its parent")
+        check_rename(subdir, new_subdir)
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             self.dirs[(share, new_subdir + key[1][len(subdir) :])] = self.dirs.pop(key)
         for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:

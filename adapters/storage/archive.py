@@ -8,9 +8,9 @@ import posixpath
 import tarfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol
 
 from domain.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument
 
@@ -30,12 +30,9 @@ def link_leaves(path: str, target: str) -> bool:
 
 
 class SafeMembers:
-    """The check of each archive member before it is written; it keeps the state of the links seen so far.
-
-    Refused: absolute names, '..' components, device and fifo members, symbolic or hard links
-    whose target resolves (lexically, from where the link lives) outside the destination, and
-    any member whose path passes through a symbolic link the archive itself created.
-    """
+    """The check of each archive member before it is written, keeping the links seen so far. Refused: absolute names,
+    '..' components, devices and fifos, symbolic or hard links whose target resolves (lexically, from where the link
+    lives) outside the destination, and any member whose path passes through a link the archive itself made."""
 
     def __init__(self) -> None:
         self._links: set[str] = set()
@@ -60,19 +57,17 @@ class SafeMembers:
         return member
 
 
-# -- streaming pack and unpack over any tree: the storage adapters walk their share themselves ---------------------
+# -- streaming pack and unpack over any tree: the storage core walks and builds trees on a share ------------------
 
 DIRECTORY, FILE, SYMLINK = "dir", "file", "symlink"
 STREAM_MODES = {"tar.gz": "w|gz", "tar": "w|"}
-_CHUNK = 1 << 20
+CHUNK = 1 << 20
+"""Bytes read or written at a time when streaming a file or an archive."""
 
 
 class Deadline:
-    """A cooperative bound on a long walk: checked between files and chunks, so the work stops near it.
-
-    Made when the call is made, not when its work starts: time spent waiting for a thread counts, so the work
-    stops no later than its caller gives up (and releases its locks).
-    """
+    """A cooperative bound on a long walk, checked between files and chunks. Made when the call is made, so time
+    spent waiting for a thread counts: the work stops no later than its caller gives up (and releases its locks)."""
 
     def __init__(self, seconds: float, what: str) -> None:
         self._end = time.monotonic() + seconds
@@ -107,68 +102,57 @@ class Entry:
 
 
 class SourceFailed(Exception):
-    """A failure of the side long work reads from, told apart from the side it writes to: the adapter blames
-    the share (or connection) it came from, ``origin``, instead of the destination's."""
+    """A failure of the side long work reads from, told apart from the side it writes to: the file system blames
+    the share it reads from, not the destination's."""
 
-    def __init__(self, error: Exception, origin: object = None) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(f"reading the source failed: {error}")
         self.error = error
-        self.origin = origin
 
 
 @contextmanager
-def reading_source(origin: object = None) -> Iterator[None]:
+def reading_source() -> Iterator[None]:
     """Raise any failure but a domain error inside as SourceFailed."""
     try:
         yield
     except (DomainError, SourceFailed):
         raise
     except Exception as err:  # noqa: BLE001 - whatever the source's filesystem or client raises
-        raise SourceFailed(err, origin) from err
+        raise SourceFailed(err) from err
 
 
-def source_entries(entries: Iterable[Entry], origin: object = None) -> Iterator[Entry]:
-    """The entries of a source tree, with every failure of the walk, of opening and of reading a file raised as
-    SourceFailed."""
+def source_entries(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """The entries of a source tree, with every failure of the walk raised as SourceFailed (those of opening and
+    reading its files are, by the walk's own ``open``)."""
     iterator = iter(entries)
     while True:
-        with reading_source(origin):
+        with reading_source():
             entry = next(iterator, None)
         if entry is None:
             return
-        yield entry if entry.open is None else replace(entry, open=_source_opener(entry.open, origin))
+        yield entry
 
 
-def _source_opener(opener: Callable[[], ContextManager[BinaryIO]], origin: object) -> Callable[[], ContextManager[BinaryIO]]:
-    @contextmanager
-    def opened() -> Iterator[BinaryIO]:
-        with ExitStack() as stack:
-            with reading_source(origin):
-                data = stack.enter_context(opener())
-            yield SourceReader(data, origin)  # type: ignore[misc]
-
-    return opened
+def checked(inner: IO[bytes], deadline: Deadline | None = None, source: bool = False) -> BinaryIO:
+    """inner, read through checks: the deadline before every chunk (when given), and, for a file of the side long
+    work reads from, every failure raised as SourceFailed."""
+    return io.BufferedReader(_Checked(inner, deadline, source))
 
 
-class SourceReader(io.RawIOBase):
-    """A source file (or archive) whose read failures are raised as SourceFailed."""
-
-    def __init__(self, inner: Any, origin: object = None) -> None:
-        self._inner = inner
-        self._origin = origin
+class _Checked(io.RawIOBase):
+    def __init__(self, inner: IO[bytes], deadline: Deadline | None, source: bool) -> None:
+        self._inner, self._deadline, self._source = inner, deadline, source
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        with reading_source(self._origin):
-            data: bytes = self._inner.read(size)
-        return data
-
     def readinto(self, buffer: Any) -> int:
-        with reading_source(self._origin):
-            count: int = self._inner.readinto(buffer)
-        return count
+        if self._deadline is not None:
+            self._deadline.check()
+        with reading_source() if self._source else nullcontext():
+            data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class TreeWriter(Protocol):
@@ -207,27 +191,7 @@ def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadl
             elif entry.kind == FILE and entry.open is not None:
                 with entry.open() as data:
                     info.size = entry.size
-                    archive.addfile(info, _Bounded(data, deadline))
-
-
-class _Bounded(io.RawIOBase):
-    """A reader that checks the deadline on every chunk."""
-
-    def __init__(self, inner: BinaryIO, deadline: Deadline) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        self._deadline.check()
-        return self._inner.read(size)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+                    archive.addfile(info, checked(data, deadline))
 
 
 def _ns_text(ns: int) -> str:
@@ -285,7 +249,7 @@ def unpack_tree(archive_file: BinaryIO, writer: TreeWriter, deadline: Deadline) 
             else:
                 data = archive.extractfile(member)
                 assert data is not None
-                writer.file(path, _Bounded(data, deadline))  # type: ignore[arg-type]
+                writer.file(path, checked(data, deadline))
             made.add(path)
             writer.finish(path, entry)
     for path, entry in reversed(directories):
@@ -307,7 +271,7 @@ def copy_tree(entries: Iterable[Entry], writer: TreeWriter, deadline: Deadline) 
 
     def produce() -> None:
         try:
-            with os.fdopen(pipe_w, "wb", buffering=_CHUNK) as out:
+            with os.fdopen(pipe_w, "wb", buffering=CHUNK) as out:
                 pack_tree(entries, out, "tar", deadline)
         except BaseException as err:  # noqa: BLE001 - reported by the consumer
             failure.append(err)
@@ -316,9 +280,9 @@ def copy_tree(entries: Iterable[Entry], writer: TreeWriter, deadline: Deadline) 
     producer.start()
     error: BaseException | None = None
     try:
-        with os.fdopen(pipe_r, "rb", buffering=_CHUNK) as source:
+        with os.fdopen(pipe_r, "rb", buffering=CHUNK) as source:
             unpack_tree(source, writer, deadline)
-            while source.read(_CHUNK):  # the end-of-archive padding: let the producer finish writing it
+            while source.read(CHUNK):  # the end-of-archive padding: let the producer finish writing it
                 pass
     except BaseException as err:  # noqa: BLE001 - told apart from the producer's below
         error = err

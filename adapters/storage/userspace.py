@@ -1,9 +1,9 @@
-"""UserspaceShareStorage: speak NFS from user space (nfs-rs), so the controller needs no mount and no privilege."""
+"""NfsRsFileSystem: speak NFS from user space (nfs-rs), so the controller needs no mount and no privilege."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import importlib
 import io
 import logging
 import os
@@ -11,60 +11,32 @@ import posixpath
 import threading
 import uuid
 from dataclasses import dataclass
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, Callable, TypeVar
 
 import tenacity
 
-from adapters.storage.archive import (
-    DIRECTORY,
-    FILE,
-    SYMLINK,
-    Deadline,
-    Entry,
-    SourceFailed,
-    SourceReader,
-    copy_tree,
-    pack_tree,
-    reading_source,
-    source_entries,
-    unpack_tree,
-)
-from adapters.storage.layout import (
-    DRIVER_DIR_MODE,
-    ENTRY_LIMIT,
-    INDEX_DIR,
-    RECORD_LIMIT,
-    RecordWriters,
-    archive_temporary,
-    index_entry,
-    indexed_subdir,
-    is_temporary,
-    listed_volumes,
-    record_name,
-    snapshot_files,
-    snapshot_record,
-    snapshot_record_leaf,
-    snapshot_records,
-    volume_record,
-)
+from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, SourceFailed
+from adapters.storage.files import OTHER, ShareFiles, ShareFileSystem
 from domain.errors import (
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
-    StorageFailed,
     NotFound,
-    OperationInFlight,
     ResourceExhausted,
+    StorageFailed,
     Unavailable,
 )
-from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
+from domain.model import ShareRef
 from domain.paths import join_inside
-from domain.snapshot_model import SNAPSHOT_DIR, SnapshotRecord, archive_name, record_file
-from ports.storage import ShareStorage
+
+if TYPE_CHECKING:  # nfs-rs is an optional extra; it ships its own type stubs, which type this adapter
+    from nfs_rs import Client as NfsClient
+    from nfs_rs import FileInfo
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 NFS_VERSIONS = ("4.1", "4.0", "3")
 # Over NFS the server applies the mode it is sent, with no umask: send what a 022 umask leaves of 0777,
@@ -74,11 +46,8 @@ _STATE_LOST = frozenset(
     {"NFS4ERR_STALE", "NFS3ERR_STALE", "NFS4ERR_BADSESSION", "NFS4ERR_DEADSESSION", "NFS4ERR_STALE_CLIENTID",
      "NFS4ERR_EXPIRED", "NFS4ERR_BAD_STATEID", "NFS4ERR_STALE_STATEID", "NFS4ERR_CONN_NOT_BOUND_TO_SESSION"}
 )
-
 _NO_SPACE = frozenset({"NFS4ERR_NOSPC", "NFS3ERR_NOSPC", "NFS4ERR_DQUOT", "NFS3ERR_DQUOT"})
-_CHUNK = 1 << 20
-
-T = TypeVar("T")
+_KINDS = {"directory": DIRECTORY, "file": FILE, "symlink": SYMLINK}
 
 
 @dataclass(frozen=True)
@@ -101,40 +70,16 @@ class NfsClientOptions:
             raise ValueError("the NFS timeout must be positive and attempts at least 1")
 
 
-class NfsClient(Protocol):
-    """The part of nfs_rs.Client this adapter uses; paths are relative to the share."""
-
-    def stat(self, path: str) -> Any: ...
-    def mkdir(self, path: str, mode: int = ...) -> None: ...
-    def chmod(self, path: str, mode: int) -> None: ...
-    def rmdir(self, path: str) -> None: ...
-    def remove(self, path: str, *, missing_ok: bool = ...) -> None: ...
-    def rename(self, source: str, destination: str) -> None: ...
-    def chown(self, path: str, uid: int, gid: int) -> None: ...
-    def utime(self, path: str, *, ns: tuple[int, int]) -> None: ...
-    def symlink(self, target: str, link_path: str) -> None: ...
-    def readlink(self, path: str) -> str: ...
-    def scandir(self, path: str) -> Iterator[Any]: ...
-    def open(self, path: str, mode: str = ...) -> Any: ...
-    def fs_stat(self) -> Any: ...
-    def close(self) -> None: ...
-
-
-Connector = Callable[[ShareRef, NfsClientOptions], NfsClient]
-
-
-def _nfs_rs() -> Any:
-    try:
-        return importlib.import_module("nfs_rs")
-    except ImportError as err:
-        raise FailedPrecondition(
-            "the userspace NFS client is not installed: install nfs-csi-driver[userspace] (PyPI nfs-rs)"
-        ) from err
+Connector = Callable[[ShareRef, NfsClientOptions], "NfsClient"]
 
 
 def connect_with_nfs_rs(share: ShareRef, options: NfsClientOptions) -> NfsClient:
     """Open an nfs-rs client on the share; every call it makes is bounded by ``options.timeout``."""
-    client: NfsClient = _nfs_rs().Client.connect(
+    try:
+        import nfs_rs
+    except ImportError as err:
+        raise FailedPrecondition("the userspace NFS client is missing: nfs-csi-driver[userspace] (nfs-rs)") from err
+    return nfs_rs.Client.connect(
         f"nfs://{share.server}{share.share}",
         versions=list(options.versions),
         nfs_port=options.port,
@@ -145,41 +90,17 @@ def connect_with_nfs_rs(share: ShareRef, options: NfsClientOptions) -> NfsClient
         connect_timeout=options.timeout,
         operation_timeout=options.timeout,
     )
-    return client
 
 
 class _ConnectionLost(Unavailable):
     """The share's connection broke; the next try reconnects."""
 
 
-def _or_own(identity: int | None) -> str:
-    return "of this process" if identity is None else str(identity)
-
-
-def _kind(info: Any) -> str:
-    """What nfs-rs says an entry is ("file", "directory", "symlink", ...): the one place its type is read."""
-    return str(getattr(info.type, "value", info.type))
-
-
-def _is_directory(info: Any) -> bool:
-    return _kind(info) == "directory"
-
-
-def _is_file(info: Any) -> bool:
-    return _kind(info) == "file"
-
-
-def _code(err: BaseException) -> str:
-    return str(getattr(err, "code_name", "") or "")
-
-
-class UserspaceShareStorage(ShareStorage):
-    """One NFS client per share, opened on first use and reused; nothing is mounted.
-
-    The server resolves each path one LOOKUP at a time, and LOOKUP never follows a symbolic link: a link on the
-    way to a volume directory fails the call (NFS4ERR_SYMLINK) instead of leading elsewhere. Records use the
-    mount-based adapter's layout (``.<leaf>.nfs-csi.json`` beside the directory), so both work on one share.
-    """
+class NfsRsFileSystem(ShareFileSystem):
+    """One NFS client per share, opened on first use and reused; nothing is mounted. LOOKUP never follows a link, so
+    a link on the way fails the call (NFS4ERR_SYMLINK). Every NFS call is bounded by --nfs-timeout; long work runs
+    on the caller's thread within its deadline. A call whose connection was lost is tried again on a new one (all
+    are idempotent); long work then starts over (a half archive is a temporary, a half fill is emptied first)."""
 
     def __init__(
         self,
@@ -188,10 +109,8 @@ class UserspaceShareStorage(ShareStorage):
         snapshot_timeout: float = 600.0,
     ) -> None:
         self._options = options
-        self._snapshot_timeout = snapshot_timeout
-        self._busy: set[tuple[str, ShareRef, str]] = set()
-        self._record_writers = RecordWriters()
         self._connect = connect
+        self._snapshot_timeout = snapshot_timeout
         self._guard = threading.Lock()
         self._share_locks: dict[ShareRef, threading.Lock] = {}
         self._clients: dict[ShareRef, NfsClient] = {}
@@ -204,21 +123,15 @@ class UserspaceShareStorage(ShareStorage):
             reraise=True,
         )
         log.info(
-            "controller storage: userspace NFS %s, port %s, AUTH_SYS uid %s gid %s, %s s per call",
-            ",".join(options.versions), options.port or "default", _or_own(options.uid), _or_own(options.gid), options.timeout,
+            "controller storage: userspace NFS %s, port %s, AUTH_SYS uid %s gid %s (None: its own), %s s a call",
+            ",".join(options.versions), options.port or "default", options.uid, options.gid, options.timeout,
         )
 
-    def share_reachable(self, share: ShareRef) -> bool:
-        try:
-            self._client(share)
-        except DomainError:
-            return False
-        return True
+    def reach(self, share: ShareRef) -> None:
+        self._client(share)
 
-    def shares_held(self) -> int:
+    def held(self) -> int:
         return len(self._clients)
-
-    # -- connections --------------------------------------------------------------------------------------------
 
     def _client(self, share: ShareRef) -> NfsClient:
         client = self._clients.get(share)
@@ -270,8 +183,25 @@ class UserspaceShareStorage(ShareStorage):
             self._closers = [t for t in self._closers if t.is_alive()] + [closer]
         closer.start()
 
-    def _run(self, share: ShareRef, what: str, operation: Callable[[NfsClient], T]) -> T:
-        """Run one storage operation with the share's client; translate every NFS failure to a domain error."""
+    def run(self, share: ShareRef, what: str, work: Callable[[ShareFiles], T]) -> T:
+        return self._retried(share, what, lambda client: work(NfsShareFiles(client, share)))
+
+    def run_long(
+        self, share: ShareRef, what: str, work: Callable[[ShareFiles, ShareFiles, Deadline], T], source: ShareRef
+    ) -> T:
+        deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")  # one for every try
+
+        def attempt(client: NfsClient) -> T:
+            reader = self._client(source)
+            try:
+                return work(NfsShareFiles(client, share), NfsShareFiles(reader, source), deadline)
+            except SourceFailed as failed:
+                raise self._operation_error(source, reader, what, failed.error) from failed.error
+
+        return self._retried(share, what, attempt)
+
+    def _retried(self, share: ShareRef, what: str, operation: Callable[[NfsClient], T]) -> T:
+        """operation with the share's client, again on a new one when it was lost; NFS failures as domain errors."""
         for attempt in self._retrying:
             with attempt:
                 client = self._client(share)
@@ -284,417 +214,27 @@ class UserspaceShareStorage(ShareStorage):
         raise AssertionError("unreachable: tenacity reraises")
 
     def _operation_error(self, share: ShareRef, client: NfsClient, what: str, err: Exception) -> DomainError:
-        where = f"{what} on {share.source()}"
-        nfs = _nfs_rs()
+        import nfs_rs
+
+        where, code = f"{what} on {share.source()}", str(getattr(err, "code_name", "") or "")
         if isinstance(err, TimeoutError):
             self._drop(share, client)
             return DeadlineExceeded(f"{where} took longer than {self._options.timeout} s")
-        if _code(err) in _NO_SPACE or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        if code in _NO_SPACE or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
             return ResourceExhausted(f"{where}: no space left on the share ({err})")
-        if _code(err) in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
+        if code in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
             return StorageFailed(f"{where}: a component on the way is not a plain directory ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
         # error that the same client keeps returning): start again with a new client. Every operation here is
         # idempotent, so repeating one whose outcome was uncertain is safe.
         lost = (
-            ConnectionError, nfs.NfsClientClosedError, nfs.NfsStateLostError, nfs.NfsRetryableError,
-            nfs.NfsOperationOutcomeError, nfs.NfsRpcError,
+            ConnectionError, nfs_rs.NfsClientClosedError, nfs_rs.NfsStateLostError, nfs_rs.NfsRetryableError,
+            nfs_rs.NfsOperationOutcomeError, nfs_rs.NfsRpcError,
         )
-        if isinstance(err, lost) or _code(err) in _STATE_LOST:
+        if isinstance(err, lost) or code in _STATE_LOST or any(isinstance(e, lost) for e in getattr(err, "errors", ())):
             self._drop(share, client)
             return _ConnectionLost(f"{where}: the connection to the NFS server was lost: {err}")
         return StorageFailed(f"{where} failed: {err}")
-
-    # -- paths ----------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _checked(share: ShareRef, subdir: str) -> str:
-        join_inside(share.share, subdir)  # lexical containment, again, at the edge
-        return subdir
-
-    @staticmethod
-    def _record_path(subdir: str) -> str:
-        parent, leaf = posixpath.split(subdir)
-        return posixpath.join(parent, record_name(leaf))
-
-    @staticmethod
-    def _make_parents(client: NfsClient, subdir: str) -> None:
-        # An existing parent that is a link or a file is left alone: the LOOKUP after it fails, and nothing is
-        # created through it.
-        parts = subdir.split("/")
-        for depth in range(1, len(parts)):
-            try:
-                client.mkdir("/".join(parts[:depth]), _NEW_DIR_MODE)
-            except FileExistsError:
-                pass
-
-    # -- the port -------------------------------------------------------------------------------------------------
-
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
-        path = self._checked(share, subdir)
-
-        def create(client: NfsClient) -> None:
-            self._make_parents(client, path)
-            try:
-                client.mkdir(path, _NEW_DIR_MODE if mode is None else mode)
-            except FileExistsError:
-                pass
-            if not _is_directory(client.stat(path)):
-                raise StorageFailed(f"{subdir!r} on {share.source()} exists and is not a directory")
-            if mode is not None:
-                client.chmod(path, mode)
-
-        self._run(share, f"creating {subdir!r}", create)
-
-    def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
-        path = self._checked(share, subdir)
-
-        def remove(client: NfsClient) -> None:
-            try:
-                info = client.stat(path)
-            except FileNotFoundError:
-                return
-            if not _is_directory(info):
-                raise StorageFailed(f"{subdir!r} is not a directory; refusing to remove it")
-            self._remove_tree(client, path)
-
-        with self._guard:
-            if ("fill", share, subdir) in self._busy:  # a restore or copy still writing there: not raced
-                raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
-        self._run(share, f"removing {subdir!r}", remove)
-
-    @staticmethod
-    def _remove_tree(client: NfsClient, top: str) -> None:
-        """Depth first; a link inside is removed as a link, never followed (READDIR reports the entry itself)."""
-        pending: list[tuple[str, bool]] = [(top, False)]
-        while pending:
-            path, listed = pending.pop()
-            if listed:
-                try:
-                    client.rmdir(path)
-                except FileNotFoundError:
-                    pass
-                continue
-            pending.append((path, True))
-            try:
-                entries = list(client.scandir(path))
-            except FileNotFoundError:
-                pending.pop()
-                continue
-            for entry in entries:
-                if entry.name in (".", ".."):
-                    continue
-                child = posixpath.join(path, entry.name)
-                if _is_directory(entry.info):
-                    pending.append((child, False))
-                else:
-                    client.remove(child, missing_ok=True)
-
-    def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
-        if posixpath.dirname(subdir) != posixpath.dirname(new_subdir):
-            raise StorageFailed("a volume directory is only renamed within its parent")
-        source, target = self._checked(share, subdir), self._checked(share, new_subdir)
-
-        def rename(client: NfsClient) -> None:
-            try:
-                client.rename(source, target)
-            except FileNotFoundError:
-                pass
-
-        self._run(share, f"renaming {subdir!r}", rename)
-
-    def exists(self, share: ShareRef, subdir: str) -> bool:
-        path = self._checked(share, subdir)
-
-        def exists(client: NfsClient) -> bool:
-            try:
-                return _is_directory(client.stat(path))
-            except FileNotFoundError:
-                return False
-
-        return self._run(share, f"looking up {subdir!r}", exists)
-
-    def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
-        path = self._record_path(self._checked(share, subdir))
-
-        def read(client: NfsClient) -> bytes | None:
-            return _read_small(client, path, RECORD_LIMIT)
-
-        return volume_record(self._run(share, f"reading the record of {subdir!r}", read), subdir)
-
-    def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
-        path = self._record_path(self._checked(share, subdir))
-        temporary = f"{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:12]}"
-        data = record.to_json()
-
-        def write(client: NfsClient) -> None:
-            self._index(client, subdir)
-            self._make_parents(client, subdir)
-            try:
-                with client.open(temporary, "wb") as handle:
-                    handle.write(data)  # nfs-rs returns once the bytes are stable on the server
-                client.rename(temporary, path)
-            except Exception as err:
-                if not isinstance(err, (TimeoutError, ConnectionError)):  # a dead server would only time out again
-                    try:
-                        client.remove(temporary, missing_ok=True)
-                    except Exception:  # noqa: BLE001 - the first failure is the one to report
-                        log.debug("could not remove %s", temporary, exc_info=True)
-                raise
-
-        with self._record_writers(share, subdir):
-            self._run(share, f"writing the record of {subdir!r}", write)
-
-    def remove_record(self, share: ShareRef, subdir: str) -> None:
-        path = self._record_path(self._checked(share, subdir))
-
-        def remove(client: NfsClient) -> None:
-            for done_with in (path, f"{INDEX_DIR}/{index_entry(subdir)}"):
-                try:
-                    client.remove(done_with, missing_ok=True)
-                except FileNotFoundError:
-                    pass
-
-        self._run(share, f"removing the record of {subdir!r}", remove)
-
-    # -- snapshots and clones ---------------------------------------------------------------------------------------
-    # Streamed over the NFS file objects: nothing is staged locally. Each NFS call is bounded by --nfs-timeout, the
-    # whole walk by --snapshot-timeout (checked between files and chunks). Not retried on a lost connection: the
-    # domain retries from the start (a half archive is only ever a temporary file; a half clone stays pending).
-
-    def _long(
-        self,
-        share: ShareRef,
-        key: tuple[str, ShareRef, str],
-        what: str,
-        work: Callable[[NfsClient, Deadline], T],
-        reset: Callable[[NfsClient], None] | None = None,
-        source: ShareRef | None = None,
-    ) -> T:
-        """Run a long walk once per connection attempt; a lost connection (or a server's "retry") starts it again
-        from the beginning, after ``reset`` undoes what the broken attempt wrote. One deadline, made before the
-        first try, bounds all tries; the walk runs on the caller's thread, so it never outlives its caller.
-
-        What fails on the ``source`` side (SourceFailed, whose origin is the reading client) is blamed on the
-        source share and its client; anything else on ``share`` and the client writing to it.
-        """
-        deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
-        with self._guard:
-            if key in self._busy:
-                raise OperationInFlight(f"{what} on {share.source()} is still running; try again later")
-            self._busy.add(key)
-        try:
-            for attempt in self._retrying:
-                with attempt:
-                    client = self._client(share)
-                    try:
-                        if attempt.retry_state.attempt_number > 1 and reset is not None:
-                            reset(client)
-                        return work(client, deadline)
-                    except DomainError:
-                        raise
-                    except SourceFailed as failed:
-                        assert source is not None and failed.origin is not None, "only work given a source marks it"
-                        reader = cast(NfsClient, failed.origin)
-                        raise self._operation_error(source, reader, what, failed.error) from failed.error
-                    except Exception as err:  # noqa: BLE001 - nfs-rs raises its own hierarchy and builtins
-                        raise self._operation_error(share, client, what, err) from err
-            raise AssertionError("unreachable: tenacity reraises")
-        finally:
-            with self._guard:
-                self._busy.discard(key)
-
-    def _emptied(self, path: str) -> Callable[[NfsClient], None]:
-        def reset(client: NfsClient) -> None:
-            self._remove_tree(client, path)
-            client.mkdir(path, 0o700)
-
-        return reset
-
-    def _snapshot_path(self, share: ShareRef, name: str) -> str:
-        return self._checked(share, f"{SNAPSHOT_DIR}/{name}")
-
-    @staticmethod
-    def _make_driver_dir(client: NfsClient, name: str) -> None:
-        """Make ``.nfs-csi/<name>``, private (0700) whichever feature comes first: snapshots hold users' data."""
-        for path in (METADATA_DIR, f"{METADATA_DIR}/{name}"):
-            try:
-                client.mkdir(path, DRIVER_DIR_MODE)
-            except FileExistsError:
-                pass
-
-    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
-        source = self._checked(share, subdir)
-        final = self._snapshot_path(snapshot_share, archive_name(leaf, fmt))
-        temporary = archive_temporary(final)
-
-        def work(client: NfsClient, deadline: Deadline) -> int:
-            reader = self._client(share)
-            with reading_source(reader):
-                if not _is_directory(reader.stat(source)):
-                    raise StorageFailed(f"{subdir!r} is not a directory")
-            self._make_driver_dir(client, "snapshots")
-            try:
-                with client.open(temporary, "wb") as raw:
-                    out = io.BufferedWriter(raw, _CHUNK)
-                    pack_tree(source_entries(nfs_entries(reader, source), reader), out, fmt, deadline)
-                    out.flush()
-                    out.detach()
-                size = int(client.stat(temporary).size)
-                client.rename(temporary, final)
-            except BaseException:
-                try:
-                    client.remove(temporary, missing_ok=True)
-                except Exception:  # noqa: BLE001 - the first failure is the one to report
-                    log.debug("could not remove %s", temporary, exc_info=True)
-                raise
-            return size
-
-        return self._long(
-            snapshot_share, ("pack", snapshot_share, leaf), f"packing snapshot {leaf!r}", work, source=share
-        )
-
-    def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
-        path = self._snapshot_path(share, record_file(leaf))
-        temporary = f"{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:12]}"
-        data = record.to_json()
-
-        def write(client: NfsClient) -> None:
-            self._make_driver_dir(client, "snapshots")
-            try:
-                with client.open(temporary, "wb") as handle:
-                    handle.write(data)
-                client.rename(temporary, path)
-            except Exception:
-                client.remove(temporary, missing_ok=True)
-                raise
-
-        self._run(share, f"writing the record of snapshot {leaf!r}", write)
-
-    @classmethod
-    def _index(cls, client: NfsClient, subdir: str) -> None:
-        """Make subdir's index entry unless a valid one exists (nfs-rs has no exclusive create: look, then write).
-
-        Anything but a regular file in the entry's place (a link) is no valid entry, and never one a write could go
-        through: it is removed, itself (REMOVE never follows), and the entry written afresh, as the mount-based
-        adapter does.
-        """
-        entry = index_entry(subdir)
-        path = f"{INDEX_DIR}/{entry}"
-        try:
-            if indexed_subdir(entry, _read_small(client, path, ENTRY_LIMIT)) is not None:
-                return  # kept as it is, so the volume keeps its place in listings
-        except StorageFailed:
-            if _is_directory(client.stat(path)):
-                raise
-            client.remove(path, missing_ok=True)
-        data = subdir.encode("utf-8", errors="surrogatepass")
-        try:
-            with client.open(path, "wb") as handle:
-                handle.write(data)
-        except FileNotFoundError:  # a share's first volume: the index directories are made once
-            cls._make_driver_dir(client, "volumes")
-            with client.open(path, "wb") as handle:
-                handle.write(data)
-
-    def read_snapshot_record(self, share: ShareRef, leaf: str) -> SnapshotRecord | None:
-        path = self._snapshot_path(share, record_file(leaf))
-        raw = self._run(share, f"reading the record of snapshot {leaf!r}", lambda client: _read_small(client, path, RECORD_LIMIT))
-        return snapshot_record(raw, leaf)
-
-    def list_snapshot_records(self, share: ShareRef) -> list[tuple[str, SnapshotRecord]]:
-        def listing(client: NfsClient) -> list[tuple[str, bytes]]:
-            try:
-                entries = sorted(client.scandir(SNAPSHOT_DIR), key=lambda e: str(e.name))
-            except FileNotFoundError:
-                return []
-            found: list[tuple[str, bytes]] = []
-            for entry in entries:
-                name = str(entry.name)
-                leaf = snapshot_record_leaf(name)
-                if leaf is None or not _is_file(entry.info):
-                    continue
-                raw = _read_small(client, f"{SNAPSHOT_DIR}/{name}", RECORD_LIMIT)
-                if raw is not None:
-                    found.append((leaf, raw))
-            return found
-
-        return snapshot_records(self._run(share, "listing snapshots", listing), share)
-
-    def remove_snapshot(self, share: ShareRef, leaf: str) -> None:
-        paths = [self._snapshot_path(share, name) for name in snapshot_files(leaf)]
-
-        def remove(client: NfsClient) -> None:
-            for path in paths:
-                try:
-                    client.remove(path, missing_ok=True)
-                except FileNotFoundError:
-                    pass
-            # Temporaries with names of their own (archives; records, as nfs-rs has no exclusive create): by listing.
-            try:
-                names = [str(entry.name) for entry in client.scandir(SNAPSHOT_DIR)]
-            except FileNotFoundError:
-                return
-            for name in names:
-                if is_temporary(leaf, name):
-                    client.remove(self._snapshot_path(share, name), missing_ok=True)
-
-        with self._guard:
-            if ("pack", share, leaf) in self._busy:
-                raise OperationInFlight(f"snapshot {leaf!r} is still being packed; try again later")
-        self._run(share, f"removing snapshot {leaf!r}", remove)
-
-    def restore_snapshot(self, snapshot_share: ShareRef, leaf: str, fmt: str, share: ShareRef, subdir: str) -> None:
-        archive = self._snapshot_path(snapshot_share, archive_name(leaf, fmt))
-        target = self._checked(share, subdir)
-
-        def work(client: NfsClient, deadline: Deadline) -> None:
-            reader = self._client(snapshot_share)
-            with reading_source(reader):
-                if not _regular(reader, archive):
-                    raise StorageFailed(f"the archive of snapshot {leaf!r} is missing")
-                raw = reader.open(archive, "rb")
-            with raw:
-                unpack_tree(io.BufferedReader(SourceReader(raw, reader), _CHUNK), NfsTreeWriter(client, target), deadline)
-
-        self._long(
-            share, ("fill", share, subdir), f"restoring snapshot {leaf!r} into {subdir!r}", work, self._emptied(target),
-            source=snapshot_share,
-        )
-
-    def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
-        source, target = self._checked(source_share, source_subdir), self._checked(share, subdir)
-
-        def work(client: NfsClient, deadline: Deadline) -> None:
-            reader = self._client(source_share)
-            copy_tree(source_entries(nfs_entries(reader, source), reader), NfsTreeWriter(client, target), deadline)
-
-        self._long(
-            share, ("fill", share, subdir), f"copying {source_subdir!r} into {subdir!r}", work, self._emptied(target),
-            source=source_share,
-        )
-
-    def list_records(self, share: ShareRef, after: ListPosition | None, limit: int) -> list[ListedVolume]:
-        def scan(client: NfsClient) -> list[ListPosition]:
-            try:
-                entries = list(client.scandir(INDEX_DIR))
-            except FileNotFoundError:
-                return []
-            return sorted(ListPosition(e.info.mtime, e.name) for e in entries if _is_file(e.info))
-
-        def read_entry(entry: str) -> str | None:
-            path = f"{INDEX_DIR}/{entry}"
-            raw = self._run(share, f"reading index entry {entry}", lambda c: _read_small(c, path, ENTRY_LIMIT))
-            return indexed_subdir(entry, raw)
-
-        positions = self._run(share, "listing the volume index", scan)
-        return listed_volumes(positions, read_entry, lambda subdir: self.read_record(share, subdir), share, after, limit)
-
-    def available_bytes(self, share: ShareRef) -> int:
-        def free(client: NfsClient) -> int:
-            return int(client.fs_stat().available_bytes)  # FSSTAT (v3) / space_avail (v4), bounded by the client
-
-        return self._run(share, "reading free space", free)
 
     def close(self) -> None:
         with self._guard:
@@ -712,101 +252,41 @@ class UserspaceShareStorage(ShareStorage):
                 log.exception("could not close the NFS client of share %s", share.source())
 
 
-# -- the tree walks of the snapshot methods: LOOKUP never follows a link, so neither do they ------------------------
+class NfsShareFiles(ShareFiles):
+    """A share's files through its NFS client; the server never follows a link on the way (LOOKUP does not). Owners
+    are set where the server lets the AUTH_SYS identity chown (uid 0 on an export without root squashing): after
+    the first refusal, no more are tried."""
 
-
-def _regular(client: NfsClient, path: str) -> bool:
-    """Whether a regular file is at path (False: nothing is); anything else is refused (StorageFailed). The one
-    check before a file on a share is opened: LOOKUP never follows a link, so a link is seen as one."""
-    try:
-        info = client.stat(path)
-    except FileNotFoundError:
-        return False
-    if not _is_file(info):
-        raise StorageFailed(f"{path!r} is a {_kind(info)}, not a regular file")
-    return True
-
-
-def _read_small(client: NfsClient, path: str, limit: int) -> bytes | None:
-    """At most ``limit`` bytes of a small file (a record, an index entry); None when it is missing."""
-    if not _regular(client, path):
-        return None
-    with client.open(path, "rb") as handle:
-        data: bytes = handle.read(limit)
-    return data
-
-
-def _nfs_entry(path: str, kind: str, info: Any, **more: Any) -> Entry:
-    return Entry(path, kind, int(info.mode) & 0o7777, int(info.uid), int(info.gid), int(info.mtime), **more)
-
-
-def nfs_entries(client: NfsClient, top: str) -> Iterator[Entry]:
-    """The tree below top, parents first, from READDIR's own attributes; links are read, never followed."""
-    yield _nfs_entry(".", DIRECTORY, client.stat(top))
-    yield from _subtree(client, top, "")
-
-
-def _subtree(client: NfsClient, top: str, prefix: str) -> Iterator[Entry]:
-    directory = posixpath.join(top, prefix) if prefix else top
-    for entry in sorted(client.scandir(directory), key=lambda e: str(e.name)):
-        name = str(entry.name)
-        if name in (".", ".."):
-            continue
-        path, remote = posixpath.join(prefix, name), posixpath.join(directory, name)
-        kind = _kind(entry.info)
-        if kind == "directory":
-            yield _nfs_entry(path, DIRECTORY, entry.info)
-            yield from _subtree(client, top, path)
-        elif kind == "symlink":
-            yield _nfs_entry(path, SYMLINK, entry.info, target=client.readlink(remote))
-        elif kind == "file":
-            yield _nfs_entry(path, FILE, entry.info, size=int(entry.info.size), open=_nfs_opener(client, remote))
-        else:
-            log.info("not archiving %s: a device, fifo or socket", path)
-
-
-def _nfs_opener(client: NfsClient, path: str) -> Callable[[], Any]:
-    @contextmanager
-    def opened() -> Iterator[Any]:
-        with client.open(path, "rb") as raw:  # OPEN of a link fails on the server (NFS4ERR_SYMLINK)
-            yield io.BufferedReader(raw, _CHUNK)
-
-    return opened
-
-
-class NfsTreeWriter:
-    """Builds a tree below ``top`` over NFS. Modes and times are set as sent; owners only where the server lets
-    the AUTH_SYS identity chown (uid 0 on an export without root squashing): elsewhere they are the identity's."""
-
-    def __init__(self, client: NfsClient, top: str) -> None:
-        self._client = client
-        self._top = top
-        self._may_chown = True
+    def __init__(self, client: NfsClient, share: ShareRef) -> None:
+        self._client, self._share, self._may_chown = client, share, True
 
     def _path(self, path: str) -> str:
-        return self._top if path == "." else posixpath.join(self._top, path)
+        join_inside(self._share.share, path)  # lexical containment, again, at the edge
+        return path
 
-    def directory(self, path: str) -> None:
+    def _entry(self, path: str, info: FileInfo) -> Entry:
+        """What nfs-rs says is at path, as archive's kinds: the one place its type is read."""
+        kind = _KINDS.get(info.type.value, OTHER)
+        size, target = info.size if kind == FILE else 0, self._client.readlink(path) if kind == SYMLINK else ""
+        return Entry(posixpath.basename(path), kind, info.mode & 0o7777, info.uid, info.gid, info.mtime, size, target)
+
+    def make_dir(self, path: str, mode: int | None = None) -> None:
+        self._client.mkdir(self._path(path), _NEW_DIR_MODE if mode is None else mode)
+
+    def stat(self, path: str) -> Entry:
+        return self._entry(path, self._client.stat(self._path(path)))
+
+    def list(self, path: str) -> list[Entry]:
         try:
-            self._client.mkdir(self._path(path), 0o700)
-        except FileExistsError:
-            if not _is_directory(self._client.stat(self._path(path))):
-                raise StorageFailed(f"{path!r} exists and is not a directory") from None
+            found = list(self._client.scandir(self._path(path)))
+        except FileNotFoundError:
+            return []
+        return [self._entry(posixpath.join(path, e.name), e.info) for e in found if e.name not in (".", "..")]
 
-    def file(self, path: str, data: Any) -> None:
-        with self._client.open(self._path(path), "wb") as raw:
-            while True:
-                chunk = data.read(_CHUNK)
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    view = view[raw.write(view) :]
+    def chmod(self, path: str, mode: int) -> None:
+        self._client.chmod(self._path(path), mode)  # SETATTR on what LOOKUP found: a link is not followed
 
-    def symlink(self, path: str, target: str) -> None:
-        self._client.symlink(target, self._path(path))
-
-    def finish(self, path: str, entry: Entry) -> None:
+    def set_attributes(self, path: str, entry: Entry) -> None:
         remote = self._path(path)
         if self._may_chown:
             try:
@@ -821,3 +301,85 @@ class NfsTreeWriter:
         except PermissionError:
             if entry.kind != SYMLINK:
                 raise
+
+    def rename(self, path: str, name: str) -> None:
+        self._client.rename(self._path(path), self._path(posixpath.join(posixpath.dirname(path), name)))
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        try:  # LOOKUP never follows a link: a link (or a FIFO) is seen as one, and refused before any OPEN
+            kind = self.stat(path).kind
+        except FileNotFoundError:
+            return None
+        if kind != FILE:
+            raise StorageFailed(f"{path!r} is a {kind}, not a regular file")
+        with self._client.open(path, "rb") as handle:
+            return handle.read(limit)
+
+    def open(self, path: str) -> BinaryIO | None:
+        try:  # OPEN refuses what is no regular file (NFS4ERR_SYMLINK, ISDIR), as a FIFO cannot block over NFS
+            return io.BufferedReader(self._client.open(self._path(path), "rb"), CHUNK)
+        except FileNotFoundError:
+            return None
+
+    def write(
+        self, path: str, fill: Callable[[BinaryIO], object], mode: int, exclusive: bool = False, durable: bool = True
+    ) -> int:
+        if exclusive and self._client.exists(self._path(path)):  # nfs-rs has no exclusive create: look, then write
+            raise FileExistsError(errno.EEXIST, "exists", path)
+        with self._client.open(self._path(path), "wb") as raw:  # returns once the bytes are stable on the server
+            out = io.BufferedWriter(raw, CHUNK)
+            fill(out)
+            out.flush()
+            size = out.tell()
+            out.detach()
+        return size
+
+    def write_atomically(self, path: str, data: bytes, mode: int) -> None:
+        # A name of its own each time: nfs-rs trips over creating again a name it has just renamed away.
+        temporary = f"{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        try:
+            self.write(temporary, lambda out: out.write(data), mode)
+            self.rename(temporary, posixpath.basename(path))
+        except Exception as err:
+            if not isinstance(err, (TimeoutError, ConnectionError)):  # a dead server would only time out again
+                with contextlib.suppress(Exception):
+                    self._client.remove(temporary, missing_ok=True)
+            raise
+
+    def symlink(self, path: str, target: str) -> None:
+        self._client.symlink(target, self._path(path))
+
+    def remove(self, path: str) -> None:
+        try:
+            self._client.remove(self._path(path), missing_ok=True)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError as err:
+            raise StorageFailed(f"{path!r} is a directory") from err
+
+    def remove_tree(self, path: str) -> None:
+        try:
+            kind = self.stat(path).kind
+        except FileNotFoundError:
+            return
+        if kind != DIRECTORY:
+            raise StorageFailed(f"{path!r} is not a directory; refusing to remove it")
+        pending: list[tuple[str, bool]] = [(path, False)]  # depth first; a link inside goes as a link
+        while pending:
+            directory, listed = pending.pop()
+            if listed:
+                try:
+                    self._client.rmdir(directory)
+                except FileNotFoundError:
+                    pass
+                continue
+            pending.append((directory, True))
+            for entry in self.list(directory):
+                child = posixpath.join(directory, entry.path)
+                if entry.kind == DIRECTORY:
+                    pending.append((child, False))
+                else:
+                    self._client.remove(child, missing_ok=True)
+
+    def free_bytes(self) -> int:
+        return self._client.fs_stat().available_bytes  # FSSTAT (v3) / space_avail (v4), bounded by the client

@@ -10,8 +10,9 @@ import pytest
 
 from adapters.mount.mountinfo import read_mountinfo
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter
-from adapters.storage.mounted import MountedShareStorage
-from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
+from adapters.storage.mounted import MountedFileSystem
+from adapters.storage.share_storage import FileShareStorage
+from adapters.storage.userspace import NfsClientOptions, NfsRsFileSystem
 from domain.model import ShareRef
 from ports.storage import ShareStorage
 from tests.conftest import ROOT, in_private_namespace
@@ -38,8 +39,9 @@ def userspace_options(ganesha: Ganesha, version: str = "4.1", **overrides: objec
     return NfsClientOptions(**settings)  # type: ignore[arg-type]
 
 
-def mounted_storage(work: Path) -> MountedShareStorage:
-    return MountedShareStorage(SubprocessMounter(mount_command=STANDIN, retry=RetryPolicy(attempts=1)), str(work))
+def mounted_storage(work: Path) -> FileShareStorage:
+    mounter = SubprocessMounter(mount_command=STANDIN, retry=RetryPolicy(attempts=1))
+    return FileShareStorage(MountedFileSystem(mounter, str(work)))
 
 
 # Where an implementation breaks the contract today: the test still runs, and must fail (strict), until it is fixed.
@@ -78,7 +80,7 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     else:
         server: Ganesha = request.getfixturevalue("ganesha")
         share, export_dir = server.new_share()
-        storage = UserspaceShareStorage(userspace_options(server, kind.split("-")[1]))
+        storage = FileShareStorage(NfsRsFileSystem(userspace_options(server, kind.split("-")[1])))
 
     export = DiskExport(export_dir, export_dir.parent / f"{export_dir.name}-outside")
     before = export.outside_state()

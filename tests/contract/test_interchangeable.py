@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from adapters.storage.mounted import MountedShareStorage
-from adapters.storage.userspace import UserspaceShareStorage
+from adapters.storage.share_storage import FileShareStorage
+from adapters.storage.userspace import NfsRsFileSystem
 from domain.model import ShareRef, VolumeRecord
 from tests.contract.conftest import _require_namespace, mounted_storage, userspace_options
 from tests.contract.exports import DIR, FILE, DiskExport
@@ -22,8 +22,8 @@ RECORD = VolumeRecord("pvc-7", 1 << 30, {"server": "127.0.0.1", "subDir": "ns/pv
 
 @dataclass
 class Pair:
-    mounted: MountedShareStorage
-    userspace: UserspaceShareStorage
+    mounted: FileShareStorage
+    userspace: FileShareStorage
     share: ShareRef
     export: DiskExport
 
@@ -36,7 +36,7 @@ def pair(ganesha: Ganesha, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     share, directory = ganesha.new_share("pair")
     both = Pair(
         mounted_storage(tmp_path / "work"),
-        UserspaceShareStorage(userspace_options(ganesha)),
+        FileShareStorage(NfsRsFileSystem(userspace_options(ganesha))),
         share,
         DiskExport(directory, directory.parent / f"{directory.name}-outside"),
     )

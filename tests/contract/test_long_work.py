@@ -17,9 +17,12 @@ import pytest
 
 import adapters.storage.archive as archive
 import adapters.storage.mounted as mounted
+import adapters.storage.share_storage as share_storage
 from adapters.storage.archive import DIRECTORY, Deadline, Entry, copy_tree
-from adapters.storage.mounted import MountedShareStorage
-from adapters.storage.userspace import UserspaceShareStorage
+from adapters.storage.files import ShareFiles
+from adapters.storage.mounted import MountedFileSystem
+from adapters.storage.share_storage import FileShareStorage
+from adapters.storage.userspace import NfsRsFileSystem
 from domain.errors import DomainError, Unavailable
 from domain.model import ShareRef
 from tests.contract.conftest import userspace_options
@@ -36,14 +39,18 @@ class LocalMounter(FakeMounter):
         self.mounts[target] = (source, tuple(options))
 
 
+Local = tuple[FileShareStorage, LocalMounter, MountedFileSystem]
+
+
 @pytest.fixture
-def local(tmp_path: Path) -> Iterator[tuple[MountedShareStorage, LocalMounter]]:
+def local(tmp_path: Path) -> Iterator[Local]:
     mounter = LocalMounter()
-    storage = MountedShareStorage(mounter, str(tmp_path / "work"), snapshot_timeout=30.0)
+    files = MountedFileSystem(mounter, str(tmp_path / "work"), snapshot_timeout=30.0)
+    storage = FileShareStorage(files)
     for share in (SOURCE, DESTINATION):
         storage.create_volume_dir(share, "v", None)
-    (Path(storage.mount_point(SOURCE)) / "v" / "file").write_bytes(b"data")
-    yield storage, mounter
+    (Path(files.mount_point(SOURCE)) / "v" / "file").write_bytes(b"data")
+    yield storage, mounter, files
     storage.close()
 
 
@@ -51,56 +58,57 @@ def _stale(*args: Any, **kwargs: Any) -> Any:
     raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
 
 
-def _mounted(storage: MountedShareStorage, mounter: LocalMounter) -> dict[ShareRef, bool]:
-    return {share: mounter.is_mount_point(storage.mount_point(share)) for share in (SOURCE, DESTINATION)}
+def _mounted(files: MountedFileSystem, mounter: LocalMounter) -> dict[ShareRef, bool]:
+    return {share: mounter.is_mount_point(files.mount_point(share)) for share in (SOURCE, DESTINATION)}
 
 
-_walk = mounted.fd_entries
+_walk = share_storage.tree_entries
 
 
-def _stale_walk(top_fd: int) -> Iterator[Entry]:
-    yield next(_walk(top_fd))
+def _stale_walk(files: ShareFiles, top: str) -> Iterator[Entry]:
+    yield next(_walk(files, top))
     _stale()
 
 
 class TestAStaleShareIsTheOneDropped:
     @pytest.mark.parametrize("operation", ["pack", "copy"])
     def test_a_stale_source_volume(
-        self, local: tuple[MountedShareStorage, LocalMounter], monkeypatch: pytest.MonkeyPatch, operation: str
+        self, local: Local, monkeypatch: pytest.MonkeyPatch, operation: str
     ) -> None:
-        storage, mounter = local
-        monkeypatch.setattr(mounted, "fd_entries", _stale_walk)
+        storage, mounter, files = local
+        monkeypatch.setattr(share_storage, "tree_entries", _stale_walk)
         with pytest.raises(Unavailable, match="/source"):
             if operation == "pack":
                 storage.pack_snapshot(SOURCE, "v", DESTINATION, "snap-1", "tar")
             else:
                 storage.copy_volume(SOURCE, "v", DESTINATION, "v")
-        assert _mounted(storage, mounter) == {SOURCE: False, DESTINATION: True}
+        assert _mounted(files, mounter) == {SOURCE: False, DESTINATION: True}
 
     def test_a_stale_snapshot_share_when_restoring(
-        self, local: tuple[MountedShareStorage, LocalMounter], monkeypatch: pytest.MonkeyPatch
+        self, local: Local, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        storage, mounter = local
+        storage, mounter, files = local
         storage.pack_snapshot(DESTINATION, "v", SOURCE, "snap-1", "tar")
         monkeypatch.setattr(mounted, "_open_regular", _stale)
         with pytest.raises(Unavailable, match="/source"):
             storage.restore_snapshot(SOURCE, "snap-1", "tar", DESTINATION, "v")
-        assert _mounted(storage, mounter) == {SOURCE: False, DESTINATION: True}
+        assert _mounted(files, mounter) == {SOURCE: False, DESTINATION: True}
 
     def test_a_stale_destination_is_still_blamed_on_the_destination(
-        self, local: tuple[MountedShareStorage, LocalMounter], monkeypatch: pytest.MonkeyPatch
+        self, local: Local, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        storage, mounter = local
-        monkeypatch.setattr(mounted.FdTreeWriter, "file", _stale)
+        storage, mounter, files = local
+        monkeypatch.setattr(share_storage.TreeWriter, "file", _stale)
         with pytest.raises(Unavailable, match="/destination"):
             storage.copy_volume(SOURCE, "v", DESTINATION, "v")
-        assert _mounted(storage, mounter) == {SOURCE: True, DESTINATION: False}
+        assert _mounted(files, mounter) == {SOURCE: True, DESTINATION: False}
 
 
 class TestTimeBounds:
     def test_the_deadline_counts_the_wait_for_a_thread(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """Work that waited for a free thread has only what its caller has left: it never outlives the caller."""
-        storage = MountedShareStorage(LocalMounter(), str(tmp_path / "work"), fs_workers=1, snapshot_timeout=3.0)
+        files = MountedFileSystem(LocalMounter(), str(tmp_path / "work"), fs_workers=1, snapshot_timeout=3.0)
+        storage = FileShareStorage(files)
         for subdir in ("v", "w1", "w2"):
             storage.create_volume_dir(SOURCE, subdir, None)
         left: list[float] = []
@@ -113,7 +121,7 @@ class TestTimeBounds:
             if first:
                 time.sleep(1.5)  # holds the only long-work thread
 
-        monkeypatch.setattr(mounted, "copy_tree", copy_tree)
+        monkeypatch.setattr(share_storage, "copy_tree", copy_tree)
         first = threading.Thread(target=storage.copy_volume, args=(SOURCE, "v", SOURCE, "w1"))
         first.start()
         assert running.wait(10)
@@ -127,7 +135,7 @@ class TestTimeBounds:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The consumer failed and closed the pipe; the producer is stuck reading the source: no unbounded join."""
-        monkeypatch.setattr(archive, "_CHUNK", 512)  # what tar writes reaches the consumer at once
+        monkeypatch.setattr(archive, "CHUNK", 512)  # what tar writes reaches the consumer at once
         hung = threading.Event()
 
         def entries() -> Iterator[Entry]:
@@ -182,20 +190,21 @@ class _FailingReader:
 @pytest.mark.integration
 def test_userspace_a_broken_source_connection_is_the_one_dropped(ganesha: Ganesha) -> None:
     """The source's client is dropped and the copy retried with a new one; the destination's client is kept."""
-    storage = UserspaceShareStorage(userspace_options(ganesha))
+    files = NfsRsFileSystem(userspace_options(ganesha))
+    storage = FileShareStorage(files)
     (source, source_dir), (destination, _) = ganesha.new_share("source"), ganesha.new_share("destination")
     try:
         storage.create_volume_dir(source, "v", None)
         (source_dir / "v" / "file").write_bytes(b"data")
         storage.create_volume_dir(destination, "w", None)
-        writer = storage._client(destination)
-        broken = storage._clients[source] = _FailingReader(storage._client(source))
+        writer = files._client(destination)
+        broken = files._clients[source] = _FailingReader(files._client(source))
         try:
             storage.copy_volume(source, "v", destination, "w")
         except DomainError as err:
             pytest.fail(f"the copy was not retried with a new source connection: {err}")
         assert broken.closed.wait(10)
-        assert storage._client(destination) is writer
-        assert storage._client(source) is not broken
+        assert files._client(destination) is writer
+        assert files._client(source) is not broken
     finally:
         storage.close()

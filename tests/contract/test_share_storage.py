@@ -204,8 +204,7 @@ def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Even
 
         return held
 
-    monkeypatch.setattr("adapters.storage.mounted.copy_tree", holding(copy_tree))
-    monkeypatch.setattr("adapters.storage.userspace.copy_tree", holding(copy_tree))
+    monkeypatch.setattr("adapters.storage.share_storage.copy_tree", holding(copy_tree))
     monkeypatch.setattr(FakeShareStorage, "_fill_now", holding(FakeShareStorage._fill_now))
     return entered, release
 

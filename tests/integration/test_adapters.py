@@ -11,7 +11,8 @@ import pytest
 
 from adapters.mount.mountinfo import MountTable
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter, TransientMountError
-from adapters.storage.mounted import MountedShareStorage
+from adapters.storage.mounted import MountedFileSystem
+from adapters.storage.share_storage import FileShareStorage
 from domain.errors import DeadlineExceeded, MountFailed, NotFound, StorageFailed
 from domain.model import ShareRef, VolumeRecord
 from tests.integration.conftest import SERVER, SHARE, STANDIN, mounts_under
@@ -99,16 +100,16 @@ def _alive(pid: int) -> bool:
 
 class TestMountedShareStorage:
     @pytest.fixture
-    def storage(self, export_root: Path, tmp_path: Path) -> MountedShareStorage:
+    def storage(self, export_root: Path, tmp_path: Path) -> FileShareStorage:
         mounter = SubprocessMounter(mount_command=STANDIN, retry=ONE_TRY)
-        storage = MountedShareStorage(mounter, str(tmp_path / "work"))
+        storage = FileShareStorage(MountedFileSystem(mounter, str(tmp_path / "work")))
         yield storage  # type: ignore[misc]
         storage.close()
         assert mounts_under(tmp_path / "work") == []
 
     share = ShareRef(SERVER, SHARE)
 
-    def test_directories_and_records_land_in_the_export(self, storage: MountedShareStorage, export_dir: Path) -> None:
+    def test_directories_and_records_land_in_the_export(self, storage: FileShareStorage, export_dir: Path) -> None:
         storage.write_record(self.share, "ns/v", VolumeRecord("v", 5))
         storage.create_volume_dir(self.share, "ns/v", 0o770)
         assert (export_dir / "ns" / "v").is_dir() and (export_dir / "ns" / "v").stat().st_mode & 0o777 == 0o770
@@ -119,7 +120,7 @@ class TestMountedShareStorage:
         storage.remove_record(self.share, "ns/v")
         assert os.listdir(export_dir / "ns") == []
 
-    def test_a_symlink_on_the_way_is_never_followed(self, storage: MountedShareStorage, export_dir: Path, tmp_path: Path) -> None:
+    def test_a_symlink_on_the_way_is_never_followed(self, storage: FileShareStorage, export_dir: Path, tmp_path: Path) -> None:
         outside = tmp_path / "outside"
         (outside / "victim").mkdir(parents=True)
         (export_dir / "ns").symlink_to(outside)
@@ -128,7 +129,7 @@ class TestMountedShareStorage:
                 operation(self.share, "ns/victim")
         assert (outside / "victim").is_dir()
 
-    def test_a_symlinked_volume_directory_is_not_removed_through(self, storage: MountedShareStorage, export_dir: Path, tmp_path: Path) -> None:
+    def test_a_symlinked_volume_directory_is_not_removed_through(self, storage: FileShareStorage, export_dir: Path, tmp_path: Path) -> None:
         outside = tmp_path / "outside"
         outside.mkdir()
         (outside / "data").write_text("keep")

@@ -12,7 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from adapters.storage.userspace import NfsClientOptions, UserspaceShareStorage
+from adapters.storage.share_storage import FileShareStorage
+from adapters.storage.userspace import Connector, NfsClientOptions, NfsRsFileSystem, connect_with_nfs_rs
 from domain.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from domain.model import ShareRef, VolumeRecord
 from tests.integration.ganesha import Ganesha, free_port, ganesha  # noqa: F401 - the session's NFS server fixture
@@ -20,6 +21,10 @@ from tests.integration.ganesha import Ganesha, free_port, ganesha  # noqa: F401 
 pytestmark = pytest.mark.integration
 
 RECORD = VolumeRecord("pvc-1", 1 << 30, {"subDir": "v"})
+
+
+def userspace_storage(settings: NfsClientOptions, connect: Connector = connect_with_nfs_rs) -> FileShareStorage:
+    return FileShareStorage(NfsRsFileSystem(settings, connect))
 
 
 def options(port: int, **overrides: object) -> NfsClientOptions:
@@ -68,7 +73,7 @@ class TestIdentity:
     def test_files_belong_to_the_configured_auth_sys_identity(self, ganesha: Ganesha) -> None:
         share, directory = ganesha.new_share("uid")
         os.chown(directory, 4321, 4322)
-        storage = UserspaceShareStorage(options(ganesha.port, uid=4321, gid=4322))
+        storage = userspace_storage(options(ganesha.port, uid=4321, gid=4322))
         storage.write_record(share, "ns/v", RECORD)
         storage.create_volume_dir(share, "ns/v", 0o750)
         storage.close()
@@ -78,7 +83,7 @@ class TestIdentity:
     def test_the_server_enforces_that_identity(self, ganesha: Ganesha) -> None:
         share, directory = ganesha.new_share("uid")
         directory.chmod(0o755)  # root's, not writable by uid 4321
-        storage = UserspaceShareStorage(options(ganesha.port, uid=4321, gid=4322))
+        storage = userspace_storage(options(ganesha.port, uid=4321, gid=4322))
         with pytest.raises(Exception, match="(?i)permission|access"):
             storage.create_volume_dir(share, "v", None)
         storage.close()
@@ -87,7 +92,7 @@ class TestIdentity:
 
 class TestTimeBounds:
     def test_a_server_that_never_answers_costs_one_timeout(self, silent_server: int) -> None:
-        storage = UserspaceShareStorage(options(silent_server, timeout=1.0))
+        storage = userspace_storage(options(silent_server, timeout=1.0))
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
             storage.exists(ShareRef("127.0.0.1", "/exports"), "v")
@@ -95,7 +100,7 @@ class TestTimeBounds:
         storage.close()
 
     def test_nobody_listening_is_unavailable_at_once(self) -> None:
-        storage = UserspaceShareStorage(options(free_port(), attempts=2))
+        storage = userspace_storage(options(free_port(), attempts=2))
         started = time.monotonic()
         with pytest.raises(Unavailable):
             storage.exists(ShareRef("127.0.0.1", "/exports"), "v")
@@ -104,7 +109,7 @@ class TestTimeBounds:
 
     def test_a_frozen_server_costs_one_timeout_per_call_and_is_used_again_once_it_thaws(self, own_ganesha: Ganesha) -> None:
         assert own_ganesha.process is not None
-        storage = UserspaceShareStorage(options(own_ganesha.port, timeout=1.0))
+        storage = userspace_storage(options(own_ganesha.port, timeout=1.0))
         share = own_ganesha.share
         storage.create_volume_dir(share, "v", None)
         os.kill(own_ganesha.process.pid, signal.SIGSTOP)
@@ -125,7 +130,7 @@ class TestLosingTheServer:
     def test_a_restarted_server_is_reconnected_to_without_an_error(self, own_ganesha: Ganesha) -> None:
         # nfs-rs notices the lost NFSv4.1 session after about 5 s and reports it as retryable; the adapter
         # then opens a new client and repeats the (idempotent) call.
-        storage = UserspaceShareStorage(options(own_ganesha.port, timeout=10.0, attempts=2))
+        storage = userspace_storage(options(own_ganesha.port, timeout=10.0, attempts=2))
         share = own_ganesha.share
         storage.write_record(share, "v", RECORD)
         own_ganesha.stop()
@@ -134,7 +139,7 @@ class TestLosingTheServer:
         storage.close()
 
     def test_a_server_that_is_gone_costs_one_timeout_then_is_unavailable_at_once(self, own_ganesha: Ganesha) -> None:
-        storage = UserspaceShareStorage(options(own_ganesha.port, timeout=1.0))
+        storage = userspace_storage(options(own_ganesha.port, timeout=1.0))
         storage.create_volume_dir(own_ganesha.share, "v", None)
         own_ganesha.stop()
         started = time.monotonic()
@@ -149,7 +154,7 @@ class TestLosingTheServer:
 
     def test_close_waits_for_broken_clients_being_closed_aside(self, own_ganesha: Ganesha) -> None:
         # A thread left inside nfs-rs when the interpreter ends is unwound there and crashes the process.
-        storage = UserspaceShareStorage(options(own_ganesha.port, timeout=1.0))
+        storage = userspace_storage(options(own_ganesha.port, timeout=1.0))
         storage.create_volume_dir(own_ganesha.share, "v", None)
         own_ganesha.stop()
         with pytest.raises((DeadlineExceeded, Unavailable)):
@@ -160,13 +165,13 @@ class TestLosingTheServer:
 
 class TestShares:
     def test_a_share_the_server_does_not_export_is_not_found(self, ganesha: Ganesha) -> None:
-        storage = UserspaceShareStorage(options(ganesha.port))
+        storage = userspace_storage(options(ganesha.port))
         with pytest.raises(NotFound):
             storage.exists(ShareRef("127.0.0.1", "/exports/no-such-share"), "v")
         storage.close()
 
     def test_a_share_path_the_url_cannot_carry_is_refused(self, ganesha: Ganesha) -> None:
-        storage = UserspaceShareStorage(options(ganesha.port))
+        storage = userspace_storage(options(ganesha.port))
         with pytest.raises(InvalidArgument):
             storage.exists(ShareRef("127.0.0.1", "/exports/what?version=3"), "v")
 
@@ -181,7 +186,7 @@ class TestShares:
 
         first, _ = ganesha.new_share("reuse")
         second, _ = ganesha.new_share("reuse")
-        storage = UserspaceShareStorage(options(ganesha.port), connect=counting)
+        storage = userspace_storage(options(ganesha.port), connect=counting)
         for share in (first, second, first, second):
             storage.create_volume_dir(share, "v", None)
             assert storage.exists(share, "v")

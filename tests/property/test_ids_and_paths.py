@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from adapters.storage.mounted import MountedShareStorage
+from adapters.storage.mounted import MountedFileSystem
+from adapters.storage.share_storage import FileShareStorage
 from domain.errors import DomainError, InvalidArgument
 from domain.model import FilesystemUsage, OnDelete, ShareRef, VolumeId
 from domain.paths import MAX_COMPONENT_BYTES, absolute_path, join_inside, relative_subpath
@@ -136,9 +137,10 @@ class TestContainmentOnDisk:
             outside = root / "outside"
             outside.mkdir()
             (outside / "keep").write_text("keep")
-            storage = MountedShareStorage(_AlwaysMounted(), str(root / "work"), fs_timeout=5)
+            files = MountedFileSystem(_AlwaysMounted(), str(root / "work"), fs_timeout=5)
+            storage = FileShareStorage(files)
             share = ShareRef("h", "/e")
-            mount_point = Path(storage.mount_point(share))
+            mount_point = Path(files.mount_point(share))
             mount_point.mkdir(parents=True)
             before = tree(outside)
             try:

@@ -1,6 +1,7 @@
 """Snapshot archives: packing keeps what matters, unpacking refuses anything that would escape.
 
-The trees are walked and built by the mount adapter's directory-fd walker and writer, on a local directory.
+The trees are walked and built by the storage core's walker and writer over the mount adapter's files (descriptors
+opened without following links), on a local directory.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ import io
 import os
 import tarfile
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from adapters.storage.archive import Deadline, UnrestorableLink, UnsafeArchive, copy_tree, pack_tree, unpack_tree
-from adapters.storage.mounted import FdTreeWriter, fd_entries
+from adapters.storage.mounted import FdShareFiles
+from adapters.storage.share_storage import TreeWriter, tree_entries
 from domain.errors import InvalidArgument
 
 
@@ -42,25 +43,15 @@ def deadline() -> Deadline:
     return Deadline(60, "test")
 
 
-def opened(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def pack(source: Path, fmt: str) -> io.BytesIO:
     buffer = io.BytesIO()
-    for fd in opened(source):
-        pack_tree(fd_entries(fd), buffer, fmt, deadline())
+    pack_tree(tree_entries(FdShareFiles(str(source.parent)), source.name), buffer, fmt, deadline())
     buffer.seek(0)
     return buffer
 
 
 def unpack(archive: io.BytesIO, dest: Path) -> None:
-    for fd in opened(dest):
-        unpack_tree(archive, FdTreeWriter(fd), deadline())
+    unpack_tree(archive, TreeWriter(FdShareFiles(str(dest.parent)), dest.name), deadline())
 
 
 def a_tree(source: Path) -> None:
@@ -94,9 +85,8 @@ def test_a_copied_tree_keeps_the_same(tmp_path: Path) -> None:
     a_tree(tmp_path / "src")
     dest = tmp_path / "dest"
     dest.mkdir()
-    for source_fd in opened(tmp_path / "src"):
-        for dest_fd in opened(dest):
-            copy_tree(fd_entries(source_fd), FdTreeWriter(dest_fd), deadline())
+    files = FdShareFiles(str(tmp_path))
+    copy_tree(tree_entries(files, "src"), TreeWriter(files, "dest"), deadline())
     assert_restored(dest)
 
 
