@@ -58,8 +58,23 @@ class CreateVolumeResult:
     context: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A CreateVolumeCommand, checked: the volume it names and the record parameters that make two tries the same."""
+
+    command: CreateVolumeCommand
+    volume_id: VolumeId
+    mount_permissions: int
+    parameters: dict[str, str]
+    mutable_parameters: dict[str, str]
+
+
 class CreateVolume:
-    """CreateVolume: make the volume's directory once; a retry with the same name converges."""
+    """CreateVolume: make the volume's directory once; a retry with the same name converges.
+
+    A first try writes the record (``_create``), a retry must match it (``_check_retry``), and a clone's content is
+    copied in until its record stops saying pending (``_complete_clone``), on the first try or on a retry.
+    """
 
     def __init__(
         self,
@@ -76,68 +91,71 @@ class CreateVolume:
         self._mount_options = mount_options
 
     def __call__(self, command: CreateVolumeCommand) -> CreateVolumeResult:
+        checked = self._checked(command)
+        share, subdir = checked.volume_id.share, checked.volume_id.subdir
+        source = command.content_source
+        source_keys = source.lock_keys() if source is not None else ()
+        with self._locks.hold(f"name:{command.name}", str(checked.volume_id), *source_keys):
+            record = self._storage.read_record(share, subdir)
+            created = record is None
+            resolved: ResolvedSource | None = None
+            if record is None:
+                record, resolved = self._create(checked)
+            else:
+                _check_retry(record, checked)
+            # The record's mode: a retry must not undo what ControllerModifyVolume set since.
+            mode = effective_mode(record.parameters, record.mutable_parameters) or None
+            if PENDING_KEY in record.parameters and source is not None:
+                record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=created)
+            self._storage.create_volume_dir(share, subdir, mode)
+        if created:
+            self._events.emit(Event.VOLUME_CREATED)
+        context = volume_context(share, subdir, checked.mount_permissions)
+        return CreateVolumeResult(checked.volume_id, record.capacity_bytes, context)
+
+    def _checked(self, command: CreateVolumeCommand) -> _Checked:
         check_volume_name(command.name)
         check_capabilities(command.capabilities, self._mount_options)
         params = VolumeParameters.parse(command.parameters, self._defaults)
         mutable = parse_mutable(command.mutable_parameters)
         subdir = params.resolve_subdir(command.name, command.parameters)
+        parameters = params.as_record(subdir)
+        if command.content_source is not None:
+            parameters[CONTENT_SOURCE_KEY] = command.content_source.key
         volume_id = VolumeId(params.share, subdir, params.on_delete)
-        stored_parameters = params.as_record(subdir)
+        return _Checked(command, volume_id, params.mount_permissions, parameters, mutable)
+
+    def _create(self, checked: _Checked) -> tuple[VolumeRecord, ResolvedSource | None]:
+        """The first try: the volume's record, once its source and its place are known good; nothing else yet."""
+        command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
-        if source is not None:
-            stored_parameters[CONTENT_SOURCE_KEY] = source.key
-        share = params.share
+        resolved = resolve_source(self._storage, source) if source is not None else None
+        if self._storage.exists(share, subdir):
+            raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
+        self._refuse_nesting(checked.volume_id)
+        capacity = command.capacity.capacity_bytes
+        if resolved is not None:
+            check_source_capacity(resolved, command.capacity.limit_bytes)
+            capacity = capacity or resolved.capacity_bytes
+        # A clone's record says "pending" until its content is in place: never returned before that.
+        pending = {PENDING_KEY: "true"} if resolved is not None else {}
+        parameters = {**checked.parameters, **pending}
+        record = VolumeRecord(command.name, capacity, parameters, mutable_parameters=checked.mutable_parameters)
+        self._storage.write_record(share, subdir, record)
+        return record, resolved
 
-        created = False
-        source_keys = source.lock_keys() if source is not None else ()
-        with self._locks.hold(f"name:{command.name}", str(volume_id), *source_keys):
-            resolved: ResolvedSource | None = None
-            record = self._storage.read_record(share, subdir)
-            if record is None:
-                resolved = resolve_source(self._storage, source) if source is not None else None
-                if self._storage.exists(share, subdir):
-                    raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
-                self._refuse_nesting(volume_id)
-                capacity = command.capacity.capacity_bytes
-                if resolved is not None:
-                    check_source_capacity(resolved, command.capacity.limit_bytes)
-                    capacity = capacity or resolved.capacity_bytes
-                # A clone's record says "pending" until its content is in place: never returned before that.
-                pending = {PENDING_KEY: "true"} if resolved is not None else {}
-                record = VolumeRecord(
-                    command.name, capacity, {**stored_parameters, **pending}, mutable_parameters=mutable
-                )
-                self._storage.write_record(share, subdir, record)
-                created = True
-            elif record.name != command.name:
-                raise AlreadyExists(f"directory {subdir!r} already belongs to volume {record.name!r}")
-            elif record.parameters.get(CONTENT_SOURCE_KEY, "") != stored_parameters.get(CONTENT_SOURCE_KEY, ""):
-                raise AlreadyExists(f"volume {command.name!r} exists with another content source")
-            elif not command.capacity.admits(record.capacity_bytes):
-                raise AlreadyExists(
-                    f"volume {command.name!r} exists with capacity {record.capacity_bytes} bytes, "
-                    f"outside the requested range"
-                )
-            elif _without_pending(record.parameters) != stored_parameters:
-                raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
-            # The record's mode: a retry must not undo what ControllerModifyVolume set since.
-            mode = effective_mode(record.parameters, record.mutable_parameters) or None
-            if PENDING_KEY in record.parameters and source is not None:
-                try:
-                    resolved = resolved or resolve_source(self._storage, source)
-                except NotFound:
-                    self._discard(share, subdir)  # its source went away between two tries: nothing left to finish
-                    raise
-                record = self._fill(share, subdir, record, resolved, mode, fresh=created)
-            self._storage.create_volume_dir(share, subdir, mode)
-        if created:
-            self._events.emit(Event.VOLUME_CREATED)
-        return CreateVolumeResult(volume_id, record.capacity_bytes, volume_context(share, subdir, params.mount_permissions))
-
-    def _fill(
-        self, share: ShareRef, subdir: str, record: VolumeRecord, resolved: ResolvedSource, mode: int | None, fresh: bool
+    def _complete_clone(
+        self, volume_id: VolumeId, record: VolumeRecord, source: ContentSource, resolved: ResolvedSource | None,
+        mode: int | None, fresh: bool,
     ) -> VolumeRecord:
-        """Copy the content in, then drop the pending mark; a retry after an interruption starts from empty."""
+        """Copy a clone's content in, then drop the pending mark; a retry after an interruption starts from empty."""
+        share, subdir = volume_id.share, volume_id.subdir
+        if resolved is None:  # a retry: the source as it is now
+            try:
+                resolved = resolve_source(self._storage, source)
+            except NotFound:
+                self._discard(share, subdir)  # its source went away between two tries: nothing left to finish
+                raise
         if not fresh:
             self._storage.remove_volume_dir(share, subdir)  # what an interrupted try left half copied
         self._storage.create_volume_dir(share, subdir, mode)
@@ -165,6 +183,21 @@ class CreateVolume:
             if owner is not None:
                 raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
             parent = posixpath.dirname(parent)
+
+
+def _check_retry(record: VolumeRecord, checked: _Checked) -> None:
+    """A retry finds the record of the first try: it must ask for the same volume, or it is ALREADY_EXISTS."""
+    command, subdir = checked.command, checked.volume_id.subdir
+    if record.name != command.name:
+        raise AlreadyExists(f"directory {subdir!r} already belongs to volume {record.name!r}")
+    if record.parameters.get(CONTENT_SOURCE_KEY, "") != checked.parameters.get(CONTENT_SOURCE_KEY, ""):
+        raise AlreadyExists(f"volume {command.name!r} exists with another content source")
+    if not command.capacity.admits(record.capacity_bytes):
+        raise AlreadyExists(
+            f"volume {command.name!r} exists with capacity {record.capacity_bytes} bytes, outside the requested range"
+        )
+    if _without_pending(record.parameters) != checked.parameters:
+        raise AlreadyExists(f"volume {command.name!r} exists with other parameters")
 
 
 # What a retry would meet again, unlike a timeout or an unreachable share: a pending clone is not kept for it.
