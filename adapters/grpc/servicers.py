@@ -62,12 +62,20 @@ def capabilities_from(messages: Iterable[csi.VolumeCapability]) -> tuple[VolumeC
 
 def plugin_capability(name: str) -> csi.PluginCapability:
     """A service type such as ``CONTROLLER_SERVICE``, or ``VolumeExpansion.ONLINE``."""
-    expansion = csi.PluginCapability.VolumeExpansion
-    kind, _, mode = name.partition("VolumeExpansion.")
+    _, _, mode = name.partition("VolumeExpansion.")
     if mode:
-        return csi.PluginCapability(volume_expansion=expansion(type=expansion.Type.Value(mode)))
-    service = csi.PluginCapability.Service
-    return csi.PluginCapability(service=service(type=service.Type.Value(name)))
+        return csi.PluginCapability(volume_expansion=csi.PluginCapability.VolumeExpansion(type=mode))
+    return csi.PluginCapability(service=csi.PluginCapability.Service(type=name))
+
+
+def controller_capability(name: str) -> csi.ControllerServiceCapability:
+    """An RPC capability of the controller by its enum name, such as ``CREATE_DELETE_VOLUME``."""
+    return csi.ControllerServiceCapability(rpc=csi.ControllerServiceCapability.RPC(type=name))
+
+
+def node_capability(name: str) -> csi.NodeServiceCapability:
+    """An RPC capability of the node by its enum name, such as ``GET_VOLUME_STATS``."""
+    return csi.NodeServiceCapability(rpc=csi.NodeServiceCapability.RPC(type=name))
 
 
 def volume_message(view: VolumeView) -> csi.Volume:
@@ -228,12 +236,7 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
     def ControllerGetCapabilities(
         self, request: csi.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext
     ) -> Any:
-        rpc = csi.ControllerServiceCapability.RPC
-        return csi.ControllerGetCapabilitiesResponse(
-            capabilities=[
-                csi.ControllerServiceCapability(rpc=rpc(type=rpc.Type.Value(name))) for name in self._capabilities
-            ]
-        )
+        return csi.ControllerGetCapabilitiesResponse(capabilities=[controller_capability(n) for n in self._capabilities])
 
 
 def stats_message(stats: NodeGetVolumeStatsResult) -> csi.NodeGetVolumeStatsResponse:
@@ -299,10 +302,7 @@ class NodeServicer(csi_grpc.NodeServicer):
 
     @translate_errors
     def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
-        rpc = csi.NodeServiceCapability.RPC
-        return csi.NodeGetCapabilitiesResponse(
-            capabilities=[csi.NodeServiceCapability(rpc=rpc(type=rpc.Type.Value(name))) for name in self._capabilities]
-        )
+        return csi.NodeGetCapabilitiesResponse(capabilities=[node_capability(name) for name in self._capabilities])
 
     @translate_errors
     def NodeGetInfo(self, request: csi.NodeGetInfoRequest, context: grpc.ServicerContext) -> Any:
