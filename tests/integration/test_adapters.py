@@ -1,4 +1,4 @@
-"""The real SubprocessMounter and MountedShareStorage against the mount.nfs stand-in."""
+"""The real SubprocessMounter, and the storage over MountedFileSystem, against the mount.nfs stand-in."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _alive(pid: int) -> bool:
         return handle.read().split()[2] != "Z"
 
 
-class TestMountedShareStorage:
+class TestStorageOnMountedShares:
     @pytest.fixture
     def storage(self, export_root: Path, tmp_path: Path) -> FileShareStorage:
         mounter = SubprocessMounter(mount_command=STANDIN, retry=ONE_TRY)

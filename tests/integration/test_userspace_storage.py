@@ -1,4 +1,4 @@
-"""UserspaceShareStorage against real servers: its identity, its time bounds, and losing the server."""
+"""The storage over NfsRsFileSystem against real servers: its identity, its time bounds, and losing the server."""
 
 from __future__ import annotations
 
