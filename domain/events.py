@@ -15,4 +15,3 @@ class Event(str, enum.Enum):
     STALE_HANDLE_RECOVERED = "stale_handle_recovered"
     SNAPSHOT_CREATED = "snapshot_created"
     SNAPSHOT_DELETED = "snapshot_deleted"
-

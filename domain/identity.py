@@ -36,4 +36,3 @@ STAGE_CAPABILITY = "STAGE_UNSTAGE_VOLUME"
 def node_capabilities(stage: bool) -> tuple[str, ...]:
     """STAGE_UNSTAGE_VOLUME only when the node stages (--node-stage): kubelet then stages before it publishes."""
     return (*NODE_CAPABILITIES, STAGE_CAPABILITY) if stage else NODE_CAPABILITIES
-

@@ -70,4 +70,3 @@ class Mounter(abc.ABC):
     @abc.abstractmethod
     def check_ready(self) -> None:
         """Raise FailedPrecondition when the mount helper is missing."""
-

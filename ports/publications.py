@@ -25,4 +25,3 @@ class PublicationStore(abc.ABC):
     @abc.abstractmethod
     def count(self) -> int:
         """How many publications are recorded."""
-

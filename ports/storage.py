@@ -113,4 +113,3 @@ class ShareStorage(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release what the adapter holds (share mounts, connections)."""
-

@@ -311,4 +311,3 @@ class ControllerModifyVolume:
                 self._storage.create_volume_dir(share, subdir, effective_mode(record.parameters, merged))
             if merged != dict(record.mutable_parameters):
                 self._storage.write_record(share, subdir, dataclasses.replace(record, mutable_parameters=merged))
-
