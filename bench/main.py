@@ -15,17 +15,19 @@ from typing import Any, Sequence
 import grpc
 
 from bench import floors, procs, report, scenarios
+from bench.busy import BusyMounts, mounts_in_namespace
 from bench.client import Client, Volume
 from bench.drivers import HANG_WRAPPER, ROOT, STANDIN, Running, StartFailed, start_empty_server, start_our_driver
 from bench.stats import Run, median, median_summary
 
 FULL = {
     "repeat": 5, "warmup": 30, "cd_pairs": 400, "publish_pairs": 60, "burst": 100, "isolation_publishes": 30,
-    "ops": 10_000, "floor_samples": 500, "floor_mounts": 60,
+    "ops": 10_000, "floor_samples": 500, "floor_mounts": 60, "busy_mounts": 3000, "stats_volumes": 1000,
+    "stats_rounds": 3,
 }  # fmt: skip
 QUICK = {
     "repeat": 1, "warmup": 2, "cd_pairs": 64, "publish_pairs": 16, "burst": 100, "isolation_publishes": 6,
-    "ops": 200, "floor_samples": 50, "floor_mounts": 6,
+    "ops": 200, "floor_samples": 50, "floor_mounts": 6, "busy_mounts": 50, "stats_volumes": 20, "stats_rounds": 1,
 }  # fmt: skip
 
 
@@ -67,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
     sizes.add_argument("--floor-samples", type=int, help=f"samples of the round-trip and mkdir floors ({FULL['floor_samples']})")
     sizes.add_argument("--floor-mounts", type=int, help=f"samples of the mount+umount floor ({FULL['floor_mounts']})")
     sizes.add_argument("--floor-workers", type=int, default=16, help="the empty server's threads (default 16, the driver's)")
+    sizes.add_argument(
+        "--busy-mounts", type=int, metavar="N",
+        help=f"tmpfs mounts that make the node busy, for the busy-node figures; 0: no busy node ({FULL['busy_mounts']:,})",
+    )  # fmt: skip
+    sizes.add_argument("--stats-volumes", type=int, help=f"volumes published for NodeGetVolumeStats on the busy node ({FULL['stats_volumes']:,})")
+    sizes.add_argument("--stats-rounds", type=int, help=f"NodeGetVolumeStats calls per published volume ({FULL['stats_rounds']})")
+    sizes.add_argument("--stats-concurrency", type=int, default=1, help="NodeGetVolumeStats calls at once (default 1: the cost of one)")
     sizes.add_argument("--hang-max", type=float, default=30.0, help="seconds a hung mount waits at most (default 30)")
     out = p.add_argument_group("output and limits")
     out.add_argument("--json", type=Path, default=ROOT / ".work" / "bench" / "latest.json", help="where the JSON goes")
@@ -147,6 +156,7 @@ class Bench:
             key, _, value = pair.partition("=")
             self.parameters[key] = value
         self.own = not args.endpoint
+        self.busy = BusyMounts(workdir / "busy", args.busy_mounts)
         self.running: list[Running] = []
         self.floor_client: Client
 
@@ -209,9 +219,11 @@ class Bench:
             figures["ops_for_rss"] = client.calls
             figures["rss_after_ops_mib"] = procs.rss_mib(pid) if pid else None
             runs, burst_runs = self.repeated(client, volumes)
+            busy = self.busy_node(client, volumes, pid) if a.busy_mounts else None
             figures["ops_at_end"] = client.calls
             figures["rss_at_end_mib"] = procs.rss_mib(pid) if pid else None
         finally:
+            self.busy.down()
             client.close()
             if main:
                 self.stop(main)
@@ -221,6 +233,11 @@ class Bench:
         figures["create_delete"] = {f"c{c}": median_summary(runs[f"cd.c{c}"]) for c in a.cd_concurrency}
         figures["publish_unpublish"] = {f"c{c}": median_summary(runs[f"pub.c{c}"]) for c in a.publish_concurrency}
         figures["burst_create"] = burst_figures(a.burst, burst_runs)
+        if busy is not None:
+            busy["create_delete"] = {f"c{c}": median_summary(runs[f"busy.cd.c{c}"]) for c in a.cd_concurrency}
+            busy["publish_unpublish"] = {f"c{c}": median_summary(runs[f"busy.pub.c{c}"]) for c in a.publish_concurrency}
+            busy["mount_umount_floor"] = median_summary(runs["busy.floor.mount"])
+        figures["busy_node"] = busy
         doc["floors"] = floor_figures(runs, a.cd_concurrency, empty_rss)
         figures["isolation"] = self.isolation()
         doc["figures"] = figures
@@ -253,7 +270,7 @@ class Bench:
         }
 
     def repeated(self, client: Client, volumes: list[Volume]) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-        """Warm-up, then each run: the floors, then every driver scenario."""
+        """Warm-up, then each run: the floors, every driver scenario, then the pairs again on a busy node."""
         a = self.args
         self.log("warm-up")
         for c in a.cd_concurrency:
@@ -284,7 +301,43 @@ class Bench:
                 keep(f"pub.c{c}", scenarios.publish_unpublish(client, volumes, self.pods, f"bench-r{r}-pub{c}", max(a.publish_pairs, c), c))
             burst, results = scenarios.burst(client, f"bench-r{r}-burst", a.burst)
             bursts.append({**burst.summary(), "results": results})
+            if not a.busy_mounts:
+                continue
+            self.busy.up()
+            keep("busy.floor.mount", self.mount_floor(a.floor_mounts)[0])
+            for c in a.cd_concurrency:
+                keep(f"busy.cd.c{c}", scenarios.create_delete(client, f"bench-r{r}-busy-cd{c}", max(a.cd_pairs, c), c))
+            for c in a.publish_concurrency:
+                keep(
+                    f"busy.pub.c{c}",
+                    scenarios.publish_unpublish(client, volumes, self.pods, f"bench-r{r}-busy-pub{c}", max(a.publish_pairs, c), c),
+                )
+            self.busy.down()
         return runs, bursts
+
+    def busy_node(self, client: Client, volumes: list[Volume], pid: int | None) -> dict[str, Any]:
+        """On the busy node: NodeGetVolumeStats with many volumes published, then RSS after exactly `ops` calls."""
+        a = self.args
+        seconds = self.busy.up()
+        present = mounts_in_namespace()
+        self.log(f"busy node: {a.busy_mounts:,} tmpfs mounts in {seconds:.2f} s ({present:,} in the table); "
+                 f"NodeGetVolumeStats with {a.stats_volumes:,} volumes published")
+        began = client.calls
+        at_scale = scenarios.stats_at_scale(
+            client, volumes, self.pods, "bench-stats", a.stats_volumes, a.stats_rounds, a.stats_concurrency
+        )
+        self.log(f"busy node: {a.ops:,} calls, then RSS")
+        scenarios.operations(client, volumes, self.pods, "bench-busy-ops", max(0, a.ops - (client.calls - began)), 16)
+        calls = client.calls - began
+        rss = procs.rss_mib(pid) if pid else None
+        self.busy.down()
+        return {
+            "mounts": a.busy_mounts,
+            "mounts_in_table": present,
+            "stats": {"volumes": a.stats_volumes, "rounds": a.stats_rounds, "concurrency": a.stats_concurrency, **at_scale.summary()},
+            "calls_for_rss": calls,
+            "rss_after_calls_mib": rss,
+        }
 
     def mount_floor(self, count: int) -> tuple[Run, Run, Run]:
         source = f"{self.args.server}:{self.args.share}"

@@ -81,11 +81,27 @@ class TestBenchSmoke:
 
     def test_every_target_has_a_verdict_and_the_table_shows_it(self, smoke) -> None:
         result, doc, _ = smoke
-        assert len(doc["targets"]) == 9
+        assert len(doc["targets"]) == 11
         assert all(isinstance(t["holds"], bool) for t in doc["targets"]), doc["targets"]
-        assert "Targets (issue 8)" in result.stdout and "Floors (same machine, same run)" in result.stdout
+        assert "Targets (issues 8 and 15)" in result.stdout and "Floors (same machine, same run)" in result.stdout
         for t in doc["targets"]:
             assert t["target"] in result.stdout
+
+    def test_the_busy_node_repeats_the_pairs_measures_stats_at_scale_and_memory(self, smoke) -> None:
+        result, doc, _ = smoke
+        busy = doc["figures"]["busy_node"]
+        assert busy["mounts"] == doc["settings"]["busy_mounts"] > 0
+        assert busy["mounts_in_table"] > busy["mounts"]  # the busy mounts were really there, beside the others
+        for scenario, levels in (("create_delete", ("c1", "c16", "c64")), ("publish_unpublish", ("c1", "c16"))):
+            assert sorted(busy[scenario]) == sorted(levels)
+            for level in levels:
+                assert all(number(busy[scenario][level][key]) for key in PAIR_FIGURES), (scenario, level)
+        stats = busy["stats"]
+        assert stats["published"] == stats["volumes"] == doc["settings"]["stats_volumes"]
+        assert stats["stats"]["count"] + stats["stats"]["errors"] == stats["volumes"] * stats["rounds"]
+        assert all(number(stats["stats"][key]) for key in ("p50_ms", "p99_ms", "throughput_per_s"))
+        assert busy["calls_for_rss"] == doc["settings"]["ops"] and number(busy["rss_after_calls_mib"])
+        assert "Busy node:" in result.stdout and "NodeGetVolumeStats" in result.stdout
 
     def test_nothing_is_left_mounted_and_it_stays_quick(self, smoke) -> None:
         _, doc, seconds = smoke
