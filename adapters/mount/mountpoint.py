@@ -16,8 +16,11 @@ SYS_OPENAT2 = 437  # the same number on every architecture (the unified syscall 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_CACHED = 0x20
+_AT_FDCWD = -100
 _PARENT = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _NAME = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOOKUP = RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 _NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)
 
 
@@ -52,12 +55,18 @@ class MountPoints:
     profile that refuses it), every answer comes from the table.
 
     The parent is on the node's own disk for every path kubelet hands over; a path inside another mount whose
-    server is dead can still block its walk, so callers run these in a bounded thread.
+    server is dead can still block its walk, so callers run ``is_mount_point`` in a bounded thread. First they
+    may ask ``cached_answer``, which never blocks: the same two steps with RESOLVE_CACHED, which the kernel
+    answers from its caches alone or refuses (EAGAIN) whenever any I/O or revalidation would be needed. It can
+    tell a path that is no mount point (the common question before a mount and after an unmount) in the caller's
+    own thread; a mount point it never confirms (the kernel declines to cross into it from its caches), so that
+    answer always takes the bounded way.
     """
 
     def __init__(self, table: MountTable, kernel: bool = True) -> None:
         self._table = table
         self._syscall = _libc_syscall() if kernel else None
+        self._cached = self._syscall is not None
 
     def is_mount_point(self, path: str) -> bool:
         path = os.path.normpath(path)
@@ -71,34 +80,62 @@ class MountPoints:
                 return False
             return self._table.count(path) > 0
         try:
-            answer = self._lookup(parent_fd, name)
+            code = self._exists(parent_fd, name, _LOOKUP)
         finally:
             os.close(parent_fd)
-        if answer is None:
-            return self._table.count(self.resolved(path)) > 0
-        return answer
-
-    def _lookup(self, parent_fd: int, name: str) -> bool | None:
-        """True: name is a mount point; False: it is not; None: openat2 cannot say (ask the table)."""
-        assert self._syscall is not None
-        how = _OpenHow(_NAME, 0, RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
-        encoded = os.fsencode(name)
-        fd = self._syscall(SYS_OPENAT2, parent_fd, encoded, ctypes.byref(how), ctypes.sizeof(how))
-        if fd >= 0:
-            os.close(fd)
+        if code == 0 or code in _NOT_THERE:
             return False
-        code = ctypes.get_errno()
         if code == errno.EXDEV:
             return True
-        if code in _NOT_THERE:
-            return False
         if code in (errno.ENOSYS, errno.EPERM):
             log.warning("openat2 is not available here (%s): mount points are looked up in the mount table",
                         os.strerror(code))
             self._syscall = None
-        elif code == errno.EINTR:
-            return self._lookup(parent_fd, name)
+        return self._table.count(self.resolved(path)) > 0
+
+    def cached_answer(self, path: str) -> bool | None:
+        """False when the kernel's caches alone show path is no mount point; None when they cannot say.
+
+        Never blocks, whatever is mounted on the way: RESOLVE_CACHED makes the kernel refuse any walk that
+        would need I/O or a revalidation.
+        """
+        if not self._cached or self._syscall is None:
+            return None
+        path = os.path.normpath(path)
+        parent, name = os.path.split(path)
+        if not name:
+            return None
+        parent_fd, code = self._openat2(_AT_FDCWD, parent, _PARENT, RESOLVE_CACHED)
+        if parent_fd >= 0:
+            try:
+                code = self._exists(parent_fd, name, _LOOKUP | RESOLVE_CACHED)
+            finally:
+                os.close(parent_fd)
+        if code == 0 or code in _NOT_THERE:
+            return False
+        if code == errno.EINVAL:  # a kernel before 5.12: no RESOLVE_CACHED
+            self._cached = False
         return None
+
+    def _openat2(self, dirfd: int, name: str, flags: int, resolve: int) -> tuple[int, int]:
+        """(fd, 0) when name opens, else (-1, errno)."""
+        assert self._syscall is not None
+        how = _OpenHow(flags, 0, resolve)
+        encoded = os.fsencode(name)
+        while True:
+            fd = self._syscall(SYS_OPENAT2, dirfd, encoded, ctypes.byref(how), ctypes.sizeof(how))
+            if fd >= 0:
+                return fd, 0
+            code = ctypes.get_errno()
+            if code != errno.EINTR:
+                return -1, code
+
+    def _exists(self, dirfd: int, name: str, resolve: int) -> int:
+        """0 when name opens without crossing a mount (no mount point), else the errno."""
+        fd, code = self._openat2(dirfd, name, _NAME, resolve)
+        if fd >= 0:
+            os.close(fd)
+        return code
 
     def resolved(self, path: str) -> str:
         """path with its parent's symbolic links resolved, as the mount table spells it; path itself when its

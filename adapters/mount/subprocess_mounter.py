@@ -134,11 +134,16 @@ class SubprocessMounter(Mounter):
         # the mount table; after a restart, the table tells it once per path.
         self._servers: OrderedDict[str, str] = OrderedDict()
         self._bind_command = bind_command
+        self._resolved_binaries: dict[str, str] = {}  # three commands at most: mount.nfs, umount, mount
 
     def _binary(self, command: str) -> str:
-        path = resolve_binary(command)
-        if path is None:
-            raise FailedPrecondition(f"{command} is not installed or not executable")
+        """command's executable; a search of PATH (300 us here) only when the last one found is gone."""
+        path = self._resolved_binaries.get(command)
+        if path is None or not os.access(path, os.X_OK):
+            path = resolve_binary(command)
+            if path is None:
+                raise FailedPrecondition(f"{command} is not installed or not executable")
+            self._resolved_binaries[command] = path
         return path
 
     def check_ready(self) -> None:
@@ -188,15 +193,15 @@ class SubprocessMounter(Mounter):
                               f"{result.output}; unmounted it")
 
     def unmount(self, target: str) -> None:
+        # Callers ask is_mount_point first: the first umount comes without asking again. On a path where nothing
+        # is mounted it fails at once, and the lookup after it says there is nothing to do.
         binary = self._binary(self._umount_command)
         for _ in range(MAX_STACKED_MOUNTS):
+            self._unmount_one(binary, target)
             if not self.is_mount_point(target):
                 self._forget_server(target)
                 return
-            self._unmount_one(binary, target)
-        if self.is_mount_point(target):
-            raise MountFailed(f"{target} is still a mount point after {MAX_STACKED_MOUNTS} unmounts")
-        self._forget_server(target)
+        raise MountFailed(f"{target} is still a mount point after {MAX_STACKED_MOUNTS} unmounts")
 
     def _unmount_one(self, binary: str, target: str) -> None:
         """umount, then umount -f, then umount -l, each bounded; done as soon as one mount is gone.
@@ -233,6 +238,8 @@ class SubprocessMounter(Mounter):
         raise MountFailed(message)
 
     def is_mount_point(self, path: str) -> bool:
+        if self._points.cached_answer(path) is False:
+            return False  # the kernel's caches say so: no thread handoff for the common "nothing here yet"
         return self._lookups.call(f"looking up whether {path} is a mount point", lambda: self._points.is_mount_point(path))
 
     def mounted_source(self, path: str) -> str | None:

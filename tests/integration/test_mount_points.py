@@ -151,6 +151,31 @@ class TestWhatIsAMountPoint:
             assert is_mount_point(target), name
 
 
+class TestCachedAnswer:
+    """The answer from the kernel's caches alone (RESOLVE_CACHED): only ever "no mount point", or none at all."""
+
+    def test_no_mount_point_is_told_and_a_mount_point_is_never_confirmed(self, node: Path) -> None:
+        points = MountPoints(MountTable())
+        (node / "plain").mkdir()
+        (node / "t").mkdir()
+        (node / "data").mkdir()
+        mount_tmpfs(node / "t")
+        bind(node / "data", node / "data")
+        assert points.cached_answer(str(node / "plain")) is False
+        # A name never looked up is not in the caches (nothing to answer from) until a lookup leaves it there
+        assert points.cached_answer(str(node / "missing")) is None
+        assert not (node / "missing").exists()
+        assert points.cached_answer(str(node / "missing")) is False
+        assert points.cached_answer(str(node / "t")) is None and points.cached_answer(str(node / "data")) is None
+        (node / "kubelet").symlink_to(node / "t")
+        (node / "t" / "inside").mkdir()
+        assert points.cached_answer(str(node / "kubelet" / "inside")) is False
+
+    def test_without_the_kernel_lookup_there_is_no_cached_answer(self, node: Path) -> None:
+        (node / "plain").mkdir()
+        assert MountPoints(MountTable(), kernel=False).cached_answer(str(node / "plain")) is None
+
+
 class TestWhileOtherMountsComeAndGo:
     def test_answers_stay_right_while_mounts_appear_and_disappear_all_around(self, node: Path) -> None:
         # Given watched paths of every kind
@@ -359,6 +384,11 @@ class TestNeverBlocksOnAHungFilesystem:
         mounter = SubprocessMounter(mount_command=STANDIN, retry=RetryPolicy(attempts=1), fs_timeout=2)
         assert self.answer_within(1, lambda: mounter.is_mount_point(str(via_link))) is True
         assert self.answer_within(1, lambda: mounter.mounted_source(str(via_link))) == "dead.invalid:/exports/pvc-1"
+
+    def test_the_cached_answer_never_blocks_on_it_or_inside_it(self, hung: Path) -> None:
+        points = MountPoints(MountTable())
+        assert self.answer_within(1, lambda: points.cached_answer(str(hung))) is None
+        assert self.answer_within(1, lambda: points.cached_answer(str(hung / "pod" / "target"))) is None
 
     def test_a_path_inside_the_hung_mount_ends_at_the_bound(self, hung: Path) -> None:
         # A target whose parent is on the dead server: its parent's walk blocks; the caller does not.
