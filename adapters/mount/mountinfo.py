@@ -74,6 +74,36 @@ def entries_at(text: str, path: str) -> list[MountEntry]:
     return found
 
 
+class TableChanges:
+    """Whether the mount namespace's table changed since the last question: O(1), the table is never read.
+
+    The kernel flags an open /proc/<pid>/mountinfo with POLLPRI when the namespace's mount table changes (any
+    mount, unmount or move), and a poll clears the flag. Any other file (tests hand one in) has no such signal:
+    it is always reported changed, so nothing is ever kept on its word.
+    """
+
+    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
+        self._path = path
+        self._fd = -1
+        self._poll: select.poll | None = None
+
+    def changed(self) -> bool:
+        """Not thread-safe: a poll consumes the flag, so its owner serialises the calls."""
+        if not self._path.startswith("/proc/"):
+            return True
+        if self._poll is None:
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLPRI | select.POLLERR)
+            return True
+        return bool(self._poll.poll(0))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._poll = -1, None
+
+
 class MountTable:
     """The mounts at one path, from the whole table: for the rare questions the kernel answers no other way
     (how many mounts are stacked there, and from what source).
@@ -86,10 +116,8 @@ class MountTable:
 
     def __init__(self, path: str = "/proc/self/mountinfo") -> None:
         self._path = path
-        self._watchable = path.startswith("/proc/")
+        self._changes = TableChanges(path)
         self._guard = threading.Lock()
-        self._fd = -1
-        self._poll: select.poll | None = None
         self._text: str | None = None
 
     def entries(self, path: str) -> list[MountEntry]:
@@ -106,29 +134,17 @@ class MountTable:
         return entries[-1].source if entries else None
 
     def _current(self) -> str:
-        if not self._watchable:
-            with open(self._path, encoding="utf-8", errors="surrogateescape") as handle:
-                return handle.read()
         with self._guard:
-            if self._poll is None:
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-                self._poll = select.poll()
-                self._poll.register(self._fd, select.POLLPRI | select.POLLERR)
-            # Poll before reading: a change after the poll shows in this read and flags the next poll too.
-            changed = bool(self._poll.poll(0))
-            if changed or self._text is None:
+            # Ask before reading: a change after the question shows in this read and flags the next question too.
+            if self._changes.changed() or self._text is None:
                 self._text = self._read()
             return self._text
 
     def _read(self) -> str:
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        chunks = []
-        while chunk := os.read(self._fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", errors="surrogateescape")
+        with open(self._path, "rb") as handle:
+            return handle.read().decode("utf-8", errors="surrogateescape")
 
     def close(self) -> None:
         with self._guard:
-            if self._fd >= 0:
-                os.close(self._fd)
-            self._fd, self._poll, self._text = -1, None, None
+            self._changes.close()
+            self._text = None

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import tenacity
 
 from adapters.mount.bounded import BoundedCalls
-from adapters.mount.mountinfo import MountTable
+from adapters.mount.mountinfo import MountTable, TableChanges
 from adapters.mount.mountpoint import MountPoints
 from adapters.mount.observer import MountObserver
 from adapters.mount.process import CommandTimedOut, Completed, run_command
@@ -114,7 +114,9 @@ class SubprocessMounter(Mounter):
         self._retry = retry
         self._runner = runner
         self._table = MountTable(mountinfo_path)
-        self._points = MountPoints(self._table, kernel=mountinfo_path == "/proc/self/mountinfo")
+        self._points = MountPoints(
+            self._table, TableChanges(mountinfo_path), kernel=mountinfo_path == "/proc/self/mountinfo"
+        )
         # Mount-point lookups walk only the paths' parents (kubelet's own directories), but a hostile path inside
         # a mount of a dead server would block that walk too: threads of their own, bounded like every stat.
         self._lookups = BoundedCalls("mount-point lookups", fs_workers, fs_timeout)
@@ -238,9 +240,17 @@ class SubprocessMounter(Mounter):
         raise MountFailed(message)
 
     def is_mount_point(self, path: str) -> bool:
-        if self._points.cached_answer(path) is False:
-            return False  # the kernel's caches say so: no thread handoff for the common "nothing here yet"
-        return self._lookups.call(f"looking up whether {path} is a mount point", lambda: self._points.is_mount_point(path))
+        # In the caller's thread and without I/O when the kernel's caches tell (nothing there, or a mount point
+        # remembered with no mount or unmount since): the controller asks about each share's mount point before
+        # every operation on it. Otherwise on a bounded thread.
+        answer, parent = self._points.quick_answer(path)
+        if answer is not None:
+            return answer
+        generation = self._points.generation()
+        answer = self._lookups.call(f"looking up whether {path} is a mount point", lambda: self._points.is_mount_point(path))
+        if answer and parent is not None:
+            self._points.remember(path, parent, generation)
+        return answer
 
     def mounted_source(self, path: str) -> str | None:
         if not self.is_mount_point(path):
@@ -330,6 +340,7 @@ class SubprocessMounter(Mounter):
     def close(self) -> None:
         self._fs.close()
         self._lookups.close()
+        self._points.close()
         with self._statting_guard:
             stats, self._stats = list(self._stats.values()), {}
         for calls in stats:

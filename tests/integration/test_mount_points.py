@@ -151,29 +151,65 @@ class TestWhatIsAMountPoint:
             assert is_mount_point(target), name
 
 
-class TestCachedAnswer:
-    """The answer from the kernel's caches alone (RESOLVE_CACHED): only ever "no mount point", or none at all."""
+class TestQuickAnswer:
+    """The answer without I/O: from the kernel's caches (RESOLVE_CACHED), only "no mount point"; "a mount point"
+    only once remembered."""
 
-    def test_no_mount_point_is_told_and_a_mount_point_is_never_confirmed(self, node: Path) -> None:
+    def test_no_mount_point_is_told_and_a_mount_point_is_not_confirmed_until_remembered(self, node: Path) -> None:
         points = MountPoints(MountTable())
         (node / "plain").mkdir()
         (node / "t").mkdir()
         (node / "data").mkdir()
         mount_tmpfs(node / "t")
         bind(node / "data", node / "data")
-        assert points.cached_answer(str(node / "plain")) is False
+        assert points.quick_answer(str(node / "plain"))[0] is False
         # A name never looked up is not in the caches (nothing to answer from) until a lookup leaves it there
-        assert points.cached_answer(str(node / "missing")) is None
+        assert points.quick_answer(str(node / "missing"))[0] is None
         assert not (node / "missing").exists()
-        assert points.cached_answer(str(node / "missing")) is False
-        assert points.cached_answer(str(node / "t")) is None and points.cached_answer(str(node / "data")) is None
+        assert points.quick_answer(str(node / "missing"))[0] is False
+        # A mount point is never confirmed; the answer names the parent directory instead
+        parent = os.stat(node).st_ino
+        for path in (node / "t", node / "data"):
+            answer, directory = points.quick_answer(str(path))
+            assert answer is None and directory is not None and directory[1] == parent
+            points.remember(str(path), directory, points.generation())
+            assert points.quick_answer(str(path)) == (True, directory)
+        # A mount or an unmount anywhere forgets every remembered one
+        (node / "elsewhere").mkdir()
+        mount_tmpfs(node / "elsewhere")
+        assert points.quick_answer(str(node / "t"))[0] is None
         (node / "kubelet").symlink_to(node / "t")
         (node / "t" / "inside").mkdir()
-        assert points.cached_answer(str(node / "kubelet" / "inside")) is False
+        assert points.quick_answer(str(node / "kubelet" / "inside"))[0] is False
 
-    def test_without_the_kernel_lookup_there_is_no_cached_answer(self, node: Path) -> None:
+    def test_without_the_kernel_lookup_there_is_no_quick_answer(self, node: Path) -> None:
         (node / "plain").mkdir()
-        assert MountPoints(MountTable(), kernel=False).cached_answer(str(node / "plain")) is None
+        assert MountPoints(MountTable(), kernel=False).quick_answer(str(node / "plain")) == (None, None)
+
+
+class TestRememberedAnswers:
+    """The mounter remembers mount points until the table changes; nothing it remembers may outlive the truth."""
+
+    def test_an_unmount_a_renamed_parent_and_a_relinked_parent_are_all_seen_at_once(self, node: Path) -> None:
+        mounter = SubprocessMounter(mount_command=STANDIN, retry=RetryPolicy(attempts=1))
+        (node / "a" / "t").mkdir(parents=True)
+        mount_tmpfs(node / "a" / "t")
+        assert mounter.is_mount_point(str(node / "a" / "t")) and mounter.is_mount_point(str(node / "a" / "t"))
+        # A parent renamed: no mount or unmount, the path now names nothing
+        os.rename(node / "a", node / "b")
+        assert not mounter.is_mount_point(str(node / "a" / "t"))
+        assert mounter.is_mount_point(str(node / "b" / "t"))
+        # A link among the parents pointed elsewhere: no mount or unmount either
+        (node / "c" / "t").mkdir(parents=True)
+        (node / "link").symlink_to(node / "b")
+        assert mounter.is_mount_point(str(node / "link" / "t"))
+        (node / "link").unlink()
+        (node / "link").symlink_to(node / "c")
+        assert not mounter.is_mount_point(str(node / "link" / "t"))
+        # An unmount by someone else
+        assert mounter.is_mount_point(str(node / "b" / "t"))
+        umount(node / "b" / "t")
+        assert not mounter.is_mount_point(str(node / "b" / "t"))
 
 
 class TestWhileOtherMountsComeAndGo:
@@ -385,10 +421,10 @@ class TestNeverBlocksOnAHungFilesystem:
         assert self.answer_within(1, lambda: mounter.is_mount_point(str(via_link))) is True
         assert self.answer_within(1, lambda: mounter.mounted_source(str(via_link))) == "dead.invalid:/exports/pvc-1"
 
-    def test_the_cached_answer_never_blocks_on_it_or_inside_it(self, hung: Path) -> None:
+    def test_the_quick_answer_never_blocks_on_it_or_inside_it(self, hung: Path) -> None:
         points = MountPoints(MountTable())
-        assert self.answer_within(1, lambda: points.cached_answer(str(hung))) is None
-        assert self.answer_within(1, lambda: points.cached_answer(str(hung / "pod" / "target"))) is None
+        assert self.answer_within(1, lambda: points.quick_answer(str(hung)))[0] is None  # type: ignore[index]
+        assert self.answer_within(1, lambda: points.quick_answer(str(hung / "pod" / "target"))) == (None, None)
 
     def test_a_path_inside_the_hung_mount_ends_at_the_bound(self, hung: Path) -> None:
         # A target whose parent is on the dead server: its parent's walk blocks; the caller does not.
