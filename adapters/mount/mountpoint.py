@@ -26,6 +26,10 @@ _LOOKUP = RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 _NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)
 
 
+Directory = tuple[int, int]
+"""A directory as the kernel knows it: (mount id, inode number)."""
+
+
 def _directory(fd: int) -> Directory | None:
     """The mount id and inode of an open directory, from procfs alone."""
     try:
@@ -52,10 +56,6 @@ def _libc_syscall() -> Any:
     syscall.restype = ctypes.c_long
     syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
     return syscall
-
-
-Directory = tuple[int, int]
-"""A directory as the kernel knows it: (mount id, inode number)."""
 
 
 class RememberedMounts:
