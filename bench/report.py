@@ -46,6 +46,24 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         (f"busy node: RSS after {busy.get('calls_for_rss', 0):,} calls", busy.get("rss_after_calls_mib"), 60.0, "MiB"),
     ]
+    versus = doc.get("versus")
+    if versus:
+        vb = versus.get("busy_node") or {}
+
+        def p50(figures: dict[str, Any], key: str) -> float | None:
+            return _get(figures, f"{key}.c1.p50_ms")
+
+        def rate(figures: dict[str, Any], key: str) -> float | None:
+            return _get(figures, f"{key}.c16.throughput_per_s")
+
+        rows += [
+            ("versus: empty node, publish pair p50 c=1, first / versus", _ratio(p50(f, "publish_unpublish"), p50(versus, "publish_unpublish")), 1.0, "x"),
+            ("versus: busy node, publish pair p50 c=1, first / versus", _ratio(p50(busy, "publish_unpublish"), p50(vb, "publish_unpublish")), 1.0, "x"),
+            ("versus: empty node, publish pairs/s c=16, versus / first", _ratio(rate(versus, "publish_unpublish"), rate(f, "publish_unpublish")), 1.0, "x"),
+            ("versus: busy node, publish pairs/s c=16, versus / first", _ratio(rate(vb, "publish_unpublish"), rate(busy, "publish_unpublish")), 1.0, "x"),
+            ("versus: create+delete pair p50 c=1, first / versus", _ratio(p50(f, "create_delete"), p50(versus, "create_delete")), 0.2, "x"),
+            ("versus: create+delete pairs/s c=16, versus / first", _ratio(rate(versus, "create_delete"), rate(f, "create_delete")), 0.5, "x"),
+        ]
     return [
         {"target": name, "measured": value, "at_most": limit, "unit": unit, "holds": _at_most(value, limit)}
         for name, value, limit, unit in rows
@@ -134,6 +152,8 @@ def table(doc: dict[str, Any]) -> str:
         out.append(f"  {label:<50} {value}{'   ' + extra if extra else ''}")
     if f.get("busy_node"):
         out.extend(busy_table(f["busy_node"], f))
+    if doc.get("versus"):
+        out.extend(versus_table(f, doc["versus"]))
     out.append("")
     out.append("Targets (issues 8 and 15)")
     for t in doc["targets"]:
@@ -169,6 +189,31 @@ def busy_table(busy: dict[str, Any], f: dict[str, Any]) -> list[str]:
         f"{_n(st['unpublish']['p50_ms'], 'ms')}, errors {st['publish']['errors']} / {st['unpublish']['errors']}"
     )
     out.append(f"  {'RSS after ' + format(busy['calls_for_rss'], ',') + ' calls on the busy node':<50} {_n(busy['rss_after_calls_mib'], 'MiB', 1)}")
+    return out
+
+
+def versus_table(first: dict[str, Any], versus: dict[str, Any]) -> list[str]:
+    """The two drivers side by side, every pair scenario measured in the same run, one right after the other."""
+    out = ["", f"Side by side: the first driver and the one at {versus['endpoint']}, interleaved scenario by scenario"]
+    out.append(f"  {'pairs':<28}{'node':>6}{'c':>4}{'p50 first':>11}{'p50 versus':>12}{'ratio':>7}{'pairs/s first':>15}{'versus':>8}{'ratio':>7}")
+    for key, label in (("create_delete", "CreateVolume+DeleteVolume"), ("publish_unpublish", "NodePublish+NodeUnpublish")):
+        for node, a, b in (("empty", first, versus), ("busy", first.get("busy_node") or {}, versus.get("busy_node") or {})):
+            for level, run in (a.get(key) or {}).items():
+                other = (b.get(key) or {}).get(level) or {}
+                out.append(
+                    f"  {label:<28}{node:>6}{int(level[1:]):>4}{_n(run['p50_ms']):>11}{_n(other.get('p50_ms')):>12}"
+                    f"{_n(_ratio(run['p50_ms'], other.get('p50_ms'))):>7}{_n(run['throughput_per_s'], '', 1):>15}"
+                    f"{_n(other.get('throughput_per_s'), '', 1):>8}{_n(_ratio(run['throughput_per_s'], other.get('throughput_per_s'))):>7}"
+                )
+    for name, figures in (("first", first), ("versus", versus)):
+        busy = figures.get("busy_node") or {}
+        calls = (busy.get("stats") or {}).get("stats") or {}
+        out.append(
+            f"  {name + ':':<8} NodeGetVolumeStats p50 / p99 {_n(calls.get('p50_ms'), '', 3)} / {_n(calls.get('p99_ms'), 'ms', 3)}"
+            f" ({(busy.get('stats') or {}).get('published', 0):,} volumes, busy node); RSS idle {_n(figures.get('rss_idle_mib'), 'MiB', 1)},"
+            f" after {figures.get('ops_for_rss') or 0:,} calls {_n(figures.get('rss_after_ops_mib'), 'MiB', 1)},"
+            f" after {busy.get('calls_for_rss') or 0:,} on the busy node {_n(busy.get('rss_after_calls_mib'), 'MiB', 1)}"
+        )
     return out
 
 
