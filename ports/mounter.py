@@ -46,9 +46,10 @@ class Mounter(abc.ABC):
 
     @abc.abstractmethod
     def mounted_source(self, path: str) -> str | None:
-        """The source of the topmost mount at ``path`` as the kernel shows it (``server:/export/dir`` for
-        NFS, the directory of that very mount even when it is a bind of a subdirectory), or None when
-        ``path`` is no mount point. May read the whole mount table: for rare questions, not every call.
+        """The source of the topmost mount at ``path`` as the kernel's mount table shows it, or None when
+        ``path`` is no mount point. For NFS that is ``server:/export/dir``, written by the kernel's NFS client
+        from that mount's own root, so a bind of a subdirectory names the subdirectory. May read the whole
+        mount table: for rare questions, not every call.
         """
 
     @abc.abstractmethod
