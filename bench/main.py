@@ -370,7 +370,7 @@ class Bench:
         client = d.client
         began = client.calls
         at_scale = scenarios.stats_at_scale(
-            client, d.volumes, self.pods, f"bench-stats-{d.name}", a.stats_volumes, a.stats_rounds, a.stats_concurrency
+            client, self.pods, f"bench-stats-{d.name}", a.stats_volumes, a.stats_rounds, a.stats_concurrency
         )
         self.log(f"busy node ({d.name}): {a.ops:,} calls, then RSS")
         scenarios.operations(client, d.volumes, self.pods, f"bench-busy-ops-{d.name}", max(0, a.ops - (client.calls - began)), 16)

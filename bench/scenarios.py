@@ -28,7 +28,7 @@ def publish_unpublish(
 
 @dataclass
 class StatsAtScale:
-    """NodeGetVolumeStats with `count` volumes published: each published target asked `rounds` times."""
+    """NodeGetVolumeStats with `count` volumes published, each at a target of its own, each asked `rounds` times."""
 
     publish: Run
     stats: Run
@@ -44,15 +44,16 @@ class StatsAtScale:
         }
 
 
-def stats_at_scale(
-    client: Client, volumes: list[Volume], pods: Path, prefix: str, count: int, rounds: int, concurrency: int
-) -> StatsAtScale:
-    """Publish count targets, ask for the stats of every one `rounds` times over, then unpublish them all."""
-    targets = [str(pods / f"{prefix}-{i}") for i in range(count)]
-    owner = [volumes[i % len(volumes)] for i in range(count)]
-    published = closed_loop(count, 16, lambda i: client.publish(owner[i], targets[i]))
-    stats = closed_loop(count * rounds, concurrency, lambda i: client.stats(owner[i % count].volume_id, targets[i % count]))
-    unpublished = closed_loop(count, 16, lambda i: client.unpublish(owner[i].volume_id, targets[i]))
+def stats_at_scale(client: Client, pods: Path, prefix: str, count: int, rounds: int, concurrency: int) -> StatsAtScale:
+    """Create and publish count volumes, ask for the stats of every one `rounds` times over (round after round,
+    as kubelet's periodic polls come), then unpublish and delete them all."""
+    volumes = [volume for _, volume in (client.create(f"{prefix}-{i}") for i in range(count)) if volume is not None]
+    targets = [str(pods / f"{prefix}-{i}") for i in range(len(volumes))]
+    published = closed_loop(len(volumes), 16, lambda i: client.publish(volumes[i], targets[i]))
+    n = len(volumes)
+    stats = closed_loop(n * rounds, concurrency, lambda i: client.stats(volumes[i % n].volume_id, targets[i % n]))
+    unpublished = closed_loop(n, 16, lambda i: client.unpublish(volumes[i].volume_id, targets[i]))
+    closed_loop(n, 16, lambda i: client.delete(volumes[i].volume_id))
     return StatsAtScale(published, stats, unpublished, len(published.latencies))
 
 
