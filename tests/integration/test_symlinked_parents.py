@@ -16,7 +16,14 @@ import pytest
 from adapters.csi.v1 import csi_pb2 as csi
 from adapters.mount.mountinfo import read_mountinfo
 from tests.integration.conftest import Driver, mount_capability, start_driver
-from tests.integration.test_node_surface import code_of, counting_mount_helper, nfs_mounts, stage_request, volume_id_for
+from tests.integration.test_node_surface import (  # noqa: F401 - staging_node is a fixture
+    code_of,
+    counting_mount_helper,
+    nfs_mounts,
+    stage_request,
+    staging_node,
+    volume_id_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +54,6 @@ def unpublish(driver: Driver, volume: str, target: Path) -> None:
 def direct(tmp_path: Path, export_root: Path) -> Iterator[tuple[Driver, Path]]:
     helper, calls = counting_mount_helper(tmp_path)
     running = start_driver(tmp_path / "driver", "--mount-command", str(helper), mode="node")
-    yield running, calls
-    assert running.stop() == 0, running.log.read_text()
-
-
-@pytest.fixture
-def staging(tmp_path: Path, export_root: Path) -> Iterator[tuple[Driver, Path]]:
-    helper, calls = counting_mount_helper(tmp_path)
-    running = start_driver(tmp_path / "driver", "--node-stage", "--mount-command", str(helper), mode="node")
     yield running, calls
     assert running.stop() == 0, running.log.read_text()
 
@@ -116,9 +115,9 @@ class TestDirectMode:
 
 class TestStageMode:
     def test_stage_publish_stats_unpublish_and_unstage_through_the_link_leave_nothing(
-        self, staging: tuple[Driver, Path], kubelet: Path, export_dir: Path, tmp_path: Path
+        self, staging_node: tuple[Driver, Path], kubelet: Path, export_dir: Path, tmp_path: Path
     ) -> None:
-        driver, calls = staging
+        driver, calls = staging_node
         (export_dir / "pvc-1").mkdir()
         volume = volume_id_for("pvc-1")
         globalmount = kubelet / "plugins" / "globalmount"
