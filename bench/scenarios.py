@@ -26,6 +26,37 @@ def publish_unpublish(
     return closed_loop(count, concurrency, publish_unpublish_pair(client, volumes, lambda i: str(pods / f"{prefix}-{i}")))
 
 
+@dataclass
+class StatsAtScale:
+    """NodeGetVolumeStats with `count` volumes published, each at a target of its own, each asked `rounds` times."""
+
+    publish: Run
+    stats: Run
+    unpublish: Run
+    published: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "published": self.published,
+            "publish": self.publish.summary(),
+            "stats": self.stats.summary(),
+            "unpublish": self.unpublish.summary(),
+        }
+
+
+def stats_at_scale(client: Client, pods: Path, prefix: str, count: int, rounds: int, concurrency: int) -> StatsAtScale:
+    """Create and publish count volumes, ask for the stats of every one `rounds` times over (round after round,
+    as kubelet's periodic polls come), then unpublish and delete them all."""
+    volumes = [volume for _, volume in (client.create(f"{prefix}-{i}") for i in range(count)) if volume is not None]
+    targets = [str(pods / f"{prefix}-{i}") for i in range(len(volumes))]
+    published = closed_loop(len(volumes), 16, lambda i: client.publish(volumes[i], targets[i]))
+    n = len(volumes)
+    stats = closed_loop(n * rounds, concurrency, lambda i: client.stats(volumes[i % n].volume_id, targets[i % n]))
+    unpublished = closed_loop(n, 16, lambda i: client.unpublish(volumes[i].volume_id, targets[i]))
+    closed_loop(n, 16, lambda i: client.delete(volumes[i].volume_id))
+    return StatsAtScale(published, stats, unpublished, len(published.latencies))
+
+
 def create_volumes(client: Client, prefix: str, count: int) -> list[Volume]:
     volumes = []
     for i in range(count):
