@@ -107,6 +107,16 @@ class Client:
             self.node.NodeUnpublishVolume, csi.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target)
         )
 
+    def stats(self, volume_id: str, path: str) -> str:
+        """NodeGetVolumeStats; ABNORMAL when the driver answers but reports the volume's condition abnormal."""
+        self.count()
+        request = csi.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path)
+        try:
+            response = self.node.NodeGetVolumeStats(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            return code_name(err)
+        return "ABNORMAL" if response.volume_condition.abnormal else OK
+
     def _unary(self, method, request) -> str:  # type: ignore[no-untyped-def]
         self.count()
         try:

@@ -41,13 +41,13 @@ def mkdir_rmdir(export_dir: str, count: int) -> Run:
 
 
 def run_command(argv: Sequence[str], timeout: float = 30.0, env: dict[str, str] | None = None) -> int:
-    """As a driver must run a helper: argument list, own session, output captured, bounded in time."""
+    """As the driver runs a helper: argument list, own process group, output captured, bounded in time."""
     process = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
+        process_group=0,
         env=env,
     )
     try:

@@ -9,23 +9,26 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import grpc
 
 from bench import floors, procs, report, scenarios
+from bench.busy import BusyMounts, mounts_in_namespace
 from bench.client import Client, Volume
 from bench.drivers import HANG_WRAPPER, ROOT, STANDIN, Running, StartFailed, start_empty_server, start_our_driver
 from bench.stats import Run, median, median_summary
 
 FULL = {
     "repeat": 5, "warmup": 30, "cd_pairs": 400, "publish_pairs": 60, "burst": 100, "isolation_publishes": 30,
-    "ops": 10_000, "floor_samples": 500, "floor_mounts": 60,
+    "ops": 10_000, "floor_samples": 500, "floor_mounts": 60, "busy_mounts": 3000, "stats_volumes": 1000,
+    "stats_rounds": 3,
 }  # fmt: skip
 QUICK = {
     "repeat": 1, "warmup": 2, "cd_pairs": 64, "publish_pairs": 16, "burst": 100, "isolation_publishes": 6,
-    "ops": 200, "floor_samples": 50, "floor_mounts": 6,
+    "ops": 200, "floor_samples": 50, "floor_mounts": 6, "busy_mounts": 50, "stats_volumes": 20, "stats_rounds": 1,
 }  # fmt: skip
 
 
@@ -50,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE", help="another StorageClass parameter")
     target.add_argument("--hang-server", default="hang.invalid", help="a server whose mounts hang (default %(default)s)")
     target.add_argument(
+        "--versus", metavar="ENDPOINT",
+        help="also drive the CSI driver at ENDPOINT, interleaved with the first one scenario by scenario, run by run "
+        "(same client, same load at the same moment); its figures are printed beside the first one's",
+    )  # fmt: skip
+    target.add_argument("--versus-pid", type=int, help="with --versus: that driver's process id, to read its RSS")
+    target.add_argument(
         "--driver-arg", action="append", default=[], metavar="ARG",
         help="an extra flag for our driver, e.g. --driver-arg=--workers=64 (repeatable)",
     )  # fmt: skip
@@ -67,6 +76,13 @@ def parser() -> argparse.ArgumentParser:
     sizes.add_argument("--floor-samples", type=int, help=f"samples of the round-trip and mkdir floors ({FULL['floor_samples']})")
     sizes.add_argument("--floor-mounts", type=int, help=f"samples of the mount+umount floor ({FULL['floor_mounts']})")
     sizes.add_argument("--floor-workers", type=int, default=16, help="the empty server's threads (default 16, the driver's)")
+    sizes.add_argument(
+        "--busy-mounts", type=int, metavar="N",
+        help=f"tmpfs mounts that make the node busy, for the busy-node figures; 0: no busy node ({FULL['busy_mounts']:,})",
+    )  # fmt: skip
+    sizes.add_argument("--stats-volumes", type=int, help=f"volumes published for NodeGetVolumeStats on the busy node ({FULL['stats_volumes']:,})")
+    sizes.add_argument("--stats-rounds", type=int, help=f"NodeGetVolumeStats calls per published volume ({FULL['stats_rounds']})")
+    sizes.add_argument("--stats-concurrency", type=int, default=1, help="NodeGetVolumeStats calls at once (default 1: the cost of one)")
     sizes.add_argument("--hang-max", type=float, default=30.0, help="seconds a hung mount waits at most (default 30)")
     out = p.add_argument_group("output and limits")
     out.add_argument("--json", type=Path, default=ROOT / ".work" / "bench" / "latest.json", help="where the JSON goes")
@@ -83,6 +99,8 @@ def settings(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.pid is not None and not args.endpoint:
         parser().error("--pid only goes with --endpoint")
+    if args.versus_pid is not None and not args.versus:
+        parser().error("--versus-pid only goes with --versus")
     if args.driver_arg and args.endpoint:
         parser().error("--driver-arg only goes with our own driver, not with --endpoint")
     return args
@@ -135,6 +153,19 @@ def mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in handle if line.split()[4].startswith(prefix)]
 
 
+@dataclass
+class Driven:
+    """One driver under measurement: its client, its process (for RSS) and the volumes it publishes."""
+
+    name: str
+    client: Client
+    pid: int | None
+    volumes: list[Volume] = field(default_factory=list)
+
+    def rss(self) -> float | None:
+        return procs.rss_mib(self.pid) if self.pid else None
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
@@ -147,6 +178,7 @@ class Bench:
             key, _, value = pair.partition("=")
             self.parameters[key] = value
         self.own = not args.endpoint
+        self.busy = BusyMounts(workdir / "busy", args.busy_mounts)
         self.running: list[Running] = []
         self.floor_client: Client
 
@@ -197,33 +229,54 @@ class Bench:
         figures = self.starts() if self.own else {"start_to_ready_s": None, "rss_idle_mib": None, "starts": []}
         main = self.start_driver("main") if self.own else None
         endpoint, pid = (main.endpoint, main.pid) if main else (a.endpoint, a.pid)
-        client = Client(endpoint, self.parameters)
+        drivers = [Driven("first", Client(endpoint, self.parameters), pid)]
+        if a.versus:
+            drivers.append(Driven("versus", Client(a.versus, self.parameters), a.versus_pid))
+        versus: dict[str, Any] = {"endpoint": a.versus, "rss_idle_mib": None} if a.versus else {}
         try:
-            client.probe(timeout=30, wait_for_ready=True)
+            for d in drivers:
+                d.client.probe(timeout=30, wait_for_ready=True)
             time.sleep(0.5 if main else 0)
             if not main:
-                figures["rss_idle_mib"] = procs.rss_mib(pid) if pid else None
-            volumes = scenarios.create_volumes(client, "bench-pub", max(a.publish_concurrency))
-            self.log(f"operations: {a.ops:,} calls, then RSS")
-            scenarios.operations(client, volumes, self.pods, "bench-ops", max(0, a.ops - client.calls), 16)
-            figures["ops_for_rss"] = client.calls
-            figures["rss_after_ops_mib"] = procs.rss_mib(pid) if pid else None
-            runs, burst_runs = self.repeated(client, volumes)
-            figures["ops_at_end"] = client.calls
-            figures["rss_at_end_mib"] = procs.rss_mib(pid) if pid else None
+                figures["rss_idle_mib"] = drivers[0].rss()
+            if a.versus:
+                versus["rss_idle_mib"] = drivers[1].rss()
+            for d, out in zip(drivers, (figures, versus)):
+                d.volumes = scenarios.create_volumes(d.client, f"bench-pub-{d.name}", max(a.publish_concurrency))
+                self.log(f"operations ({d.name}): {a.ops:,} calls, then RSS")
+                scenarios.operations(d.client, d.volumes, self.pods, f"bench-ops-{d.name}", max(0, a.ops - d.client.calls), 16)
+                out["ops_for_rss"] = d.client.calls
+                out["rss_after_ops_mib"] = d.rss()
+            runs, burst_runs = self.repeated(drivers)
+            busy = [self.busy_node(d) if a.busy_mounts else None for d in drivers]
+            for d, out in zip(drivers, (figures, versus)):
+                out["ops_at_end"] = d.client.calls
+                out["rss_at_end_mib"] = d.rss()
         finally:
-            client.close()
+            self.busy.down()
+            for d in drivers:
+                d.client.close()
             if main:
                 self.stop(main)
             self.floor_client.close()
             self.stop(empty)
 
-        figures["create_delete"] = {f"c{c}": median_summary(runs[f"cd.c{c}"]) for c in a.cd_concurrency}
-        figures["publish_unpublish"] = {f"c{c}": median_summary(runs[f"pub.c{c}"]) for c in a.publish_concurrency}
-        figures["burst_create"] = burst_figures(a.burst, burst_runs)
+        for d, out, node in zip(drivers, (figures, versus), busy):
+            out["create_delete"] = {f"c{c}": median_summary(runs[f"{d.name}.cd.c{c}"]) for c in a.cd_concurrency}
+            out["publish_unpublish"] = {f"c{c}": median_summary(runs[f"{d.name}.pub.c{c}"]) for c in a.publish_concurrency}
+            out["burst_create"] = burst_figures(a.burst, burst_runs[d.name])
+            if node is not None:
+                node["create_delete"] = {f"c{c}": median_summary(runs[f"{d.name}.busy.cd.c{c}"]) for c in a.cd_concurrency}
+                node["publish_unpublish"] = {
+                    f"c{c}": median_summary(runs[f"{d.name}.busy.pub.c{c}"]) for c in a.publish_concurrency
+                }
+                node["mount_umount_floor"] = median_summary(runs["busy.floor.mount"])
+            out["busy_node"] = node
         doc["floors"] = floor_figures(runs, a.cd_concurrency, empty_rss)
         figures["isolation"] = self.isolation()
         doc["figures"] = figures
+        if a.versus:
+            doc["versus"] = versus
         doc["targets"] = report.targets(doc)
         doc["machine"]["loadavg_at_end"] = loadavg()
         return doc
@@ -252,21 +305,28 @@ class Bench:
             "starts": starts,
         }
 
-    def repeated(self, client: Client, volumes: list[Volume]) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-        """Warm-up, then each run: the floors, then every driver scenario."""
+    def repeated(self, drivers: list[Driven]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+        """Warm-up, then each run: the floors, every driver scenario, then the pairs again on a busy node.
+
+        With two drivers each scenario runs for one, then at once for the other, the first of the two taking turns
+        run by run, so the load of that moment falls on both."""
         a = self.args
         self.log("warm-up")
-        for c in a.cd_concurrency:
-            scenarios.create_delete(client, f"bench-warm-cd{c}", max(a.warmup, c), c)
-        for c in a.publish_concurrency:
-            scenarios.publish_unpublish(client, volumes, self.pods, f"bench-warm-pub{c}", max(a.warmup // 2, c), c)
+        for d in drivers:
+            for c in a.cd_concurrency:
+                scenarios.create_delete(d.client, f"bench-warm-{d.name}-cd{c}", max(a.warmup, c), c)
+            for c in a.publish_concurrency:
+                scenarios.publish_unpublish(d.client, d.volumes, self.pods, f"bench-warm-{d.name}-pub{c}", max(a.warmup // 2, c), c)
         floors.grpc_round_trips(self.floor_client, max(a.warmup, 64), 64, 2)
 
         runs: dict[str, list[dict[str, Any]]] = {}
-        bursts: list[dict[str, Any]] = []
+        bursts: dict[str, list[dict[str, Any]]] = {d.name: [] for d in drivers}
 
         def keep(key: str, run: Run) -> None:
             runs.setdefault(key, []).append(run.summary())
+
+        def each(r: int) -> Iterator[Driven]:
+            return iter(drivers if r % 2 == 0 else drivers[::-1])
 
         for r in range(a.repeat):
             self.log(f"run {r + 1} of {a.repeat}")
@@ -278,13 +338,52 @@ class Bench:
             keep("floor.mount", pairs)
             keep("floor.mount.alone", mounts)
             keep("floor.umount.alone", umounts)
-            for c in a.cd_concurrency:
-                keep(f"cd.c{c}", scenarios.create_delete(client, f"bench-r{r}-cd{c}", max(a.cd_pairs, c), c))
-            for c in a.publish_concurrency:
-                keep(f"pub.c{c}", scenarios.publish_unpublish(client, volumes, self.pods, f"bench-r{r}-pub{c}", max(a.publish_pairs, c), c))
-            burst, results = scenarios.burst(client, f"bench-r{r}-burst", a.burst)
-            bursts.append({**burst.summary(), "results": results})
+            for node in ("", "busy.") if a.busy_mounts else ("",):
+                if node:
+                    self.busy.up()
+                    keep("busy.floor.mount", self.mount_floor(a.floor_mounts)[0])
+                tag = f"bench-r{r}-{node.rstrip('.') or 'empty'}"
+                for c in a.cd_concurrency:
+                    for d in each(r):
+                        keep(f"{d.name}.{node}cd.c{c}", scenarios.create_delete(d.client, f"{tag}-{d.name}-cd{c}", max(a.cd_pairs, c), c))
+                for c in a.publish_concurrency:
+                    for d in each(r):
+                        run = scenarios.publish_unpublish(
+                            d.client, d.volumes, self.pods, f"{tag}-{d.name}-pub{c}", max(a.publish_pairs, c), c
+                        )
+                        keep(f"{d.name}.{node}pub.c{c}", run)
+                if node:
+                    self.busy.down()
+                    continue
+                for d in each(r):
+                    burst, results = scenarios.burst(d.client, f"bench-r{r}-{d.name}-burst", a.burst)
+                    bursts[d.name].append({**burst.summary(), "results": results})
         return runs, bursts
+
+    def busy_node(self, d: Driven) -> dict[str, Any]:
+        """On the busy node: NodeGetVolumeStats with many volumes published, then RSS after exactly `ops` calls."""
+        a = self.args
+        seconds = self.busy.up()
+        present = mounts_in_namespace()
+        self.log(f"busy node ({d.name}): {a.busy_mounts:,} tmpfs mounts in {seconds:.2f} s ({present:,} in the table); "
+                 f"NodeGetVolumeStats with {a.stats_volumes:,} volumes published")
+        client = d.client
+        began = client.calls
+        at_scale = scenarios.stats_at_scale(
+            client, d.volumes, self.pods, f"bench-stats-{d.name}", a.stats_volumes, a.stats_rounds, a.stats_concurrency
+        )
+        self.log(f"busy node ({d.name}): {a.ops:,} calls, then RSS")
+        scenarios.operations(client, d.volumes, self.pods, f"bench-busy-ops-{d.name}", max(0, a.ops - (client.calls - began)), 16)
+        calls = client.calls - began
+        rss = d.rss()
+        self.busy.down()
+        return {
+            "mounts": a.busy_mounts,
+            "mounts_in_table": present,
+            "stats": {"volumes": a.stats_volumes, "rounds": a.stats_rounds, "concurrency": a.stats_concurrency, **at_scale.summary()},
+            "calls_for_rss": calls,
+            "rss_after_calls_mib": rss,
+        }
 
     def mount_floor(self, count: int) -> tuple[Run, Run, Run]:
         source = f"{self.args.server}:{self.args.share}"

@@ -23,8 +23,9 @@ def _at_most(value: float | None, limit: float | None) -> bool | None:
 
 
 def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 8's targets, each with the measured figure, the limit and whether it holds (None: not measured)."""
+    """Issues 8 and 15's targets, each with the measured figure, the limit and whether it holds (None: not measured)."""
     f = doc["figures"]
+    busy = f.get("busy_node") or {}
     cd1 = _get(f, "create_delete.c1.p50_ms")
     cd_floor = _get(doc, "floors.create_delete_pair_ms")
     iso = f.get("isolation") or {}
@@ -39,7 +40,30 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         (f"burst of {burst.get('size', 0)} CreateVolume: failures", burst.get("failures"), 0, ""),
         (f"burst of {burst.get('size', 0)} CreateVolume p99", burst.get("p99_ms"), 1000.0, "ms"),
         ("isolation: publish p50 with a hung mount / without", iso.get("ratio"), 1.2, "x"),
+        (
+            "busy node: NodePublish+NodeUnpublish p50 / empty node's, c=1",
+            _ratio(_get(busy, "publish_unpublish.c1.p50_ms"), _get(f, "publish_unpublish.c1.p50_ms")), 1.2, "x",
+        ),
+        (f"busy node: RSS after {busy.get('calls_for_rss', 0):,} calls", busy.get("rss_after_calls_mib"), 60.0, "MiB"),
     ]
+    versus = doc.get("versus")
+    if versus:
+        vb = versus.get("busy_node") or {}
+
+        def p50(figures: dict[str, Any], key: str) -> float | None:
+            return _get(figures, f"{key}.c1.p50_ms")
+
+        def rate(figures: dict[str, Any], key: str) -> float | None:
+            return _get(figures, f"{key}.c16.throughput_per_s")
+
+        rows += [
+            ("versus: empty node, publish pair p50 c=1, first / versus", _ratio(p50(f, "publish_unpublish"), p50(versus, "publish_unpublish")), 1.0, "x"),
+            ("versus: busy node, publish pair p50 c=1, first / versus", _ratio(p50(busy, "publish_unpublish"), p50(vb, "publish_unpublish")), 1.0, "x"),
+            ("versus: empty node, publish pairs/s c=16, versus / first", _ratio(rate(versus, "publish_unpublish"), rate(f, "publish_unpublish")), 1.0, "x"),
+            ("versus: busy node, publish pairs/s c=16, versus / first", _ratio(rate(vb, "publish_unpublish"), rate(busy, "publish_unpublish")), 1.0, "x"),
+            ("versus: create+delete pair p50 c=1, first / versus", _ratio(p50(f, "create_delete"), p50(versus, "create_delete")), 0.2, "x"),
+            ("versus: create+delete pairs/s c=16, versus / first", _ratio(rate(versus, "create_delete"), rate(f, "create_delete")), 0.5, "x"),
+        ]
     return [
         {"target": name, "measured": value, "at_most": limit, "unit": unit, "holds": _at_most(value, limit)}
         for name, value, limit, unit in rows
@@ -126,14 +150,71 @@ def table(doc: dict[str, Any]) -> str:
     ]
     for label, value, extra in rows:
         out.append(f"  {label:<50} {value}{'   ' + extra if extra else ''}")
+    if f.get("busy_node"):
+        out.extend(busy_table(f["busy_node"], f))
+    if doc.get("versus"):
+        out.extend(versus_table(f, doc["versus"]))
     out.append("")
-    out.append("Targets (issue 8)")
+    out.append("Targets (issues 8 and 15)")
     for t in doc["targets"]:
         verdict = {True: "holds", False: "MISSED", None: "not measured"}[t["holds"]]
         out.append(f"  {t['target']:<52} {_n(t['measured'], t['unit'], 3):>14}  <= {_n(t['at_most'], t['unit'], 1):<10} {verdict}")
     held = sum(1 for t in doc["targets"] if t["holds"])
     out.append(f"  {held} of {len(doc['targets'])} targets hold")
     return "\n".join(out)
+
+
+def busy_table(busy: dict[str, Any], f: dict[str, Any]) -> list[str]:
+    out = ["", f"Busy node: {busy['mounts']:,} tmpfs mounts added ({busy['mounts_in_table']:,} mounts in the namespace's table)"]
+    fl = busy["mount_umount_floor"]
+    out.append(f"  {'bare subprocess mount+umount (the stand-in)':<46} p50 {_n(fl['p50_ms'], 'ms', 3):>10}   p99 {_n(fl['p99_ms'], 'ms', 3)}")
+    out.append(f"  {'pairs':<28}{'c':>4}{'pairs/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}   {'empty p50':>9}{'busy/empty':>11}")
+    for key, label in (("create_delete", "CreateVolume+DeleteVolume"), ("publish_unpublish", "NodePublish+NodeUnpublish")):
+        for level, run in busy[key].items():
+            empty = _get(f, f"{key}.{level}.p50_ms")
+            out.append(
+                f"  {label:<28}{int(level[1:]):>4}{_n(run['throughput_per_s'], '', 1):>10}{_n(run['p50_ms']):>9}"
+                f"{_n(run['p95_ms']):>9}{_n(run['p99_ms']):>9}{run['errors']:>8}   {_n(empty):>9}{_n(_ratio(run['p50_ms'], empty)):>11}"
+            )
+    st = busy["stats"]
+    calls = st["stats"]
+    out.append(
+        f"  NodeGetVolumeStats, {st['published']:,} of {st['volumes']:,} volumes published, c={st['concurrency']}: "
+        f"p50 / p95 / p99 / max {_n(calls['p50_ms'], '', 3)} / {_n(calls['p95_ms'], '', 3)} / {_n(calls['p99_ms'], '', 3)} / "
+        f"{_n(calls['max_ms'], 'ms', 3)}, {_n(calls['throughput_per_s'], 'calls/s', 1)}, "
+        f"{calls['count']:,} OK, {calls['errors']} not ({', '.join(f'{n} {c}' for c, n in calls['error_codes'].items()) or 'none'})"
+    )
+    out.append(
+        f"    its {st['published']:,} NodePublish / NodeUnpublish at c=16: p50 {_n(st['publish']['p50_ms'], 'ms')} / "
+        f"{_n(st['unpublish']['p50_ms'], 'ms')}, errors {st['publish']['errors']} / {st['unpublish']['errors']}"
+    )
+    out.append(f"  {'RSS after ' + format(busy['calls_for_rss'], ',') + ' calls on the busy node':<50} {_n(busy['rss_after_calls_mib'], 'MiB', 1)}")
+    return out
+
+
+def versus_table(first: dict[str, Any], versus: dict[str, Any]) -> list[str]:
+    """The two drivers side by side, every pair scenario measured in the same run, one right after the other."""
+    out = ["", f"Side by side: the first driver and the one at {versus['endpoint']}, interleaved scenario by scenario"]
+    out.append(f"  {'pairs':<28}{'node':>6}{'c':>4}{'p50 first':>11}{'p50 versus':>12}{'ratio':>7}{'pairs/s first':>15}{'versus':>8}{'ratio':>7}")
+    for key, label in (("create_delete", "CreateVolume+DeleteVolume"), ("publish_unpublish", "NodePublish+NodeUnpublish")):
+        for node, a, b in (("empty", first, versus), ("busy", first.get("busy_node") or {}, versus.get("busy_node") or {})):
+            for level, run in (a.get(key) or {}).items():
+                other = (b.get(key) or {}).get(level) or {}
+                out.append(
+                    f"  {label:<28}{node:>6}{int(level[1:]):>4}{_n(run['p50_ms']):>11}{_n(other.get('p50_ms')):>12}"
+                    f"{_n(_ratio(run['p50_ms'], other.get('p50_ms'))):>7}{_n(run['throughput_per_s'], '', 1):>15}"
+                    f"{_n(other.get('throughput_per_s'), '', 1):>8}{_n(_ratio(run['throughput_per_s'], other.get('throughput_per_s'))):>7}"
+                )
+    for name, figures in (("first", first), ("versus", versus)):
+        busy = figures.get("busy_node") or {}
+        calls = (busy.get("stats") or {}).get("stats") or {}
+        out.append(
+            f"  {name + ':':<8} NodeGetVolumeStats p50 / p99 {_n(calls.get('p50_ms'), '', 3)} / {_n(calls.get('p99_ms'), 'ms', 3)}"
+            f" ({(busy.get('stats') or {}).get('published', 0):,} volumes, busy node); RSS idle {_n(figures.get('rss_idle_mib'), 'MiB', 1)},"
+            f" after {figures.get('ops_for_rss') or 0:,} calls {_n(figures.get('rss_after_ops_mib'), 'MiB', 1)},"
+            f" after {busy.get('calls_for_rss') or 0:,} on the busy node {_n(busy.get('rss_after_calls_mib'), 'MiB', 1)}"
+        )
+    return out
 
 
 def write_json(doc: dict[str, Any], path: Path) -> None:

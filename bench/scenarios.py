@@ -26,6 +26,36 @@ def publish_unpublish(
     return closed_loop(count, concurrency, publish_unpublish_pair(client, volumes, lambda i: str(pods / f"{prefix}-{i}")))
 
 
+@dataclass
+class StatsAtScale:
+    """NodeGetVolumeStats with `count` volumes published: each published target asked `rounds` times."""
+
+    publish: Run
+    stats: Run
+    unpublish: Run
+    published: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "published": self.published,
+            "publish": self.publish.summary(),
+            "stats": self.stats.summary(),
+            "unpublish": self.unpublish.summary(),
+        }
+
+
+def stats_at_scale(
+    client: Client, volumes: list[Volume], pods: Path, prefix: str, count: int, rounds: int, concurrency: int
+) -> StatsAtScale:
+    """Publish count targets, ask for the stats of every one `rounds` times over, then unpublish them all."""
+    targets = [str(pods / f"{prefix}-{i}") for i in range(count)]
+    owner = [volumes[i % len(volumes)] for i in range(count)]
+    published = closed_loop(count, 16, lambda i: client.publish(owner[i], targets[i]))
+    stats = closed_loop(count * rounds, concurrency, lambda i: client.stats(owner[i % count].volume_id, targets[i % count]))
+    unpublished = closed_loop(count, 16, lambda i: client.unpublish(owner[i].volume_id, targets[i]))
+    return StatsAtScale(published, stats, unpublished, len(published.latencies))
+
+
 def create_volumes(client: Client, prefix: str, count: int) -> list[Volume]:
     volumes = []
     for i in range(count):

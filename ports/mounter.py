@@ -11,8 +11,9 @@ from domain.model import FilesystemUsage
 class Mounter(abc.ABC):
     """Host mounting.
 
-    Implementations bound every operation in time and answer ``is_mount_point`` from the
-    mount table (``/proc/self/mountinfo``), never from a stat that can hang on a dead server.
+    Implementations bound every operation in time, and answer what is mounted where without ever asking the
+    mounted filesystem (no stat that can hang on a dead server), at a cost that does not grow with the number
+    of mounts on the node.
     """
 
     @abc.abstractmethod
@@ -35,7 +36,20 @@ class Mounter(abc.ABC):
 
     @abc.abstractmethod
     def is_mount_point(self, path: str) -> bool:
-        """Whether ``path`` is a mount point, from the mount table."""
+        """Whether something is mounted at ``path``, any mount (a bind of the same filesystem too).
+
+        ``path`` is resolved as the mount itself resolves it: a symbolic link among its parents is followed,
+        so a target under a relocated kubelet directory is answered where its mount really is; a symbolic link
+        as its last component is not (it is no mount point). Never blocks on what is mounted there.
+        """
+
+    @abc.abstractmethod
+    def mounted_source(self, path: str) -> str | None:
+        """The source of the topmost mount at ``path`` as the kernel's mount table shows it, or None when
+        ``path`` is no mount point. For NFS that is ``server:/export/dir``, written by the kernel's NFS client
+        from that mount's own root, so a bind of a subdirectory names the subdirectory. May read the whole
+        mount table: for rare questions, not every call.
+        """
 
     @abc.abstractmethod
     def is_stale(self, path: str) -> bool:

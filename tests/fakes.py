@@ -198,6 +198,10 @@ class FakeMounter(Mounter):
     def is_mount_point(self, path: str) -> bool:
         return path in self.mounts
 
+    def mounted_source(self, path: str) -> str | None:
+        mounted = self.mounts.get(path)
+        return None if mounted is None else mounted[0]
+
     def is_stale(self, path: str) -> bool:
         return path in self.stale
 

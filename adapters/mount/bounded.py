@@ -6,15 +6,26 @@ import itertools
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, TypeVar
 
 from domain.errors import DeadlineExceeded, Unavailable
 
 T = TypeVar("T")
 
-_Job = tuple[Future, Callable[[], object], int]  # type: ignore[type-arg]
+
+class _Call:
+    """One call handed to a worker: the caller waits on ``done`` (a plain lock, the cheapest wait CPython has),
+    the worker fills in the outcome and releases it."""
+
+    __slots__ = ("fn", "number", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[], object], number: int) -> None:
+        self.fn = fn
+        self.number = number
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.result: object = None
+        self.error: BaseException | None = None
 
 
 class BoundedCalls:
@@ -31,10 +42,10 @@ class BoundedCalls:
         self._workers = max(1, workers)
         self._timeout = timeout
         self._slots = threading.BoundedSemaphore(self._workers)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._guard = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._running: dict[int, float] = {}  # job number -> monotonic start
+        self._running: dict[int, float] = {}  # call number -> monotonic start
         self._numbers = itertools.count()
 
     @property
@@ -60,40 +71,38 @@ class BoundedCalls:
             raise DeadlineExceeded(
                 f"{what}: {self._name} is busy; no call finished within {self._timeout:g} s (the NFS server may be slow or down)"
             )
-        future: Future[T] = Future()
         with self._guard:
-            number = next(self._numbers)
-            self._running[number] = time.monotonic()
+            job = _Call(fn, next(self._numbers))
+            self._running[job.number] = time.monotonic()
             if len(self._running) > len(self._threads):
                 thread = threading.Thread(
                     target=self._work, name=f"bounded-{self._name[:24]}-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(thread)
                 thread.start()
-        self._jobs.put((future, fn, number))
-        try:
-            return future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
+        self._jobs.put(job)
+        if not job.done.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeadlineExceeded(
                 f"{what} on {self._name} did not finish within {self._timeout:g} s (the NFS server may be down)"
-            ) from None
+            )
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
 
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            future, fn, number = job
             try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn())
-                    except BaseException as err:  # noqa: BLE001 - handed to the caller
-                        future.set_exception(err)
+                job.result = job.fn()
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                job.error = err
             finally:
                 with self._guard:
-                    self._running.pop(number, None)
+                    self._running.pop(job.number, None)
                 self._slots.release()
+                job.done.release()
 
     def close(self) -> None:
         """Let idle threads end; a thread stuck in the kernel ends when its call returns (it is a daemon)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,7 +27,8 @@ class Completed:
 # After SIGKILL, how long to wait for the group to go. A process blocked in the kernel on a hung mount (state D)
 # cannot die until the kernel lets go: the caller is not held hostage to it.
 KILL_GRACE = 1.0
-_abandoned: list[subprocess.Popen[str]] = []
+OUTPUT_KEPT = 1 << 16  # the last bytes of each stream kept; a message is its tail
+_abandoned: list[subprocess.Popen[bytes]] = []
 _abandoned_guard = threading.Lock()
 
 
@@ -37,19 +40,21 @@ class CommandTimedOut(Exception):
 
 
 def run_command(argv: Sequence[str], timeout: float) -> Completed:
-    """Run argv (never through a shell) in a new session so the whole group can be killed."""
+    """Run argv (never through a shell) as a process group of its own, so the whole group can be killed.
+
+    A process group, not a session: with the scheduler's autogroups (on by default) every new session is a new
+    scheduling group, and on a loaded node each one started behind the others; mount.nfs ran 30 to 50 % longer.
+    """
     process = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
-        text=True,
-        errors="replace",
+        process_group=0,
     )
     _reap_abandoned()
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        stdout, stderr = _communicate(process, timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process.pid)
         _let_go(process)
@@ -58,10 +63,62 @@ def run_command(argv: Sequence[str], timeout: float) -> Completed:
         _kill_group(process.pid)
         _let_go(process)
         raise
-    return Completed(tuple(argv), process.returncode, stdout, stderr)
+    return Completed(tuple(argv), process.returncode, _text(stdout), _text(stderr))
 
 
-def _let_go(process: subprocess.Popen[str]) -> None:
+def _communicate(process: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes]:
+    """The child's output, once it has exited: woken by the child's pidfd the moment it exits.
+
+    Popen.communicate(timeout) ends with wait(timeout), which polls waitpid with sleeps of 1, 2, 4 ms...: the pipes
+    reach EOF as the child closes its files, just before it can be reaped, so nearly every call slept a millisecond
+    or more. A grandchild that keeps the pipes open does not hold the call once the child itself has exited.
+    """
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfd (a kernel before 5.3): the standard library's way
+        return process.communicate(timeout=timeout)
+    assert process.stdout is not None and process.stderr is not None
+    out, err = process.stdout.fileno(), process.stderr.fileno()
+    kept = {out: bytearray(), err: bytearray()}
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    for fd in (out, err, pidfd):
+        poller.register(fd, select.POLLIN)
+    reading, exited = {out, err}, False
+    try:
+        while reading or not exited:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                if exited:
+                    break
+                raise subprocess.TimeoutExpired(process.args, timeout)
+            # Once it is gone, only what is in the pipes now: a writer it left behind is not waited for.
+            events = poller.poll(0 if exited else wait * 1000)
+            if not events and exited:
+                break
+            for fd, _ in events:
+                if fd == pidfd:
+                    exited = True
+                    poller.unregister(pidfd)
+                elif chunk := os.read(fd, 1 << 16):
+                    kept[fd] += chunk
+                    del kept[fd][: max(0, len(kept[fd]) - OUTPUT_KEPT)]
+                else:
+                    reading.discard(fd)
+                    poller.unregister(fd)
+        process.wait()
+    finally:
+        os.close(pidfd)
+    process.stdout.close()
+    process.stderr.close()
+    return bytes(kept[out]), bytes(kept[err])
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _let_go(process: subprocess.Popen[bytes]) -> None:
     """Wait a little for a killed child; if the kernel still holds it, close our pipe ends and reap it later."""
     try:
         process.communicate(timeout=KILL_GRACE)

@@ -9,13 +9,15 @@ import shutil
 import stat
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import tenacity
 
 from adapters.mount.bounded import BoundedCalls
-from adapters.mount.mountinfo import MountTable
+from adapters.mount.mountinfo import MountTable, TableChanges
+from adapters.mount.mountpoint import MountPoints
 from adapters.mount.observer import MountObserver
 from adapters.mount.process import CommandTimedOut, Completed, run_command
 from domain.errors import (
@@ -51,6 +53,7 @@ STALE_ERRNOS = frozenset({errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDO
 # Escalation: a plain unmount, then forced (aborts calls to a dead server), then lazy (detaches at once).
 UNMOUNT_STEPS: tuple[tuple[str, ...], ...] = ((), ("-f",), ("-l",))
 MAX_STACKED_MOUNTS = 8
+REMEMBERED_SERVERS = 16384  # the server of each mount made here: more than any node's mounts, bounded all the same
 
 
 class TransientMountError(Unavailable):
@@ -110,7 +113,13 @@ class SubprocessMounter(Mounter):
         self._timeout = timeout
         self._retry = retry
         self._runner = runner
-        self._mounts = MountTable(mountinfo_path)
+        self._table = MountTable(mountinfo_path)
+        self._points = MountPoints(
+            self._table, TableChanges(mountinfo_path), kernel=mountinfo_path == "/proc/self/mountinfo"
+        )
+        # Mount-point lookups walk only the paths' parents (kubelet's own directories), but a hostile path inside
+        # a mount of a dead server would block that walk too: threads of their own, bounded like every stat.
+        self._lookups = BoundedCalls("mount-point lookups", fs_workers, fs_timeout)
         self._max_mounts = max(1, max_concurrent_mounts)
         self._mount_slots = threading.BoundedSemaphore(self._max_mounts)
         # Stats and mkdirs of publish targets: a target may be a mount of a hung server.
@@ -123,12 +132,20 @@ class SubprocessMounter(Mounter):
         self._stats: dict[str, BoundedCalls] = {}
         self._statting: set[str] = set()
         self._statting_guard = threading.Lock()
+        # The NFS server of each mount made here, so that a stat is given its server's threads without reading
+        # the mount table; after a restart, the table tells it once per path.
+        self._servers: OrderedDict[str, str] = OrderedDict()
         self._bind_command = bind_command
+        self._resolved_binaries: dict[str, str] = {}  # three commands at most: mount.nfs, umount, mount
 
     def _binary(self, command: str) -> str:
-        path = resolve_binary(command)
-        if path is None:
-            raise FailedPrecondition(f"{command} is not installed or not executable")
+        """command's executable; a search of PATH (300 us here) only when the last one found is gone."""
+        path = self._resolved_binaries.get(command)
+        if path is None or not os.access(path, os.X_OK):
+            path = resolve_binary(command)
+            if path is None:
+                raise FailedPrecondition(f"{command} is not installed or not executable")
+            self._resolved_binaries[command] = path
         return path
 
     def check_ready(self) -> None:
@@ -144,6 +161,7 @@ class SubprocessMounter(Mounter):
                 result = self._run_mount(argv)
                 if result.returncode != 0:
                     raise self._classify(f"mount {source} at {target}", result)
+        self._remember_server(target, _server(source))
 
     def _run_mount(self, argv: Sequence[str]) -> Completed:
         """Each mount.nfs costs memory: at most max_concurrent_mounts run at once; a wait for a slot is bounded."""
@@ -163,6 +181,7 @@ class SubprocessMounter(Mounter):
         result = self._run("mount", [binary, "--bind", source, target])
         if result.returncode != 0:
             raise self._classify(f"bind {source} at {target}", result)
+        self._remember_server(target, self._server_of(source))
         if not readonly:
             return
         try:
@@ -176,19 +195,26 @@ class SubprocessMounter(Mounter):
                               f"{result.output}; unmounted it")
 
     def unmount(self, target: str) -> None:
+        # Callers ask is_mount_point first: the first umount comes without asking again. On a path where nothing
+        # is mounted it fails at once, and the lookup after it says there is nothing to do.
         binary = self._binary(self._umount_command)
         for _ in range(MAX_STACKED_MOUNTS):
-            stacked = self._mounts.count(target)
-            if stacked == 0:
+            self._unmount_one(binary, target)
+            if not self.is_mount_point(target):
+                self._forget_server(target)
                 return
-            self._unmount_one(binary, target, stacked)
-        if self.is_mount_point(target):
-            raise MountFailed(f"{target} is still a mount point after {MAX_STACKED_MOUNTS} unmounts")
+        raise MountFailed(f"{target} is still a mount point after {MAX_STACKED_MOUNTS} unmounts")
 
-    def _unmount_one(self, binary: str, target: str, stacked: int) -> None:
-        """umount, then umount -f, then umount -l, each bounded; done as soon as one mount is gone."""
+    def _unmount_one(self, binary: str, target: str) -> None:
+        """umount, then umount -f, then umount -l, each bounded; done as soon as one mount is gone.
+
+        umount exits 0 only when the kernel took the topmost mount away. A step that failed or hung may have
+        taken it all the same: the target is no mount point any more, or (mounts stacked there) the table
+        shows one fewer than after the step before. Only this rare path reads the table.
+        """
         failures: list[str] = []
         timeouts = 0
+        stacked: int | None = None
         for step, flags in enumerate(UNMOUNT_STEPS):
             if step:
                 self._observer.retry("umount")
@@ -198,17 +224,41 @@ class SubprocessMounter(Mounter):
             except DeadlineExceeded as err:
                 timeouts += 1
                 failures.append(str(err))
-                continue
-            if self._mounts.count(target) < stacked:
+            else:
+                if result.returncode == 0:
+                    return
+                failures.append(" ".join(["umount", *flags, f"exited {result.returncode}: {result.output}"]))
+            if not self.is_mount_point(target):
                 return
-            failures.append(" ".join(["umount", *flags, f"exited {result.returncode}: {result.output}"]))
+            now = self._table.count(self._resolved(target))
+            if stacked is not None and now < stacked:
+                return
+            stacked = now
         message = f"cannot unmount {target}: " + "; ".join(failures)
         if timeouts == len(UNMOUNT_STEPS):
             raise DeadlineExceeded(message)
         raise MountFailed(message)
 
     def is_mount_point(self, path: str) -> bool:
-        return self._mounts.count(path) > 0
+        # In the caller's thread and without I/O when the kernel's caches tell (nothing there, or a mount point
+        # remembered with no mount or unmount since): the controller asks about each share's mount point before
+        # every operation on it. Otherwise on a bounded thread.
+        answer, parent = self._points.quick_answer(path)
+        if answer is not None:
+            return answer
+        generation = self._points.generation()
+        answer = self._lookups.call(f"looking up whether {path} is a mount point", lambda: self._points.is_mount_point(path))
+        if answer and parent is not None:
+            self._points.remember(path, parent, generation)
+        return answer
+
+    def mounted_source(self, path: str) -> str | None:
+        if not self.is_mount_point(path):
+            return None
+        return self._table.source(self._resolved(path))
+
+    def _resolved(self, path: str) -> str:
+        return self._lookups.call(f"resolving the parent of {path}", lambda: self._points.resolved(path))
 
     def is_stale(self, path: str) -> bool:
         try:
@@ -248,14 +298,34 @@ class SubprocessMounter(Mounter):
         return _usage(result)
 
     def _stats_of(self, path: str) -> BoundedCalls:
-        """The stat threads of the server path is mounted from (``server:/export`` in the mount table)."""
-        source = self._mounts.source(path) or path
-        server = source.partition(":/")[0] if ":/" in source else source
+        """The stat threads of the server path is mounted from."""
+        server = self._server_of(path)
         with self._statting_guard:
             calls = self._stats.get(server)
             if calls is None:
                 calls = self._stats[server] = BoundedCalls(f"statvfs on {server}", self._stat_workers, self._fs_timeout)
             return calls
+
+    def _server_of(self, path: str) -> str:
+        """The NFS server of the mount at path: remembered from the mount made here, else from the mount table
+        (``server:/export``); a local path, or a path that is no mount point, is its own."""
+        with self._statting_guard:
+            server = self._servers.get(path)
+        if server is None:
+            server = _server(self.mounted_source(path) or path)
+            self._remember_server(path, server)
+        return server
+
+    def _remember_server(self, path: str, server: str) -> None:
+        with self._statting_guard:
+            self._servers[path] = server
+            self._servers.move_to_end(path)
+            while len(self._servers) > REMEMBERED_SERVERS:
+                self._servers.popitem(last=False)
+
+    def _forget_server(self, path: str) -> None:
+        with self._statting_guard:
+            self._servers.pop(path, None)
 
     def _done_statting(self, path: str) -> None:
         with self._statting_guard:
@@ -269,11 +339,13 @@ class SubprocessMounter(Mounter):
 
     def close(self) -> None:
         self._fs.close()
+        self._lookups.close()
+        self._points.close()
         with self._statting_guard:
             stats, self._stats = list(self._stats.values()), {}
         for calls in stats:
             calls.close()
-        self._mounts.close()
+        self._table.close()
 
     def _run(self, kind: str, argv: Sequence[str]) -> Completed:
         started = time.perf_counter()
@@ -297,6 +369,11 @@ class SubprocessMounter(Mounter):
         if any(text in lowered for text in _MISSING):
             return NotFound(message)
         return MountFailed(message)
+
+
+def _server(source: str) -> str:
+    """The server of an NFS source (``server:/export``); any other source is its own key."""
+    return source.partition(":/")[0] if ":/" in source else source
 
 
 def _usage(result: os.statvfs_result) -> FilesystemUsage:

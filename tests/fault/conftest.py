@@ -173,8 +173,12 @@ class Lab:
 
 
 def standin_pids(name: str) -> list[int]:
-    """Live processes of this test session (its mount namespace) running the stand-in script ``name``."""
-    found = []
+    """Live processes of this test session (its mount namespace) running the stand-in script ``name``.
+
+    A fork the script has made but not yet exec'd (``sleep &`` in bash) still shows the script's command line for
+    a moment: a process whose parent runs the script too is that fork, not another helper.
+    """
+    found: dict[int, int] = {}
     script, namespace = standin(name).encode(), os.readlink("/proc/self/ns/mnt")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -183,13 +187,13 @@ def standin_pids(name: str) -> list[int]:
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
                 argv = handle.read().split(b"\0")
             with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
+                fields = handle.read().rsplit(")", 1)[1].split()
             same_session = os.readlink(f"/proc/{entry}/ns/mnt") == namespace
         except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
             continue
-        if state != "Z" and same_session and len(argv) > 1 and argv[1] == script:
-            found.append(int(entry))
-    return found
+        if fields[0] != "Z" and same_session and len(argv) > 1 and argv[1] == script:
+            found[int(entry)] = int(fields[1])
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
 def hang_pids(root: Path) -> list[int]:

@@ -114,6 +114,8 @@ class _AlwaysMounted(Mounter):
     def unmount(self, target: str) -> None: ...
     def is_mount_point(self, path: str) -> bool:
         return True
+    def mounted_source(self, path: str) -> str | None:
+        return path
     def is_stale(self, path: str) -> bool:
         return False
     def bind_mount(self, source: str, target: str, readonly: bool) -> None: ...
