@@ -112,12 +112,14 @@ class Container(containers.DeclarativeContainer):
         stagings=stagings_in_use,
     )
     node_unpublish_volume = providers.Factory(
-        NodeUnpublishVolume, mounter=mounter, publications=publications, locks=locks, events=telemetry
+        NodeUnpublishVolume, mounter=mounter, publications=publications, locks=locks, events=telemetry, stagings=stagings
     )
     node_stage_volume = providers.Factory(
         NodeStageVolume, mounter=mounter, stagings=stagings, locks=locks, events=telemetry, mount_options=mount_options
     )
-    node_unstage_volume = providers.Factory(NodeUnstageVolume, mounter=mounter, stagings=stagings, locks=locks)
+    node_unstage_volume = providers.Factory(
+        NodeUnstageVolume, mounter=mounter, stagings=stagings, locks=locks, publications=publications
+    )
     # One instance: it remembers each volume's last usage, reported with an abnormal condition.
     node_get_volume_stats = providers.ThreadSafeSingleton(
         NodeGetVolumeStats, mounter=mounter, publications=publications, stagings=stagings_in_use

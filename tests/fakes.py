@@ -222,6 +222,8 @@ class FakeMounter(Mounter):
 
     def mounted_source(self, path: str) -> str | None:
         mounted = self.mounts.get(path)
+        if mounted is not None and "bind" in mounted[1]:
+            return self.mounted_source(mounted[0])  # as the kernel shows a bind: the source of what it binds
         return None if mounted is None else mounted[0]
 
     def is_stale(self, path: str) -> bool:
