@@ -30,6 +30,18 @@ class ProvisionDefaults:
     mount_permissions: int = 0
 
 
+@dataclass(frozen=True)
+class CsiDriverNfsVolumes:
+    """What DeleteVolume does with a volume csi-driver-nfs provisioned: nothing unless ``manage``
+    (--manage-csi-driver-nfs-volumes); then what its handle's onDelete says, or, when the handle has none,
+    ``default_on_delete`` (csi-driver-nfs's own --default-ondelete-policy, whose default is delete). An archive
+    already there is replaced only with ``remove_archived`` (its --remove-archived-volume-path)."""
+
+    manage: bool = False
+    default_on_delete: OnDelete = OnDelete.DELETE
+    remove_archived: bool = False
+
+
 def parse_mode(value: str, what: str) -> int:
     if not re.fullmatch(r"[0-7]{1,4}", value.strip()):
         raise InvalidArgument(f"{what} {value!r} must be an octal mode such as 0777")
