@@ -75,13 +75,15 @@ class _Checked:
     mount_permissions: int
     parameters: dict[str, str]
     mutable_parameters: dict[str, str]
+    adopt_existing: bool
 
 
 class CreateVolume:
     """CreateVolume: make the volume's directory once; a retry with the same name converges.
 
     A first try writes the record (``_create``), a retry must match it (``_check_retry``), and a clone's content is
-    copied in until its record stops saying pending (``_complete_clone``), on the first try or on a retry.
+    copied in until its record stops saying pending (``_complete_clone``), on the first try or on a retry. With
+    adoptExisting, a first try that finds a directory without a record takes it over (``_adoptable``).
     """
 
     def __init__(
@@ -105,19 +107,19 @@ class CreateVolume:
         source_keys = source.lock_keys() if source is not None else ()
         with self._locks.hold(f"name:{command.name}", str(checked.volume_id), *source_keys):
             record = self._storage.read_record(share, subdir)
-            created = record is None
+            made: Event | None = None
             resolved: ResolvedSource | None = None
             if record is None:
-                record, resolved = self._create(checked)
+                record, resolved, made = self._create(checked)
             else:
                 _check_retry(record, checked)
             # The record's mode: a retry must not undo what ControllerModifyVolume set since.
             mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
-                record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=created)
+                record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=made is not None)
             self._storage.create_volume_dir(share, subdir, mode)
-        if created:
-            self._events.emit(Event.VOLUME_CREATED)
+        if made is not None:
+            self._events.emit(made)
         context = volume_context(share, subdir, checked.mount_permissions)
         return CreateVolumeResult(checked.volume_id, record.capacity_bytes, context)
 
@@ -131,15 +133,16 @@ class CreateVolume:
         if command.content_source is not None:
             parameters[CONTENT_SOURCE_KEY] = command.content_source.key
         volume_id = VolumeId(params.share, subdir, params.on_delete)
-        return _Checked(command, volume_id, params.mount_permissions, parameters, mutable)
+        return _Checked(command, volume_id, params.mount_permissions, parameters, mutable, params.adopt_existing)
 
-    def _create(self, checked: _Checked) -> tuple[VolumeRecord, ResolvedSource | None]:
+    def _create(self, checked: _Checked) -> tuple[VolumeRecord, ResolvedSource | None, Event]:
         """The first try: the volume's record, once its source and its place are known good; nothing else yet."""
         command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
         resolved = resolve_source(self._storage, source) if source is not None else None
-        if self._storage.exists(share, subdir):
-            raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
+        adopted = self._storage.exists(share, subdir)
+        if adopted:
+            self._adoptable(checked)
         self._refuse_nesting(checked.volume_id)
         capacity = command.capacity.capacity_bytes
         if resolved is not None:
@@ -150,7 +153,22 @@ class CreateVolume:
         parameters = {**checked.parameters, **pending}
         record = VolumeRecord(command.name, capacity, parameters, mutable_parameters=checked.mutable_parameters)
         self._storage.write_record(share, subdir, record)
-        return record, resolved
+        if adopted:
+            log.info("volume %s adopted the existing directory %s on %s", command.name, subdir, share.source())
+        return record, resolved, Event.VOLUME_ADOPTED if adopted else Event.VOLUME_CREATED
+
+    def _adoptable(self, checked: _Checked) -> None:
+        """An existing directory without a record is ALREADY_EXISTS unless the parameters say adoptExisting and it
+        holds no volume of this driver (a clone never adopts one: its content would mix with the source's)."""
+        share, subdir = checked.volume_id.share, checked.volume_id.subdir
+        where = f"directory {subdir!r} exists on {share.source()}"
+        if not checked.adopt_existing:
+            raise AlreadyExists(f"{where} and is not a volume of this driver (adoptExisting: \"true\" takes it over)")
+        if checked.command.content_source is not None:
+            raise AlreadyExists(f"{where}: a volume with a content source never adopts an existing directory")
+        inner = self._storage.volume_below(share, subdir)
+        if inner is not None:
+            raise AlreadyExists(f"{where} and holds {inner!r}, a volume of this driver: it is never adopted")
 
     def _complete_clone(
         self, volume_id: VolumeId, record: VolumeRecord, source: ContentSource, resolved: ResolvedSource | None,

@@ -7,17 +7,20 @@ import logging
 
 import pytest
 
-from domain.errors import FailedPrecondition, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeRecord
-from domain.parameters import CsiDriverNfsVolumes, ProvisionDefaults
+from domain.parameters import CsiDriverNfsVolumes, ProvisionDefaults, VolumeParameters
 from domain.usecases.controller import (
+    CreateVolume,
+    CreateVolumeCommand,
     DeleteVolume,
     DeleteVolumeCommand,
     ValidateVolumeCapabilities,
     ValidateVolumeCapabilitiesCommand,
 )
+from domain.usecases.snapshots import ContentSource
 from domain.usecases.volumes import (
     ControllerExpandVolume,
     ControllerExpandVolumeCommand,
@@ -245,3 +248,161 @@ class TestDescribeTheirVolume:
         assert storage.records == {}
         with pytest.raises(NotFound):
             expand(ControllerExpandVolumeCommand("10.0.0.4#exports#pvc-2##", CapacityRange(5 << 30)))
+
+
+NSEP_METADATA = {
+    "csi.storage.k8s.io/pvc/name": "data",
+    "csi.storage.k8s.io/pvc/namespace": "app",
+    "csi.storage.k8s.io/pv/name": "pvc-0a1b",
+}
+
+
+def nsep_params(**params: str) -> VolumeParameters:
+    return VolumeParameters.parse({"server": "10.0.0.4", "share": "/exports", **params}, ProvisionDefaults())
+
+
+class TestNfsSubdirExternalProvisionerParameters:
+    @pytest.mark.parametrize(
+        "value,policy",
+        [("true", OnDelete.ARCHIVE), ("True", OnDelete.ARCHIVE), ("1", OnDelete.ARCHIVE), ("t", OnDelete.ARCHIVE),
+         ("false", OnDelete.DELETE), ("FALSE", OnDelete.DELETE), ("0", OnDelete.DELETE)],
+    )  # fmt: skip
+    def test_archive_on_delete_maps_to_on_delete_as_go_reads_it(self, value: str, policy: OnDelete) -> None:
+        assert nsep_params(archiveOnDelete=value).on_delete is policy
+
+    @pytest.mark.parametrize("on_delete,policy", [("delete", OnDelete.DELETE), ("retain", OnDelete.RETAIN)])
+    def test_on_delete_wins_over_archive_on_delete_as_in_nsep(self, on_delete: str, policy: OnDelete) -> None:
+        assert nsep_params(archiveOnDelete="true", onDelete=on_delete).on_delete is policy
+
+    @pytest.mark.parametrize("value", ["yes", "on", "TRUE ", "2"])
+    def test_an_archive_on_delete_go_would_not_parse_is_invalid_argument(self, value: str) -> None:
+        with pytest.raises(InvalidArgument, match="archiveOnDelete"):
+            nsep_params(archiveOnDelete=value)
+        with pytest.raises(InvalidArgument, match="archiveOnDelete"):
+            nsep_params(archiveOnDelete=value, onDelete="retain")
+
+    @pytest.mark.parametrize(
+        "pattern,subdir",
+        [
+            ("${.PVC.namespace}/${.PVC.name}", "app/data"),
+            ("${.PVC.namespace}-${.PVC.name}", "app-data"),
+            ("volumes/${.PVC.name}", "volumes/data"),
+            ("", "pvc-0a1b"),  # empty: the default naming, as in nsep (ours is the volume's name)
+        ],
+    )
+    def test_path_pattern_becomes_the_subdir_template(self, pattern: str, subdir: str) -> None:
+        assert nsep_params(pathPattern=pattern).resolve_subdir("pvc-0a1b", NSEP_METADATA) == subdir
+
+    @pytest.mark.parametrize(
+        "pattern,named",
+        [
+            ("${.PVC.labels.team}/${.PVC.name}", "${.PVC.labels.team}"),
+            ("${.PVC.annotations.nfs.io/storage-path}", "${.PVC.annotations.nfs.io/storage-path}"),
+            ("${.PVC.uid}", "${.PVC.uid}"),
+            ("${pvc.metadata.name}", "${pvc.metadata.name}"),  # literal to nsep: never filled here by surprise
+        ],
+    )
+    def test_what_cannot_be_expressed_is_invalid_argument_naming_it(self, pattern: str, named: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            nsep_params(pathPattern=pattern)
+        assert named in str(caught.value)
+
+    @pytest.mark.parametrize("pattern", ["../${.PVC.name}", "/abs/${.PVC.name}", "${.PVC.namespace}/../x"])
+    def test_a_path_pattern_leaving_the_share_is_invalid_argument(self, pattern: str) -> None:
+        with pytest.raises(InvalidArgument):
+            nsep_params(pathPattern=pattern).resolve_subdir("pvc-0a1b", NSEP_METADATA)
+
+    def test_path_pattern_and_sub_dir_together_are_invalid_argument(self) -> None:
+        with pytest.raises(InvalidArgument, match="not both"):
+            nsep_params(pathPattern="${.PVC.name}", subDir="x")
+
+    def test_nseps_default_naming_is_one_subdir_template(self) -> None:
+        params = nsep_params(subDir="${pvc.metadata.namespace}-${pvc.metadata.name}-${pv.metadata.name}")
+        assert params.resolve_subdir("pvc-0a1b", NSEP_METADATA) == "app-data-pvc-0a1b"
+
+    def test_empty_values_of_csi_driver_nfs_storage_classes_are_not_given(self) -> None:
+        params = nsep_params(subDir="", onDelete="", mountPermissions="")
+        assert (params.subdir_template, params.on_delete, params.mount_permissions) == ("", OnDelete.DELETE, 0)
+
+
+def create(name: str = "pvc-1", **params: str) -> CreateVolumeCommand:
+    return CreateVolumeCommand(name, RWX, CapacityRange(1 << 30), {"server": "10.0.0.4", "share": "/exports", **params})
+
+
+class TestAdoption:
+    def test_without_it_an_existing_directory_is_already_exists(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
+        their_volume(storage, "pvc-1", "data.txt")
+        with pytest.raises(AlreadyExists, match="adoptExisting"):
+            provision(create())
+        assert storage.records == {}
+
+    def test_an_existing_directory_is_taken_over_with_its_content_and_mode(
+        self, storage: FakeShareStorage, events: RecordingEvents
+    ) -> None:
+        their_volume(storage, "app/data", "data.txt")
+        storage.dirs[(SHARE, "app/data")] = 0o2770
+        provision = CreateVolume(storage, VolumeLocks(), ProvisionDefaults(), events)
+        command = create(adoptExisting="true", pathPattern="${.PVC.namespace}/${.PVC.name}", **NSEP_METADATA)
+        volume = provision(command)
+        assert volume.volume_id.subdir == "app/data"
+        assert storage.records[(SHARE, "app/data")].name == "pvc-1"
+        assert storage.files == {(SHARE, "app/data/data.txt"): b"their data"} and storage.dirs[(SHARE, "app/data")] == 0o2770
+        assert provision(command) == volume  # a retry: the same volume
+        assert events.events == [Event.VOLUME_ADOPTED]
+
+    def test_mount_permissions_apply_to_an_adopted_directory(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
+        their_volume(storage, "pvc-1")
+        provision(create(adoptExisting="true", mountPermissions="0775"))
+        assert storage.dirs[(SHARE, "pvc-1")] == 0o775
+
+    def test_a_missing_directory_is_made_as_usual(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
+        provision(create(adoptExisting="true"))
+        assert (SHARE, "pvc-1") in storage.dirs and (SHARE, "pvc-1") in storage.records
+
+    def test_a_directory_holding_another_volumes_record_is_never_adopted(
+        self, provision: CreateVolume, storage: FakeShareStorage
+    ) -> None:
+        provision(create("pvc-1", subDir="shared"))
+        with pytest.raises(AlreadyExists, match="belongs to volume 'pvc-1'"):
+            provision(create("pvc-2", subDir="shared", adoptExisting="true"))
+        assert storage.records[(SHARE, "shared")].name == "pvc-1"
+
+    def test_a_directory_holding_a_volume_of_ours_is_never_adopted(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
+        provision(create("pvc-1", subDir="team/pvc-1"))
+        with pytest.raises(AlreadyExists, match="holds 'team/pvc-1'"):
+            provision(create("pvc-2", subDir="team", adoptExisting="true"))
+        assert set(storage.records) == {(SHARE, "team/pvc-1")}
+
+    def test_a_directory_inside_a_volume_of_ours_is_never_adopted(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
+        provision(create("pvc-1", subDir="team"))
+        storage.create_volume_dir(SHARE, "team/inner", None)
+        with pytest.raises(AlreadyExists, match="inside volume 'pvc-1'"):
+            provision(create("pvc-2", subDir="team/inner", adoptExisting="true"))
+        assert set(storage.records) == {(SHARE, "team")}
+
+    @pytest.mark.parametrize("subdir", [".nfs-csi", ".nfs-csi/volumes", "/", ".", ".."])
+    def test_the_drivers_own_directory_and_the_share_root_are_never_adopted(
+        self, provision: CreateVolume, storage: FakeShareStorage, subdir: str
+    ) -> None:
+        storage.create_volume_dir(SHARE, ".nfs-csi/volumes", None)
+        with pytest.raises(InvalidArgument):
+            provision(create(subDir=subdir, adoptExisting="true"))
+        assert storage.records == {}
+
+    def test_a_clone_never_adopts(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
+        source = provision(create("src"))
+        their_volume(storage, "pvc-1", "data.txt")
+        with pytest.raises(AlreadyExists, match="content source"):
+            provision(
+                CreateVolumeCommand("pvc-1", RWX, CapacityRange(1 << 30), {"server": "10.0.0.4", "share": "/exports", "adoptExisting": "true"},
+                                    ContentSource("volume", str(source.volume_id)))
+            )  # fmt: skip
+        assert (SHARE, "pvc-1") not in storage.records
+
+    @pytest.mark.parametrize("value", ["yes", "1", ""])
+    def test_adopt_existing_is_true_or_false(self, value: str) -> None:
+        if value == "":
+            assert not nsep_params(adoptExisting=value).adopt_existing
+            return
+        with pytest.raises(InvalidArgument, match="adoptExisting"):
+            nsep_params(adoptExisting=value)
