@@ -14,6 +14,7 @@ from domain.model import (
     DEFAULT_ALLOWLIST,
     CapacityRange,
     CsiDriverNfsVolumeId,
+    METADATA_DIR,
     MountOptionAllowlist,
     OnDelete,
     ShareRef,
@@ -433,7 +434,8 @@ class DeleteVolume:
 
     def _refuse_unless_theirs(self, share: ShareRef, subdir: str) -> None:
         """FAILED_PRECONDITION, with nothing touched, unless subdir can be a csi-driver-nfs volume's directory and
-        nothing of this driver's: not hidden ('.nfs-csi', records), no record, not inside a volume, none inside."""
+        nothing of this driver's: not hidden ('.nfs-csi', records), no record, not inside a volume, none inside, and
+        not the root of another share of this driver (one the server exports below this share: its .nfs-csi)."""
         if any(name.startswith(".") for name in subdir.split("/")):
             raise FailedPrecondition(f"{subdir!r} has a name starting with '.', which csi-driver-nfs never made; left as it is")
         record = self._storage.read_record(share, subdir)
@@ -443,6 +445,10 @@ class DeleteVolume:
         inner = self._storage.volume_below(share, subdir)
         if inner is not None:
             raise FailedPrecondition(f"{subdir!r} on {share.source()} holds {inner!r}, a volume of this driver; left as it is")
+        if self._storage.exists(share, f"{subdir}/{METADATA_DIR}"):
+            raise FailedPrecondition(
+                f"{subdir!r} on {share.source()} holds {METADATA_DIR}: it is a share of this driver; left as it is"
+            )
 
     def _refuse_nested(self, share: ShareRef, subdir: str) -> None:
         owner = enclosing_volume(self._storage, share, subdir)

@@ -185,6 +185,14 @@ class TestDeleteTouchesNothingOfOurs:
             deleter(storage, events)(DeleteVolumeCommand("10.0.0.4#exports#ns#pvc-1#archive"))
         assert tree(storage) == {"ns", "ns/pvc-ours"}
 
+    def test_a_directory_that_is_a_share_of_this_driver_is_failed_precondition(
+        self, storage: FakeShareStorage, events: RecordingEvents
+    ) -> None:
+        their_volume(storage, "exports/.nfs-csi/volumes")  # 10.0.0.4:/exports/exports is a share of this driver
+        with pytest.raises(FailedPrecondition, match="a share of this driver"):
+            deleter(storage, events)(DeleteVolumeCommand("10.0.0.4#exports#exports##"))
+        assert "exports/.nfs-csi/volumes" in tree(storage)
+
     @pytest.mark.parametrize("subdir", [".nfs-csi", ".nfs-csi/snapshots", "ns/.hidden"])
     def test_a_hidden_name_is_failed_precondition(self, storage: FakeShareStorage, events: RecordingEvents, subdir: str) -> None:
         their_volume(storage, subdir)
