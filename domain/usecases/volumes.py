@@ -299,7 +299,12 @@ class ControllerExpandVolume:
         """A volume csi-driver-nfs provisioned: the size asked for, with nothing recorded, as csi-driver-nfs answers
         (NFS has no quota); NOT_FOUND when its directory is gone."""
         theirs = CsiDriverNfsVolumeId.parse(raw_volume_id)
-        if theirs is None or not self._storage.exists(theirs.share, theirs.subdir):
+        present = (
+            theirs is not None
+            and self._storage.share_reachable(theirs.share)
+            and self._storage.exists(theirs.share, theirs.subdir)
+        )
+        if not present:
             raise NotFound(f"volume {raw_volume_id!r} does not exist")
         return ControllerExpandVolumeResult(capacity.capacity_bytes)
 
