@@ -180,7 +180,7 @@ class VolumeId:
         return volume if str(volume) == value else None
 
 
-CSI_DRIVER_NFS_MAX_HANDLE = 16 << 10  # bytes: more than any handle csi-driver-nfs can write (server, share, subDir, PV name)
+CSI_DRIVER_NFS_MAX_HANDLE = 16 << 10  # bytes: more than any handle csi-driver-nfs writes (server, share, subDir, PV)
 _CSI_DRIVER_NFS_SLASHED = re.compile(r"([^/#]+)/(.*)/([^/]+)")  # its first format: server/baseDir/subDir
 _PV_NAME = re.compile(r"[^/#]{0,253}")
 

@@ -27,7 +27,10 @@ _KNOWN_NAMES = "server, share, subDir, onDelete, mountPermissions, adoptExisting
 # CSI driver the PVC's name and namespace (--extra-create-metadata), never its labels or annotations.
 _PATH_PATTERN = {".PVC.namespace": "${pvc.metadata.namespace}", ".PVC.name": "${pvc.metadata.name}"}
 # Go's strconv.ParseBool, which nfs-subdir-external-provisioner reads archiveOnDelete with.
-_GO_BOOL = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True), **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
+_GO_BOOL = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
 
 
 @dataclass(frozen=True)

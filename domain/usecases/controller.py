@@ -12,9 +12,9 @@ from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
+    METADATA_DIR,
     CapacityRange,
     CsiDriverNfsVolumeId,
-    METADATA_DIR,
     MountOptionAllowlist,
     OnDelete,
     ShareRef,

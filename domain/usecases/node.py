@@ -296,4 +296,4 @@ def refuse_unless_own_mount(mounter: Mounter, path: str, volume_id: str, named: 
             f"{path} is a mount point this driver has no record of {doing}, and not a mount of "
             f"{named or 'the export the volume id names'}; refusing to unmount it"
         )
-    log.info("unmounting %s: no record of %s it, but it is a mount of %s, which volume %r names", path, doing, named, volume_id)
+    log.info("unmounting %s: no record of %s it, but a mount of %s, which volume %r names", path, doing, named, volume_id)

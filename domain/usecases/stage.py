@@ -8,7 +8,14 @@ from typing import Mapping
 from domain.errors import FailedPrecondition, InvalidArgument
 from domain.events import Event
 from domain.locks import VolumeLocks
-from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, check_capability, source_named_by
+from domain.model import (
+    DEFAULT_ALLOWLIST,
+    MountOptionAllowlist,
+    Publication,
+    VolumeCapability,
+    check_capability,
+    source_named_by,
+)
 from domain.static import is_ephemeral
 from domain.usecases.node import (
     checked_path,
@@ -112,7 +119,8 @@ class NodeUnstageVolume:
             if self._mounter.is_mount_point(staging):
                 if existing is None:
                     refuse_recorded_elsewhere(self._publications, staging, "a publication", "NodeUnpublishVolume")
-                    refuse_unless_own_mount(self._mounter, staging, command.volume_id, source_named_by(command.volume_id), "staging")
+                    named = source_named_by(command.volume_id)
+                    refuse_unless_own_mount(self._mounter, staging, command.volume_id, named, "staging")
                 self._mounter.unmount(staging)
             if existing is not None:
                 self._stagings.remove(staging)
