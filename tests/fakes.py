@@ -9,9 +9,11 @@ from typing import Sequence
 
 from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
+from domain.events import Event
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
+from ports.events import EventSink
 from ports.mounter import Mounter
 from ports.publications import PublicationStore
 from ports.storage import ShareStorage
@@ -272,3 +274,11 @@ class FakeClock(Clock):
 
     def now(self) -> datetime.datetime:
         return self.current
+
+
+class RecordingEvents(EventSink):
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)

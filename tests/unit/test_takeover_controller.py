@@ -27,19 +27,11 @@ from domain.usecases.volumes import (
     ControllerGetVolume,
     ControllerGetVolumeCommand,
 )
-from tests.fakes import FakeClock, FakeShareStorage
+from tests.fakes import FakeClock, FakeShareStorage, RecordingEvents
 
 SHARE = ShareRef("10.0.0.4", "/exports")
 RWX = (VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER),)
 MANAGED = CsiDriverNfsVolumes(manage=True)
-
-
-class RecordingEvents:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture
