@@ -16,7 +16,7 @@ from adapters.storage.userspace import NfsClientOptions, NfsRsFileSystem
 from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
-from domain.parameters import ProvisionDefaults, parse_mode
+from domain.parameters import CsiDriverNfsVolumes, ProvisionDefaults, parse_mode
 from domain.usecases.controller import CreateVolume, DeleteVolume, ValidateVolumeCapabilities
 from domain.usecases.node import NodePublishVolume, NodeUnpublishVolume
 from domain.usecases.probe import Probe
@@ -79,11 +79,20 @@ class Container(containers.DeclarativeContainer):
         mount_permissions=providers.Callable(parse_mode, config.mount_permissions, "--mount-permissions"),
     )
     mount_options = providers.Singleton(mount_option_allowlist, config.allowed_mount_options)
+    # --manage-csi-driver-nfs-volumes and its companions: what DeleteVolume does with csi-driver-nfs's volumes.
+    csi_driver_nfs_volumes = providers.Factory(
+        CsiDriverNfsVolumes,
+        manage=config.csi_driver_nfs.manage,
+        default_on_delete=providers.Factory(OnDelete, config.csi_driver_nfs.default_ondelete_policy),
+        remove_archived=config.csi_driver_nfs.remove_archived,
+    )
     # One provider per RPC, named after it.
     create_volume = providers.Factory(
         CreateVolume, storage=storage, locks=locks, defaults=defaults, events=telemetry, mount_options=mount_options
     )
-    delete_volume = providers.Factory(DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry)
+    delete_volume = providers.Factory(
+        DeleteVolume, storage=storage, locks=locks, clock=clock, events=telemetry, theirs=csi_driver_nfs_volumes
+    )
     validate_volume_capabilities = providers.Factory(
         ValidateVolumeCapabilities, storage=storage, defaults=defaults, mount_options=mount_options
     )
@@ -112,12 +121,14 @@ class Container(containers.DeclarativeContainer):
         stagings=stagings_in_use,
     )
     node_unpublish_volume = providers.Factory(
-        NodeUnpublishVolume, mounter=mounter, publications=publications, locks=locks, events=telemetry
+        NodeUnpublishVolume, mounter=mounter, publications=publications, locks=locks, events=telemetry, stagings=stagings
     )
     node_stage_volume = providers.Factory(
         NodeStageVolume, mounter=mounter, stagings=stagings, locks=locks, events=telemetry, mount_options=mount_options
     )
-    node_unstage_volume = providers.Factory(NodeUnstageVolume, mounter=mounter, stagings=stagings, locks=locks)
+    node_unstage_volume = providers.Factory(
+        NodeUnstageVolume, mounter=mounter, stagings=stagings, locks=locks, publications=publications
+    )
     # One instance: it remembers each volume's last usage, reported with an abnormal condition.
     node_get_volume_stats = providers.ThreadSafeSingleton(
         NodeGetVolumeStats, mounter=mounter, publications=publications, stagings=stagings_in_use

@@ -85,6 +85,11 @@ def build_container(settings: Settings) -> Container:
             "node_id": settings.node_id,
             "storage": settings.storage_config(),
             "shares": settings.shares,
+            "csi_driver_nfs": {
+                "manage": settings.manage_csi_driver_nfs_volumes,
+                "default_ondelete_policy": settings.csi_driver_nfs_default_ondelete_policy,
+                "remove_archived": settings.csi_driver_nfs_remove_archived_volume_path,
+            },
             # Only a process that mounts needs mount.nfs to be ready: not a userspace-storage controller.
             "probe_mount_helper": "yes" if settings.serves_node or settings.storage == "mount" else "no",
         }

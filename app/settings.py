@@ -48,6 +48,9 @@ class Settings:
     node_stage: bool = False
     max_volumes_per_node: int = 0
     snapshot_timeout: float = 600.0
+    manage_csi_driver_nfs_volumes: bool = False
+    csi_driver_nfs_default_ondelete_policy: str = "delete"
+    csi_driver_nfs_remove_archived_volume_path: bool = False
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -139,6 +142,21 @@ def parser() -> argparse.ArgumentParser:
         help="seconds for packing a snapshot, restoring one or cloning a volume, as a whole, counted from the call; "
         "a retry while one runs is ABORTED",
     )
+    p.add_argument(
+        "--manage-csi-driver-nfs-volumes", action="store_true",
+        help="DeleteVolume of a volume csi-driver-nfs provisioned deletes, archives or retains its directory as its "
+        "handle's onDelete says, as csi-driver-nfs would; off: OK, and the directory is left untouched",
+    )
+    p.add_argument(
+        "--csi-driver-nfs-default-ondelete-policy", choices=("delete", "retain", "archive"), default="delete",
+        help="with --manage-csi-driver-nfs-volumes, for a handle with no onDelete: what csi-driver-nfs's own "
+        "--default-ondelete-policy was (its default: delete)",
+    )
+    p.add_argument(
+        "--csi-driver-nfs-remove-archived-volume-path", action="store_true",
+        help="with --manage-csi-driver-nfs-volumes, replace an archived-<subDir> already there when archiving, as "
+        "csi-driver-nfs's --remove-archived-volume-path; off: such an archive is FAILED_PRECONDITION",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -201,4 +219,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         node_stage=args.node_stage,
         max_volumes_per_node=args.max_volumes_per_node,
         snapshot_timeout=args.snapshot_timeout,
+        manage_csi_driver_nfs_volumes=args.manage_csi_driver_nfs_volumes,
+        csi_driver_nfs_default_ondelete_policy=args.csi_driver_nfs_default_ondelete_policy,
+        csi_driver_nfs_remove_archived_volume_path=args.csi_driver_nfs_remove_archived_volume_path,
     )

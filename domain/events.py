@@ -7,6 +7,7 @@ import enum
 
 class Event(str, enum.Enum):
     VOLUME_CREATED = "volume_created"
+    VOLUME_ADOPTED = "volume_adopted"
     VOLUME_DELETED = "volume_deleted"
     VOLUME_ARCHIVED = "volume_archived"
     VOLUME_RETAINED = "volume_retained"

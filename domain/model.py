@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
+import posixpath
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
@@ -59,7 +61,7 @@ class ShareRef:
 
     @classmethod
     def parse(cls, server: str, share: str) -> ShareRef:
-        server = server.strip()
+        server = _bracketed(server.strip())
         if not server:
             raise InvalidArgument("parameter 'server' is required")
         if not _SERVER.match(server):
@@ -75,6 +77,52 @@ class ShareRef:
         """The mount.nfs source for this share, or for a directory below it."""
         path = self.share.rstrip("/") + "/" + subdir if subdir else self.share
         return f"{self.server}:{path}"
+
+
+def _bracketed(server: str) -> str:
+    """An IPv6 address written without brackets gets them, as mount.nfs needs (csi-driver-nfs does the same)."""
+    if ":" not in server or server.startswith("["):
+        return server
+    try:
+        ipaddress.IPv6Address(server)
+    except ValueError:
+        return server
+    return f"[{server}]"
+
+
+@dataclass(frozen=True)
+class ExportPath:
+    """An NFS mount source, ``server:/path``, in one spelling, so that two spellings of it compare equal.
+
+    The server loses its brackets, its case and a trailing dot; an IP address takes its compressed form (a name is
+    never resolved: a name and an address never match). The path loses runs of slashes and a trailing slash.
+    """
+
+    server: str
+    path: str
+
+    @classmethod
+    def parse(cls, source: str) -> ExportPath | None:
+        """The export and directory ``source`` names, or None when it is no ``server:/path`` (a local device, a
+        path with '.' or '..', an address in brackets that is none)."""
+        if source.startswith("["):
+            end = source.find("]:")
+            try:
+                server = ipaddress.IPv6Address(source[1:end]).compressed if end > 0 else ""
+            except ValueError:
+                return None
+            path = source[end + 2 :]
+        else:
+            host, _, path = source.partition(":")
+            host = host.lower().removesuffix(".")
+            try:
+                server = ipaddress.ip_address(host).compressed
+            except ValueError:
+                server = host
+        names = [name for name in path.split("/") if name]
+        if not server or not path.startswith("/") or any(name in (".", "..") for name in names):
+            return None
+        return cls(server, "/" + "/".join(names))
 
 
 def parse_share_list(value: str) -> tuple[ShareRef, ...]:
@@ -130,6 +178,84 @@ class VolumeId:
         except (InvalidArgument, ValueError, UnicodeDecodeError):
             return None
         return volume if str(volume) == value else None
+
+
+CSI_DRIVER_NFS_MAX_HANDLE = 16 << 10  # bytes: more than any handle csi-driver-nfs writes (server, share, subDir, PV)
+_CSI_DRIVER_NFS_SLASHED = re.compile(r"([^/#]+)/(.*)/([^/]+)")  # its first format: server/baseDir/subDir
+_PV_NAME = re.compile(r"[^/#]{0,253}")
+
+
+@dataclass(frozen=True)
+class CsiDriverNfsVolumeId:
+    """A volume handle csi-driver-nfs (the reference NFS driver, ``nfs.csi.k8s.io``) wrote, read by this driver's rules.
+
+    Its formats, as its CreateVolume writes them: ``server#baseDir#subDir#uuid#onDelete`` since v4.4 (v4.1:
+    ``server#baseDir#subDir#uuid``; v3: ``server#baseDir#subDir``), baseDir and subDir with their outer slashes
+    trimmed, empty fields kept (``10.0.0.4#exports#pvc-1f2e##``); uuid is the PV name when the StorageClass set a
+    subDir; onDelete is written only for retain and archive, in the StorageClass's spelling. Its first format was
+    ``server/baseDir/subDir``. The share is ``/baseDir``; an IPv6 server without brackets gets them.
+
+    Read with this driver's path rules: a handle whose subDir is empty (the share's root), absolute or holds '..'
+    (csi-driver-nfs's CVE-2026-3864), whose parts hold control or invisible characters, commas, whitespace or
+    backslashes, whose onDelete is none of delete, retain and archive, or that has more than five fields, is none.
+    """
+
+    raw: str
+    share: ShareRef
+    subdir: str
+    uuid: str
+    on_delete: OnDelete | None
+    """None: the field was empty, and csi-driver-nfs's ``--default-ondelete-policy`` decided."""
+
+    def __str__(self) -> str:
+        return self.raw
+
+    @property
+    def source(self) -> str:
+        return self.share.source(self.subdir)
+
+    @classmethod
+    def parse(cls, value: str) -> CsiDriverNfsVolumeId | None:
+        """The handle, or None when it is not one csi-driver-nfs could have written (or it breaks a path rule)."""
+        if len(value.encode("utf-8", errors="surrogatepass")) > CSI_DRIVER_NFS_MAX_HANDLE:
+            return None
+        fields = value.split("#")
+        if len(fields) == 1:
+            slashed = _CSI_DRIVER_NFS_SLASHED.fullmatch(value)
+            if slashed is None:
+                return None
+            fields = list(slashed.groups())
+        if not 3 <= len(fields) <= 5:
+            return None
+        server, base_dir, subdir, uuid, on_delete = (*fields, "", "")[:5]
+        if server != server.strip() or _PV_NAME.fullmatch(uuid) is None:
+            return None
+        try:
+            check_characters(uuid, "uuid")
+            return cls(
+                value,
+                ShareRef.parse(server, "/" + base_dir),
+                relative_subpath(subdir, "subDir", new=False),
+                uuid,
+                OnDelete(on_delete.lower()) if on_delete else None,
+            )
+        except (InvalidArgument, ValueError):
+            return None
+
+    @property
+    def archive_subdir(self) -> str:
+        """Where csi-driver-nfs archives it: ``archived-<subDir>`` at the share's root (so ``a/b`` goes to
+        ``archived-a/b``)."""
+        return posixpath.normpath("archived-" + self.subdir)
+
+
+def source_named_by(volume_id: str) -> str | None:
+    """``server:/share/subdir`` a volume id names: one of this driver's, or one csi-driver-nfs wrote; else None."""
+    ours = VolumeId.parse(volume_id)
+    if ours is not None:
+        return ours.share.source(ours.subdir)
+    foreign = CsiDriverNfsVolumeId.parse(volume_id)
+    return None if foreign is None else foreign.source
 
 
 @dataclass(frozen=True)

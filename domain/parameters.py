@@ -21,13 +21,34 @@ _TEMPLATES = {
     "pv.metadata.name": PV_NAME,
 }
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
-_KNOWN = {"server", "share", "subdir", "ondelete", "mountpermissions"}
+_KNOWN = {"server", "share", "subdir", "ondelete", "mountpermissions", "archiveondelete", "pathpattern", "adoptexisting"}
+_KNOWN_NAMES = "server, share, subDir, onDelete, mountPermissions, adoptExisting; archiveOnDelete, pathPattern"
+# nfs-subdir-external-provisioner's pathPattern placeholders this driver can fill: the external-provisioner passes a
+# CSI driver the PVC's name and namespace (--extra-create-metadata), never its labels or annotations.
+_PATH_PATTERN = {".PVC.namespace": "${pvc.metadata.namespace}", ".PVC.name": "${pvc.metadata.name}"}
+# Go's strconv.ParseBool, which nfs-subdir-external-provisioner reads archiveOnDelete with.
+_GO_BOOL = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
 
 
 @dataclass(frozen=True)
 class ProvisionDefaults:
     on_delete: OnDelete = OnDelete.DELETE
     mount_permissions: int = 0
+
+
+@dataclass(frozen=True)
+class CsiDriverNfsVolumes:
+    """What DeleteVolume does with a volume csi-driver-nfs provisioned: nothing unless ``manage``
+    (--manage-csi-driver-nfs-volumes); then what its handle's onDelete says, or, when the handle has none,
+    ``default_on_delete`` (csi-driver-nfs's own --default-ondelete-policy, whose default is delete). An archive
+    already there is replaced only with ``remove_archived`` (its --remove-archived-volume-path)."""
+
+    manage: bool = False
+    default_on_delete: OnDelete = OnDelete.DELETE
+    remove_archived: bool = False
 
 
 def parse_mode(value: str, what: str) -> int:
@@ -44,6 +65,8 @@ class VolumeParameters:
     subdir_template: str
     on_delete: OnDelete
     mount_permissions: int
+    adopt_existing: bool = False
+    """An existing directory without a record is taken over (its record written, its content kept), not refused."""
 
     @classmethod
     def parse(cls, raw: Mapping[str, str], defaults: ProvisionDefaults) -> VolumeParameters:
@@ -52,21 +75,21 @@ class VolumeParameters:
             if key.startswith(RESERVED_PREFIX):
                 continue  # Kubernetes' own keys (--extra-create-metadata); read by templates only.
             if key.lower() not in _KNOWN:
-                raise InvalidArgument(
-                    f"unknown parameter {key!r}; known: server, share, subDir, onDelete, mountPermissions"
-                )
+                raise InvalidArgument(f"unknown parameter {key!r}; known: {_KNOWN_NAMES}")
             if key.lower() in own:
                 raise InvalidArgument(f"parameter {key!r} is given twice")
-            own[key.lower()] = value
+            if value != "":  # csi-driver-nfs's StorageClasses leave some empty: not given
+                own[key.lower()] = value
         return cls(
             share=ShareRef.parse(own.get("server", ""), own.get("share", "")),
-            subdir_template=own.get("subdir", ""),
-            on_delete=OnDelete.parse(own["ondelete"]) if "ondelete" in own else defaults.on_delete,
+            subdir_template=_subdir_template(own),
+            on_delete=_on_delete(own, defaults),
             mount_permissions=(
                 parse_mode(own["mountpermissions"], "mountPermissions")
                 if "mountpermissions" in own
                 else defaults.mount_permissions
             ),
+            adopt_existing=_flag(own.get("adoptexisting", "false"), "adoptExisting"),
         )
 
     def resolve_subdir(self, name: str, raw: Mapping[str, str]) -> str:
@@ -105,6 +128,52 @@ class VolumeParameters:
             "onDelete": self.on_delete.value,
             "mountPermissions": format(self.mount_permissions, "04o"),
         }
+
+
+def _on_delete(own: Mapping[str, str], defaults: ProvisionDefaults) -> OnDelete:
+    """onDelete; else nfs-subdir-external-provisioner's archiveOnDelete (true: archive, false: delete), which its
+    onDelete overrides as here; else the driver's default."""
+    archive = _archive_on_delete(own["archiveondelete"]) if "archiveondelete" in own else None  # checked either way
+    if "ondelete" in own:
+        return OnDelete.parse(own["ondelete"])
+    return archive or defaults.on_delete
+
+
+def _archive_on_delete(value: str) -> OnDelete:
+    if value not in _GO_BOOL:
+        raise InvalidArgument(f"archiveOnDelete {value!r} must be true or false")
+    return OnDelete.ARCHIVE if _GO_BOOL[value] else OnDelete.DELETE
+
+
+def _subdir_template(own: Mapping[str, str]) -> str:
+    """subDir, or nfs-subdir-external-provisioner's pathPattern written as a subDir template."""
+    pattern = own.get("pathpattern")
+    if pattern is None:
+        return own.get("subdir", "")
+    if "subdir" in own:
+        raise InvalidArgument("give subDir or pathPattern (nfs-subdir-external-provisioner's), not both")
+
+    def translate(match: re.Match[str]) -> str:
+        placeholder = match.group(1)
+        if placeholder in _PATH_PATTERN:
+            return _PATH_PATTERN[placeholder]
+        if placeholder.startswith((".PVC.labels.", ".PVC.annotations.")):
+            raise InvalidArgument(
+                f"pathPattern uses ${{{placeholder}}}, which this driver cannot fill: a CSI driver is given the PVC's "
+                "name and namespace and the PV's name (external-provisioner --extra-create-metadata), never the "
+                "PVC's labels or annotations; use ${.PVC.namespace} and ${.PVC.name}, or a subDir template"
+            )
+        raise InvalidArgument(
+            f"pathPattern placeholder ${{{placeholder}}} is unknown; known: ${{.PVC.namespace}}, ${{.PVC.name}}"
+        )
+
+    return _PLACEHOLDER.sub(translate, pattern)
+
+
+def _flag(value: str, what: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise InvalidArgument(f"{what} {value!r} must be true or false")
+    return value.lower() == "true"
 
 
 MOUNT_PERMISSIONS = "mountPermissions"

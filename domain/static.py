@@ -11,6 +11,14 @@ from domain.paths import relative_subpath
 
 EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 _KNOWN = {"server", "share", "subdir", "mountoptions", "mountpermissions", "ondelete"}
+# Keys Kubernetes adds to a volume context: --extra-create-metadata and pod info (csi.storage.k8s.io/), and the
+# external-provisioner's csiProvisionerIdentity on every dynamic PV (storage.kubernetes.io/).
+RESERVED_CONTEXT_PREFIXES = ("csi.storage.k8s.io/", "storage.kubernetes.io/")
+
+
+def own_context(context: Mapping[str, str]) -> dict[str, str]:
+    """The context without the keys Kubernetes adds to it."""
+    return {key: value for key, value in context.items() if not key.startswith(RESERVED_CONTEXT_PREFIXES)}
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class ContextVolume:
         cls, context: Mapping[str, str], allowlist: MountOptionAllowlist = DEFAULT_ALLOWLIST
     ) -> ContextVolume | None:
         """The volume the context names, or None when it names no share; hostile values are INVALID_ARGUMENT."""
-        own = {key.lower(): value for key, value in context.items() if not key.startswith("csi.storage.k8s.io/")}
+        own = {key.lower(): value for key, value in own_context(context).items()}
         if "server" not in own and "share" not in own:
             return None
         unknown = sorted(set(own) - _KNOWN)

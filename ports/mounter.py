@@ -51,6 +51,14 @@ class Mounter(abc.ABC):
         mount table: for rare questions, not every call.
         """
 
+    def mounted_sources(self, path: str) -> tuple[str, ...]:
+        """The sources of every mount stacked at ``path``, bottom first, as the kernel's mount table shows them; ()
+        when ``path`` is no mount point. This default answers from ``mounted_source``, which is right only for a
+        mounter that never stacks two mounts at one path.
+        """
+        source = self.mounted_source(path)
+        return () if source is None else (source,)
+
     @abc.abstractmethod
     def is_stale(self, path: str) -> bool:
         """Whether the mount at ``path`` answers a stat with a dead handle (ESTALE, ENOTCONN, EIO).

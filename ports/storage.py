@@ -30,6 +30,17 @@ class ShareStorage(abc.ABC):
         """Rename subdir to new_subdir on the same share (for archiving)."""
 
     @abc.abstractmethod
+    def move_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
+        """Move subdir to new_subdir anywhere on the same share, making new_subdir's missing parents (for archiving
+        as csi-driver-nfs does). Missing is OK; FailedPrecondition, with nothing moved, when anything is at
+        new_subdir."""
+
+    @abc.abstractmethod
+    def volume_below(self, share: ShareRef, subdir: str) -> str | None:
+        """The subdir of a volume this driver recorded strictly below subdir (its index entry and its record are
+        there), or None: what a directory the driver did not make holds of its own."""
+
+    @abc.abstractmethod
     def exists(self, share: ShareRef, subdir: str) -> bool:
         """Whether subdir exists as a directory."""
 

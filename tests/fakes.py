@@ -9,9 +9,11 @@ from typing import Sequence
 
 from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
+from domain.events import Event
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
+from ports.events import EventSink
 from ports.mounter import Mounter
 from ports.publications import PublicationStore
 from ports.storage import ShareStorage
@@ -64,6 +66,28 @@ class FakeShareStorage(ShareStorage):
             self.dirs[(share, new_subdir + key[1][len(subdir) :])] = self.dirs.pop(key)
         for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:
             self.records[(share, new_subdir + key[1][len(subdir) :])] = self.records.pop(key)
+
+    def move_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
+        if (share, subdir) not in self.dirs:
+            return
+        if (share, new_subdir) in self.dirs or (share, new_subdir) in self.files:
+            raise FailedPrecondition(f"{new_subdir!r} already exists on {share.source()}; {subdir!r} was not moved")
+        for parent in _ancestors(new_subdir):
+            self.dirs.setdefault((share, parent), None)
+
+        def moved(key: tuple[ShareRef, str]) -> tuple[ShareRef, str]:
+            return share, new_subdir + key[1][len(subdir) :]
+
+        for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
+            self.dirs[moved(key)] = self.dirs.pop(key)
+        for key in [k for k in self.files if k[0] == share and k[1].startswith(subdir + "/")]:
+            self.files[moved(key)] = self.files.pop(key)
+        for key in [k for k in self.records if k[0] == share and k[1].startswith(subdir + "/")]:
+            self.records[moved(key)] = self.records.pop(key)  # a record inside moves along; its own stays beside
+
+    def volume_below(self, share: ShareRef, subdir: str) -> str | None:
+        below = sorted(s for (at, s) in self.index if at == share and s.startswith(subdir + "/") and (at, s) in self.records)
+        return below[0] if below else None
 
     def exists(self, share: ShareRef, subdir: str) -> bool:
         return (share, subdir) in self.dirs
@@ -200,6 +224,8 @@ class FakeMounter(Mounter):
 
     def mounted_source(self, path: str) -> str | None:
         mounted = self.mounts.get(path)
+        if mounted is not None and "bind" in mounted[1]:
+            return self.mounted_source(mounted[0])  # as the kernel shows a bind: the source of what it binds
         return None if mounted is None else mounted[0]
 
     def is_stale(self, path: str) -> bool:
@@ -248,3 +274,11 @@ class FakeClock(Clock):
 
     def now(self) -> datetime.datetime:
         return self.current
+
+
+class RecordingEvents(EventSink):
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)

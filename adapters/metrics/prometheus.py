@@ -15,6 +15,10 @@ MOUNT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 
 _EVENT_COUNTERS = {
     Event.VOLUME_CREATED: ("nfs_csi_volumes_created_total", "Volumes CreateVolume made (a repeated call counts once)."),
+    Event.VOLUME_ADOPTED: (
+        "nfs_csi_volumes_adopted_total",
+        "Existing directories CreateVolume took over with adoptExisting (a repeated call counts once).",
+    ),
     Event.VOLUME_DELETED: ("nfs_csi_volumes_deleted_total", "Volumes DeleteVolume removed (onDelete: delete)."),
     Event.VOLUME_ARCHIVED: ("nfs_csi_volumes_archived_total", "Volumes DeleteVolume archived (onDelete: archive)."),
     Event.VOLUME_RETAINED: ("nfs_csi_volumes_retained_total", "Volumes DeleteVolume retained (onDelete: retain)."),

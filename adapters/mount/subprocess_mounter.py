@@ -257,6 +257,11 @@ class SubprocessMounter(Mounter):
             return None
         return self._table.source(self._resolved(path))
 
+    def mounted_sources(self, path: str) -> tuple[str, ...]:
+        if not self.is_mount_point(path):
+            return ()
+        return tuple(entry.source for entry in self._table.entries(self._resolved(path)))
+
     def _resolved(self, path: str) -> str:
         return self._lookups.call(f"resolving the parent of {path}", lambda: self._points.resolved(path))
 

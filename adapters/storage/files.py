@@ -43,6 +43,11 @@ class ShareFiles(abc.ABC):
         """Rename path to ``name`` in the same directory, replacing a file there; FileNotFoundError when missing."""
 
     @abc.abstractmethod
+    def move(self, path: str, new_path: str) -> None:
+        """Rename path to new_path, whose directory may be another one (it must exist); FileNotFoundError when
+        path is missing. What is at new_path is the caller's to look at first."""
+
+    @abc.abstractmethod
     def read(self, path: str, limit: int) -> bytes | None:
         """At most limit bytes of the regular file at path; None when it (or a directory on the way) is missing.
         Anything else there is refused (StorageFailed), a FIFO too, without blocking."""

@@ -250,6 +250,17 @@ class FdShareFiles(ShareFiles):
         self._forget(path)
         os.rename(leaf, name, src_dir_fd=fd, dst_dir_fd=fd)
 
+    def move(self, path: str, new_path: str) -> None:
+        join_inside(self._root, new_path)
+        parent, leaf = posixpath.split(new_path)
+        into = _descend(self._root, parent.split("/") if parent else [], parent)  # apart from the one held
+        try:
+            fd, source = self._parent(path)
+            self._forget(path)
+            os.rename(source, leaf, src_dir_fd=fd, dst_dir_fd=into)
+        finally:
+            os.close(into)
+
     def read(self, path: str, limit: int) -> bytes | None:
         opened = self.open(path)
         if opened is None:

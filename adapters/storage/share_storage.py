@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable, ContextManager, Iterator, TypeVar
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, checked, copy_tree, pack_tree
 from adapters.storage.archive import reading_source, source_entries, unpack_tree
 from adapters.storage.files import ShareFiles, ShareFileSystem
-from domain.errors import InvalidArgument, OperationInFlight, StorageFailed
+from domain.errors import FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
 from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
 from domain.paths import relative_subpath
 from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, SnapshotRecord, archive_name, is_leaf, record_file
@@ -101,6 +101,33 @@ class FileShareStorage(ShareStorage):
                 pass
 
         self._files.run(share, f"renaming {subdir!r}", work)
+
+    def move_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
+        def work(files: ShareFiles) -> None:
+            if not _is_dir(files, subdir):
+                return  # moved already (or never there)
+            try:
+                files.stat(new_subdir)
+            except FileNotFoundError:
+                pass
+            else:
+                raise FailedPrecondition(f"{new_subdir!r} already exists on {share.source()}; {subdir!r} was not moved")
+            _make_dirs(files, posixpath.dirname(new_subdir))
+            files.move(subdir, new_subdir)
+
+        self._files.run(share, f"moving {subdir!r} to {new_subdir!r}", work)
+
+    def volume_below(self, share: ShareRef, subdir: str) -> str | None:
+        def scan(files: ShareFiles) -> str | None:
+            for entry in files.list(INDEX_DIR):
+                if entry.kind != FILE:
+                    continue
+                below = _indexed_subdir(entry.path, files.read(f"{INDEX_DIR}/{entry.path}", ENTRY_LIMIT))
+                if below is not None and below.startswith(subdir + "/") and _exists(files, record_path(below)):
+                    return below
+            return None
+
+        return self._files.run(share, f"looking for volumes below {subdir!r}", scan)
 
     def exists(self, share: ShareRef, subdir: str) -> bool:
         return self._files.run(share, f"looking up {subdir!r}", lambda files: _is_dir(files, subdir))
@@ -328,6 +355,15 @@ def _make_dirs(files: ShareFiles, path: str, mode: int | None = None) -> None:
             files.make_dir("/".join(parts[:depth]), mode)
         except FileExistsError:
             pass
+
+
+def _exists(files: ShareFiles, path: str) -> bool:
+    """Whether anything (a link too, never followed) is at path."""
+    try:
+        files.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _is_dir(files: ShareFiles, path: str) -> bool:

@@ -305,6 +305,9 @@ class NfsShareFiles(ShareFiles):
     def rename(self, path: str, name: str) -> None:
         self._client.rename(self._path(path), self._path(posixpath.join(posixpath.dirname(path), name)))
 
+    def move(self, path: str, new_path: str) -> None:
+        self._client.rename(self._path(path), self._path(new_path))
+
     def read(self, path: str, limit: int) -> bytes | None:
         try:  # LOOKUP never follows a link: a link (or a FIFO) is seen as one, and refused before any OPEN
             kind = self.stat(path).kind

@@ -12,7 +12,9 @@ from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
+    METADATA_DIR,
     CapacityRange,
+    CsiDriverNfsVolumeId,
     MountOptionAllowlist,
     OnDelete,
     ShareRef,
@@ -23,8 +25,15 @@ from domain.model import (
     check_capability,
     check_volume_name,
 )
-from domain.parameters import ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
-from domain.static import ContextVolume
+from domain.parameters import (
+    CsiDriverNfsVolumes,
+    ProvisionDefaults,
+    VolumeParameters,
+    effective_mode,
+    parse_mode,
+    parse_mutable,
+)
+from domain.static import ContextVolume, own_context
 from domain.usecases.snapshots import (
     CONTENT_SOURCE_KEY,
     PENDING_KEY,
@@ -67,13 +76,15 @@ class _Checked:
     mount_permissions: int
     parameters: dict[str, str]
     mutable_parameters: dict[str, str]
+    adopt_existing: bool
 
 
 class CreateVolume:
     """CreateVolume: make the volume's directory once; a retry with the same name converges.
 
     A first try writes the record (``_create``), a retry must match it (``_check_retry``), and a clone's content is
-    copied in until its record stops saying pending (``_complete_clone``), on the first try or on a retry.
+    copied in until its record stops saying pending (``_complete_clone``), on the first try or on a retry. With
+    adoptExisting, a first try that finds a directory without a record takes it over (``_adoptable``).
     """
 
     def __init__(
@@ -97,19 +108,19 @@ class CreateVolume:
         source_keys = source.lock_keys() if source is not None else ()
         with self._locks.hold(f"name:{command.name}", str(checked.volume_id), *source_keys):
             record = self._storage.read_record(share, subdir)
-            created = record is None
+            made: Event | None = None
             resolved: ResolvedSource | None = None
             if record is None:
-                record, resolved = self._create(checked)
+                record, resolved, made = self._create(checked)
             else:
                 _check_retry(record, checked)
             # The record's mode: a retry must not undo what ControllerModifyVolume set since.
             mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
-                record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=created)
+                record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=made is not None)
             self._storage.create_volume_dir(share, subdir, mode)
-        if created:
-            self._events.emit(Event.VOLUME_CREATED)
+        if made is not None:
+            self._events.emit(made)
         context = volume_context(share, subdir, checked.mount_permissions)
         return CreateVolumeResult(checked.volume_id, record.capacity_bytes, context)
 
@@ -123,15 +134,16 @@ class CreateVolume:
         if command.content_source is not None:
             parameters[CONTENT_SOURCE_KEY] = command.content_source.key
         volume_id = VolumeId(params.share, subdir, params.on_delete)
-        return _Checked(command, volume_id, params.mount_permissions, parameters, mutable)
+        return _Checked(command, volume_id, params.mount_permissions, parameters, mutable, params.adopt_existing)
 
-    def _create(self, checked: _Checked) -> tuple[VolumeRecord, ResolvedSource | None]:
+    def _create(self, checked: _Checked) -> tuple[VolumeRecord, ResolvedSource | None, Event]:
         """The first try: the volume's record, once its source and its place are known good; nothing else yet."""
         command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
         resolved = resolve_source(self._storage, source) if source is not None else None
-        if self._storage.exists(share, subdir):
-            raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
+        adopted = self._storage.exists(share, subdir)
+        if adopted:
+            self._adoptable(checked)
         self._refuse_nesting(checked.volume_id)
         capacity = command.capacity.capacity_bytes
         if resolved is not None:
@@ -142,7 +154,22 @@ class CreateVolume:
         parameters = {**checked.parameters, **pending}
         record = VolumeRecord(command.name, capacity, parameters, mutable_parameters=checked.mutable_parameters)
         self._storage.write_record(share, subdir, record)
-        return record, resolved
+        if adopted:
+            log.info("volume %s adopted the existing directory %s on %s", command.name, subdir, share.source())
+        return record, resolved, Event.VOLUME_ADOPTED if adopted else Event.VOLUME_CREATED
+
+    def _adoptable(self, checked: _Checked) -> None:
+        """An existing directory without a record is ALREADY_EXISTS unless the parameters say adoptExisting and it
+        holds no volume of this driver (a clone never adopts one: its content would mix with the source's)."""
+        share, subdir = checked.volume_id.share, checked.volume_id.subdir
+        where = f"directory {subdir!r} exists on {share.source()}"
+        if not checked.adopt_existing:
+            raise AlreadyExists(f"{where} and is not a volume of this driver (adoptExisting: \"true\" takes it over)")
+        if checked.command.content_source is not None:
+            raise AlreadyExists(f"{where}: a volume with a content source never adopts an existing directory")
+        inner = self._storage.volume_below(share, subdir)
+        if inner is not None:
+            raise AlreadyExists(f"{where} and holds {inner!r}, a volume of this driver: it is never adopted")
 
     def _complete_clone(
         self, volume_id: VolumeId, record: VolumeRecord, source: ContentSource, resolved: ResolvedSource | None,
@@ -177,12 +204,20 @@ class CreateVolume:
         self._storage.remove_record(share, subdir)
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
-        parent = posixpath.dirname(volume_id.subdir)
-        while parent:
-            owner = self._storage.read_record(volume_id.share, parent)
-            if owner is not None:
-                raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
-            parent = posixpath.dirname(parent)
+        owner = enclosing_volume(self._storage, volume_id.share, volume_id.subdir)
+        if owner is not None:
+            raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
+
+
+def enclosing_volume(storage: ShareStorage, share: ShareRef, subdir: str) -> VolumeRecord | None:
+    """The record of a volume of this driver that subdir lies inside, or None."""
+    parent = posixpath.dirname(subdir)
+    while parent:
+        owner = storage.read_record(share, parent)
+        if owner is not None:
+            return owner
+        parent = posixpath.dirname(parent)
+    return None
 
 
 def _check_retry(record: VolumeRecord, checked: _Checked) -> None:
@@ -265,15 +300,20 @@ class ValidateVolumeCapabilities:
         return ValidateVolumeCapabilitiesResult(True)
 
     def _validate_static(self, command: ValidateVolumeCapabilitiesCommand) -> ValidateVolumeCapabilitiesResult:
-        """A static volume: its context must name a reachable share (and subDir); else it does not exist."""
+        """A volume without a record: a static one, whose context must name a reachable share (and subDir), or one
+        csi-driver-nfs provisioned, whose context or else handle must name a directory there; else it does not
+        exist."""
         described = ContextVolume.from_context(command.context, self._mount_options)
-        if described is None:
+        theirs = CsiDriverNfsVolumeId.parse(command.volume_id) if described is None else None
+        if described is not None:
+            share, subdir, source = described.share, described.subdir, described.source
+        elif theirs is not None:
+            share, subdir, source = theirs.share, theirs.subdir, theirs.source
+        else:
             raise NotFound(f"volume {command.volume_id!r} does not exist and its volume_context names no share")
-        reachable = self._storage.share_reachable(described.share) and (
-            not described.subdir or self._storage.exists(described.share, described.subdir)
-        )
+        reachable = self._storage.share_reachable(share) and (not subdir or self._storage.exists(share, subdir))
         if not reachable:
-            raise NotFound(f"{described.source} cannot be reached or does not exist")
+            raise NotFound(f"{source} cannot be reached or does not exist")
         try:
             for capability in command.capabilities:
                 check_capability(capability, self._mount_options)
@@ -288,7 +328,7 @@ class ValidateVolumeCapabilities:
         if not context:
             return
         mode = parse_mode(record.parameters.get("mountPermissions", "0"), "recorded mountPermissions")
-        if dict(context) != volume_context(volume_id.share, volume_id.subdir, mode):
+        if own_context(context) != volume_context(volume_id.share, volume_id.subdir, mode):
             raise InvalidArgument("volume_context does not match the volume's")
 
     def _check_parameters(self, volume_id: VolumeId, record: VolumeRecord, parameters: Mapping[str, str]) -> None:
@@ -314,20 +354,32 @@ class DeleteVolumeCommand:
 
 
 class DeleteVolume:
-    """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched."""
+    """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched, or, when the
+    operator says so, a directory csi-driver-nfs provisioned, as csi-driver-nfs would."""
 
-    def __init__(self, storage: ShareStorage, locks: VolumeLocks, clock: Clock, events: EventSink = NoEvents()) -> None:
+    def __init__(
+        self,
+        storage: ShareStorage,
+        locks: VolumeLocks,
+        clock: Clock,
+        events: EventSink = NoEvents(),
+        theirs: CsiDriverNfsVolumes = CsiDriverNfsVolumes(),
+    ) -> None:
         self._storage = storage
         self._locks = locks
         self._clock = clock
         self._events = events
+        self._theirs = theirs
 
     def __call__(self, command: DeleteVolumeCommand) -> None:
         if not command.volume_id:
             raise InvalidArgument("volume_id is required")
         volume_id = VolumeId.parse(command.volume_id)
         if volume_id is None:
-            return  # Not one of ours: it does not exist, and deleting nothing is OK.
+            theirs = CsiDriverNfsVolumeId.parse(command.volume_id)
+            if theirs is not None:
+                self._delete_theirs(theirs)
+            return  # Else not a volume: it does not exist, and deleting nothing is OK.
         share, subdir = volume_id.share, volume_id.subdir
         with self._locks.hold(str(volume_id)):
             if self._storage.read_record(share, subdir) is None:
@@ -340,6 +392,68 @@ class DeleteVolume:
                 self._storage.rename_volume_dir(share, subdir, self._archive_name(share, subdir))
             self._storage.remove_record(share, subdir)
         self._events.emit(_DELETE_EVENT[volume_id.on_delete])
+
+    def _delete_theirs(self, volume: CsiDriverNfsVolumeId) -> None:
+        """A volume csi-driver-nfs provisioned: deleted, archived to ``archived-<subDir>`` at the share's root, or
+        retained, as csi-driver-nfs would, but never a parent (csi-driver-nfs removes empty ones), never through a
+        link, and never a directory of this driver's own volumes or holding one."""
+        policy = volume.on_delete or self._theirs.default_on_delete
+        share, subdir = volume.share, volume.subdir
+        if not self._theirs.manage:
+            log.warning(
+                "volume %s was provisioned by csi-driver-nfs: %s is left untouched (its onDelete: %s); start the "
+                "controller with --manage-csi-driver-nfs-volumes to have it handled as csi-driver-nfs would",
+                volume, volume.source, policy.value,
+            )  # fmt: skip
+            return
+        with self._locks.hold(str(volume)):
+            present = policy is OnDelete.RETAIN or self._storage.exists(share, subdir)
+            if policy is not OnDelete.RETAIN and present:
+                self._refuse_unless_theirs(share, subdir)
+                if policy is OnDelete.DELETE:
+                    self._storage.remove_volume_dir(share, subdir)
+                else:
+                    self._archive_theirs(share, subdir, volume.archive_subdir)
+        if not present:
+            log.info("csi-driver-nfs volume %s: no directory at %s (deleted or archived already)", volume, volume.source)
+            return
+        log.info("csi-driver-nfs volume %s: %s, onDelete %s, done", volume, volume.source, policy.value)
+        self._events.emit(_DELETE_EVENT[policy])
+
+    def _archive_theirs(self, share: ShareRef, subdir: str, archive: str) -> None:
+        self._refuse_nested(share, archive)
+        if self._storage.exists(share, archive):
+            if not self._theirs.remove_archived:
+                raise FailedPrecondition(
+                    f"{archive!r} already exists on {share.source()}, so {subdir!r} cannot be archived there; remove "
+                    "it, or start the controller with --csi-driver-nfs-remove-archived-volume-path"
+                )
+            self._refuse_unless_theirs(share, archive)
+            self._storage.remove_volume_dir(share, archive)
+        self._storage.move_volume_dir(share, subdir, archive)
+
+    def _refuse_unless_theirs(self, share: ShareRef, subdir: str) -> None:
+        """FAILED_PRECONDITION, with nothing touched, unless subdir can be a csi-driver-nfs volume's directory and
+        nothing of this driver's: not hidden ('.nfs-csi', records), no record, not inside a volume, none inside, and
+        not the root of another share of this driver (one the server exports below this share: its .nfs-csi)."""
+        if any(name.startswith(".") for name in subdir.split("/")):
+            raise FailedPrecondition(f"{subdir!r} has a name starting with '.', which csi-driver-nfs never made; left as it is")
+        record = self._storage.read_record(share, subdir)
+        if record is not None:
+            raise FailedPrecondition(f"{subdir!r} on {share.source()} is volume {record.name!r} of this driver; left as it is")
+        self._refuse_nested(share, subdir)
+        inner = self._storage.volume_below(share, subdir)
+        if inner is not None:
+            raise FailedPrecondition(f"{subdir!r} on {share.source()} holds {inner!r}, a volume of this driver; left as it is")
+        if self._storage.exists(share, f"{subdir}/{METADATA_DIR}"):
+            raise FailedPrecondition(
+                f"{subdir!r} on {share.source()} holds {METADATA_DIR}: it is a share of this driver; left as it is"
+            )
+
+    def _refuse_nested(self, share: ShareRef, subdir: str) -> None:
+        owner = enclosing_volume(self._storage, share, subdir)
+        if owner is not None:
+            raise FailedPrecondition(f"{subdir!r} on {share.source()} lies inside volume {owner.name!r} of this driver")
 
     def _archive_name(self, share: ShareRef, subdir: str) -> str:
         """Beside the volume, in its own parent; never onto an existing directory (a rename would replace it)."""

@@ -9,7 +9,17 @@ from typing import Callable, Mapping
 from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from domain.events import Event
 from domain.locks import VolumeLocks
-from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, VolumeId, check_capability
+from domain.model import (
+    DEFAULT_ALLOWLIST,
+    CsiDriverNfsVolumeId,
+    ExportPath,
+    MountOptionAllowlist,
+    Publication,
+    VolumeCapability,
+    VolumeId,
+    check_capability,
+    source_named_by,
+)
 from domain.paths import absolute_path
 from domain.static import EPHEMERAL, ContextVolume, is_ephemeral
 from ports.events import EventSink, NoEvents
@@ -52,8 +62,9 @@ def volume_source(
 ) -> tuple[str, tuple[str, ...]]:
     """server:/share/subdir to mount, and the mount options the volume context adds.
 
-    A dynamically provisioned volume is described by its id; a static or inline volume by its context
-    (server, share, subDir, mountOptions), validated like StorageClass parameters.
+    A volume this driver provisioned is described by its id; a static or inline volume by its context (server,
+    share, subDir, mountOptions), validated like StorageClass parameters. A csi-driver-nfs volume is described by
+    its context, as csi-driver-nfs reads it, or else by its handle.
     """
     parsed = None if inline else VolumeId.parse(volume_id)
     if parsed is not None:
@@ -62,8 +73,25 @@ def volume_source(
     if described is None:
         if inline:
             raise InvalidArgument("an inline volume needs the attributes server and share")
+        foreign = CsiDriverNfsVolumeId.parse(volume_id)
+        if foreign is not None:
+            return foreign.source, ()
         raise NotFound(f"volume {volume_id!r} does not exist and its volume_context names no share")
     return described.source, described.mount_options
+
+
+def mounted_from(mounter: Mounter, path: str, source: str | None) -> bool:
+    """Whether every mount stacked at ``path`` is of exactly ``source``, as the kernel's mount table shows it
+    (server and path compared in one spelling, never one a prefix of the other).
+
+    How a mount this driver has no record of is known to be the volume's own: made by the driver this one replaced
+    under the same name, or by this one before its state directory was lost.
+    """
+    wanted = ExportPath.parse(source) if source else None
+    if wanted is None:
+        return False
+    sources = mounter.mounted_sources(path)
+    return bool(sources) and all(ExportPath.parse(mounted) == wanted for mounted in sources)
 
 
 def mount_recorded(
@@ -81,7 +109,11 @@ def mount_recorded(
     if existing is not None and existing != wanted:
         raise AlreadyExists(f"{path} is already {what} with other arguments")
     if existing is None and mounted:
-        raise AlreadyExists(f"{path} is already a mount point not {what} by this driver")
+        if not mounted_from(mounter, path, wanted.source):
+            raise AlreadyExists(f"{path} is already a mount point not {what} by this driver")
+        log.info("%s is already mounted from %s, with no record of this driver: taken as %s", path, wanted.source, what)
+        records.put(wanted)
+        return None
     recovered = False
     if existing is not None and mounted:
         if not mounter.is_stale(path):
@@ -202,16 +234,24 @@ class NodeUnpublishVolumeCommand:
 class NodeUnpublishVolume:
     """NodeUnpublishVolume: unmount what this driver published, remove the target; OK when nothing is there.
 
-    A mount point this driver has no record of publishing for this volume is never unmounted.
+    A mount point this driver has no record of publishing for this volume is unmounted only when every mount there
+    is of exactly the export and directory the volume's id names (one of this driver's, or a csi-driver-nfs
+    handle): what the driver it replaced mounted, or what it mounted itself before its state was lost.
     """
 
     def __init__(
-        self, mounter: Mounter, publications: PublicationStore, locks: VolumeLocks, events: EventSink = NoEvents()
+        self,
+        mounter: Mounter,
+        publications: PublicationStore,
+        locks: VolumeLocks,
+        events: EventSink = NoEvents(),
+        stagings: PublicationStore | None = None,
     ) -> None:
         self._mounter = mounter
         self._publications = publications
         self._locks = locks
         self._events = events
+        self._stagings = stagings
 
     def __call__(self, command: NodeUnpublishVolumeCommand) -> None:
         if not command.volume_id:
@@ -222,13 +262,13 @@ class NodeUnpublishVolume:
             ours = existing is not None and existing.volume_id == command.volume_id
             if existing is not None and not ours:
                 raise FailedPrecondition(f"{target} holds another volume, {existing.volume_id!r}; left as it is")
-            known = ours or VolumeId.parse(command.volume_id) is not None
+            named = source_named_by(command.volume_id)
+            known = ours or named is not None
             mounted = self._mounter.is_mount_point(target)
             if mounted:
                 if not ours:
-                    raise FailedPrecondition(
-                        f"{target} is a mount point this driver has no record of publishing; refusing to unmount it"
-                    )
+                    refuse_recorded_elsewhere(self._stagings, target, "a staging mount", "NodeUnstageVolume")
+                    refuse_unless_own_mount(self._mounter, target, command.volume_id, named, "publishing")
                 self._mounter.unmount(target)
             removed = self._mounter.remove_target(target)
             if ours:
@@ -240,3 +280,20 @@ class NodeUnpublishVolume:
             # nothing there at all this is a repeat of a call that succeeded (a static volume's handle is any
             # string, and its record is gone): OK, so a retry never leaves a pod Terminating.
             raise NotFound(f"volume {command.volume_id!r} does not exist")
+
+
+def refuse_recorded_elsewhere(records: PublicationStore | None, path: str, what: str, call: str) -> None:
+    """A mount point this driver recorded as the other kind (a staging mount, a publication) is never unmounted
+    here, whatever its source: it is ``call``'s to unmount."""
+    if records is not None and records.get(path) is not None:
+        raise FailedPrecondition(f"{path} is {what} of this driver: {call} unmounts it; left as it is")
+
+
+def refuse_unless_own_mount(mounter: Mounter, path: str, volume_id: str, named: str | None, doing: str) -> None:
+    """Refuse to unmount a mount point with no record unless it is provably the volume's own (``mounted_from``)."""
+    if not mounted_from(mounter, path, named):
+        raise FailedPrecondition(
+            f"{path} is a mount point this driver has no record of {doing}, and not a mount of "
+            f"{named or 'the export the volume id names'}; refusing to unmount it"
+        )
+    log.info("unmounting %s: no record of %s it, but a mount of %s, which volume %r names", path, doing, named, volume_id)

@@ -8,9 +8,23 @@ from typing import Mapping
 from domain.errors import FailedPrecondition, InvalidArgument
 from domain.events import Event
 from domain.locks import VolumeLocks
-from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, check_capability
+from domain.model import (
+    DEFAULT_ALLOWLIST,
+    MountOptionAllowlist,
+    Publication,
+    VolumeCapability,
+    check_capability,
+    source_named_by,
+)
 from domain.static import is_ephemeral
-from domain.usecases.node import checked_path, lock_keys, mount_recorded, volume_source
+from domain.usecases.node import (
+    checked_path,
+    lock_keys,
+    mount_recorded,
+    refuse_recorded_elsewhere,
+    refuse_unless_own_mount,
+    volume_source,
+)
 from ports.events import EventSink, NoEvents
 from ports.mounter import Mounter
 from ports.publications import PublicationStore
@@ -82,13 +96,17 @@ class NodeUnstageVolume:
     """NodeUnstageVolume: unmount what this driver staged at the staging path (escalating like NodeUnpublish);
     OK when nothing is staged there. The staging directory is the CO's: it is left in place.
 
-    A mount point this driver has no record of staging for this volume is never unmounted.
+    A mount point this driver has no record of staging for this volume is unmounted only when it is of exactly
+    the export and directory the volume's id names, as NodeUnpublishVolume decides.
     """
 
-    def __init__(self, mounter: Mounter, stagings: PublicationStore, locks: VolumeLocks) -> None:
+    def __init__(
+        self, mounter: Mounter, stagings: PublicationStore, locks: VolumeLocks, publications: PublicationStore | None = None
+    ) -> None:
         self._mounter = mounter
         self._stagings = stagings
         self._locks = locks
+        self._publications = publications
 
     def __call__(self, command: NodeUnstageVolumeCommand) -> None:
         if not command.volume_id:
@@ -100,9 +118,9 @@ class NodeUnstageVolume:
                 raise FailedPrecondition(f"{staging} stages another volume, {existing.volume_id!r}; left as it is")
             if self._mounter.is_mount_point(staging):
                 if existing is None:
-                    raise FailedPrecondition(
-                        f"{staging} is a mount point this driver has no record of staging; refusing to unmount it"
-                    )
+                    refuse_recorded_elsewhere(self._publications, staging, "a publication", "NodeUnpublishVolume")
+                    named = source_named_by(command.volume_id)
+                    refuse_unless_own_mount(self._mounter, staging, command.volume_id, named, "staging")
                 self._mounter.unmount(staging)
             if existing is not None:
                 self._stagings.remove(staging)

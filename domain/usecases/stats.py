@@ -7,8 +7,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from domain.errors import DeadlineExceeded, InvalidArgument, MountFailed, NotFound, Unavailable
-from domain.model import FilesystemUsage
-from domain.usecases.node import checked_path
+from domain.model import FilesystemUsage, source_named_by
+from domain.usecases.node import checked_path, mounted_from
 from ports.mounter import Mounter
 from ports.publications import PublicationStore
 
@@ -31,8 +31,9 @@ class NodeGetVolumeStatsCommand:
 class NodeGetVolumeStats:
     """Cheap, and never blocks past the filesystem bound: kubelet asks for every volume about once a minute.
 
-    The path must be where this driver published or staged this very volume (its records say so); anything else
-    is NOT_FOUND. A mount that hangs, answers a stale handle or is gone is reported abnormal with a message,
+    The path must be where this driver published or staged this very volume (its records say so), or a mount of
+    exactly the export and directory the volume's id names (what the driver this one replaced mounted, or this one
+    before its state was lost); anything else is NOT_FOUND. A mount that hangs, answers a stale handle or is gone is reported abnormal with a message,
     not as an error; with it, the last usage measured at that path, because kubelet drops a response without
     usage (and the condition with it).
     """
@@ -55,7 +56,8 @@ class NodeGetVolumeStats:
             path = checked_path(volume_path, "volume_path")
         except InvalidArgument:
             path = ""  # a relative or malformed path is never one where a volume was published
-        if not path or not any(self._holds(records, path, volume_id) for records in self._records):
+        recorded = bool(path) and any(self._holds(records, path, volume_id) for records in self._records)
+        if not recorded and not (path and mounted_from(self._mounter, path, source_named_by(volume_id))):
             self._forget(path)
             raise NotFound(f"volume {volume_id!r} is not published or staged at {volume_path!r} on this node")
         if not self._mounter.is_mount_point(path):

@@ -22,6 +22,7 @@ from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
     CapacityRange,
+    CsiDriverNfsVolumeId,
     ListedVolume,
     ListPosition,
     MountOptionAllowlist,
@@ -51,7 +52,7 @@ class VolumeCondition:
 class VolumeView:
     """A volume as ListVolumes and ControllerGetVolume report it."""
 
-    volume_id: VolumeId
+    volume_id: VolumeId | CsiDriverNfsVolumeId
     capacity_bytes: int
     context: Mapping[str, str]
     condition: VolumeCondition
@@ -162,7 +163,11 @@ class ControllerGetVolumeCommand:
 
 
 class ControllerGetVolume:
-    """ControllerGetVolume: the recorded volume and its condition; NOT_FOUND only when its record is provably gone."""
+    """ControllerGetVolume: the recorded volume and its condition; NOT_FOUND only when its record is provably gone.
+
+    A volume csi-driver-nfs provisioned has no record: it is its directory, reported with the handle's context and
+    no capacity (csi-driver-nfs recorded none); NOT_FOUND only when the directory is provably gone.
+    """
 
     def __init__(self, storage: ShareStorage) -> None:
         self._storage = storage
@@ -173,7 +178,10 @@ class ControllerGetVolume:
             raise InvalidArgument("volume_id is required")
         volume_id = VolumeId.parse(raw_volume_id)
         if volume_id is None:
-            raise NotFound(f"volume {raw_volume_id!r} does not exist")
+            theirs = CsiDriverNfsVolumeId.parse(raw_volume_id)
+            if theirs is None:
+                raise NotFound(f"volume {raw_volume_id!r} does not exist")
+            return self._theirs(theirs)
         share, subdir = volume_id.share, volume_id.subdir
         unknown = VolumeView(volume_id, 0, volume_context(share, subdir, 0), VolumeCondition(True, ""))
         if not self._storage.share_reachable(share):
@@ -192,6 +200,21 @@ class ControllerGetVolume:
             volume_context(share, subdir, _recorded_mode(record)),
             condition_of(self._storage, share, subdir, record),
         )
+
+
+    def _theirs(self, volume: CsiDriverNfsVolumeId) -> VolumeView:
+        share, subdir = volume.share, volume.subdir
+        view = VolumeView(volume, 0, volume_context(share, subdir, 0), VolumeCondition(True, ""))
+        if not self._storage.share_reachable(share):
+            return dataclasses.replace(view, condition=VolumeCondition(True, f"share {share.source()} cannot be reached"))
+        try:
+            present = self._storage.exists(share, subdir)
+        except (*_UNREACHABLE, MountFailed, StorageFailed) as err:
+            message = f"the directory {subdir!r} on {share.source()} cannot be reached: {err}"
+            return dataclasses.replace(view, condition=VolumeCondition(True, message))
+        if not present:
+            raise NotFound(f"volume {volume} does not exist: no directory {subdir!r} on {share.source()}")
+        return dataclasses.replace(view, condition=VolumeCondition(False, f"the directory {subdir!r} is present on {share.source()}"))
 
 
 @dataclass(frozen=True)
@@ -257,7 +280,7 @@ class ControllerExpandVolume:
             check_capability(command.capability, self._mount_options)
         volume_id = VolumeId.parse(command.volume_id)
         if volume_id is None:
-            raise NotFound(f"volume {command.volume_id!r} does not exist")
+            return self._expand_theirs(command.volume_id, command.capacity)
         with self._locks.hold(str(volume_id)):
             record = _existing(self._storage, volume_id, command.volume_id)
             size = max(record.capacity_bytes, command.capacity.required_bytes)
@@ -270,6 +293,20 @@ class ControllerExpandVolume:
                 updated = dataclasses.replace(record, capacity_bytes=size)
                 self._storage.write_record(volume_id.share, volume_id.subdir, updated)
         return ControllerExpandVolumeResult(size)
+
+
+    def _expand_theirs(self, raw_volume_id: str, capacity: CapacityRange) -> ControllerExpandVolumeResult:
+        """A volume csi-driver-nfs provisioned: the size asked for, with nothing recorded, as csi-driver-nfs answers
+        (NFS has no quota); NOT_FOUND when its directory is gone."""
+        theirs = CsiDriverNfsVolumeId.parse(raw_volume_id)
+        present = (
+            theirs is not None
+            and self._storage.share_reachable(theirs.share)
+            and self._storage.exists(theirs.share, theirs.subdir)
+        )
+        if not present:
+            raise NotFound(f"volume {raw_volume_id!r} does not exist")
+        return ControllerExpandVolumeResult(capacity.capacity_bytes)
 
 
 def _existing(storage: ShareStorage, volume_id: VolumeId, raw_volume_id: str) -> VolumeRecord:

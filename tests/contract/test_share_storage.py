@@ -253,6 +253,75 @@ class TestRenameVolumeDir:
         assert subject.export.tree() == {"ns": SYMLINK}
 
 
+class TestMoveVolumeDir:
+    def test_moves_into_another_parent_made_on_the_way_and_takes_everything_along(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "a/b/v", 0o750)
+        subject.storage.create_volume_dir(subject.share, "a/b/v/data", None)
+        subject.storage.move_volume_dir(subject.share, "a/b/v", "archived-a/b/v")
+        assert subject.export.tree() == {
+            "a": DIR, "a/b": DIR, "archived-a": DIR, "archived-a/b": DIR, "archived-a/b/v": DIR, "archived-a/b/v/data": DIR,
+        }
+        assert subject.export.mode("archived-a/b/v") == 0o750
+
+    def test_missing_is_ok_so_a_repeated_move_is_ok(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.move_volume_dir(subject.share, "v", "archived-v")
+        subject.storage.move_volume_dir(subject.share, "v", "archived-v")
+        subject.storage.move_volume_dir(subject.share, "no/such", "archived-no/such")
+        assert subject.export.tree() == {"archived-v": DIR}
+
+    def test_a_directory_at_the_destination_is_never_replaced(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.storage.create_volume_dir(subject.share, "archived-v", None)
+        with pytest.raises(FailedPrecondition):
+            subject.storage.move_volume_dir(subject.share, "v", "archived-v")
+        assert subject.export.tree() == {"v": DIR, "archived-v": DIR}
+
+    @on_disk_only
+    def test_a_file_at_the_destination_is_never_replaced(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        subject.export.plant_file("archived-v")
+        with pytest.raises(FailedPrecondition):
+            subject.storage.move_volume_dir(subject.share, "v", "archived-v")
+        assert subject.export.tree() == {"v": DIR, "archived-v": FILE}
+
+    @on_disk_only
+    def test_a_symlink_on_the_way_to_the_destination_is_not_followed(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "a/v", None)
+        subject.export.plant_symlink("archived-a")
+        outside = subject.export.outside_state()
+        with pytest.raises(StorageFailed):
+            subject.storage.move_volume_dir(subject.share, "a/v", "archived-a/v")
+        assert subject.export.tree() == {"a": DIR, "a/v": DIR, "archived-a": SYMLINK}
+        assert subject.export.outside_state() == outside
+
+    @on_disk_only
+    def test_a_symlink_in_place_of_the_directory_is_not_moved(self, subject: Subject) -> None:
+        subject.export.plant_symlink("v")
+        subject.storage.move_volume_dir(subject.share, "v", "archived-v")
+        assert subject.export.tree() == {"v": SYMLINK}
+
+
+class TestVolumeBelow:
+    def test_names_a_recorded_volume_strictly_below(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "ns/team/v", RECORD)
+        subject.storage.write_record(subject.share, "other", RECORD)
+        assert subject.storage.volume_below(subject.share, "ns") == "ns/team/v"
+        assert subject.storage.volume_below(subject.share, "ns/team") == "ns/team/v"
+        assert subject.storage.volume_below(subject.share, "ns/team/v") is None  # itself is not below itself
+        assert subject.storage.volume_below(subject.share, "n") is None  # a prefix of a name is no parent
+        assert subject.storage.volume_below(subject.share, "oth") is None
+
+    def test_an_entry_whose_record_is_gone_names_nothing(self, subject: Subject) -> None:
+        subject.storage.write_record(subject.share, "v/inner", RECORD)
+        subject.storage.remove_volume_dir(subject.share, "v")  # the inner record goes with the tree, its entry stays
+        assert subject.storage.volume_below(subject.share, "v") is None
+
+    def test_a_share_without_an_index_has_none(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "ns/v", None)
+        assert subject.storage.volume_below(subject.share, "ns") is None
+
+
 class TestExists:
     def test_a_directory_exists(self, subject: Subject) -> None:
         subject.storage.create_volume_dir(subject.share, "ns/v", None)

@@ -36,10 +36,14 @@ def tools() -> Tools:
     validate = Path(sys.executable).parent / "kubernetes-validate"
     if not validate.exists():
         pytest.fail("kubernetes-validate is missing: scripts/setup installs it with the dev extra")
-    promtool = shutil.which("promtool")
-    assert promtool, "scripts/install-tools did not provide promtool"
+    promtool, jq = shutil.which("promtool"), shutil.which("jq")
+    assert promtool and jq, "scripts/install-tools did not provide promtool and jq"
     return Tools(
-        kustomize=WORK / "bin" / "kustomize", promtool=Path(promtool), kubernetes_validate=validate, crds=WORK / "crds"
+        kustomize=WORK / "bin" / "kustomize",
+        promtool=Path(promtool),
+        kubernetes_validate=validate,
+        crds=WORK / "crds",
+        jq=Path(jq),
     )
 
 

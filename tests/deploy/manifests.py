@@ -111,6 +111,7 @@ class Tools:
     promtool: Path
     kubernetes_validate: Path
     crds: Path
+    jq: Path
 
 
 def run(argv: list[str], timeout: float = TIMEOUT, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

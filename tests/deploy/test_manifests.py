@@ -284,3 +284,54 @@ class TestVolumeAttributesClassExample:
         storage_classes = {sc["metadata"]["name"] for sc in m.of_kind(built["base"].objs, "StorageClass")}
         assert pvc["spec"]["volumeAttributesClassName"] in classes
         assert pvc["spec"]["storageClassName"] in storage_classes
+
+
+class TestCsiDriverNfsInPlace:
+    def test_this_driver_takes_csi_driver_nfss_name_everywhere(self, built: dict[str, Built]) -> None:
+        objs = built["csi-driver-nfs-in-place"].objs
+        (driver,) = m.of_kind(objs, "CSIDriver")
+        assert driver["metadata"]["name"] == "nfs.csi.k8s.io"
+        assert m.check_driver_name(objs) == []  # the classes and every --drivername follow it
+
+    def test_the_controller_handles_their_volumes_and_their_classes_are_left_alone(self, built: dict[str, Built]) -> None:
+        objs = built["csi-driver-nfs-in-place"].objs
+        controller = m.controller_of(objs)
+        assert controller is not None and m.flags(controller[1]).get("manage-csi-driver-nfs-volumes") == "true"
+        (node,) = m.of_kind(objs, "DaemonSet")
+        assert "manage-csi-driver-nfs-volumes" not in m.flags(m.container(node, "nfs-csi-driver") or {})
+        names = {o["metadata"]["name"] for o in [*m.of_kind(objs, "StorageClass"), *m.of_kind(objs, "VolumeSnapshotClass")]}
+        assert names == {"nfs-takeover-example"}  # never one of csi-driver-nfs's own class names
+
+
+@pytest.fixture(scope="module")
+def cdn_example(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """deploy/examples/csi-driver-nfs, built: the cluster e2e's PV with a csi-driver-nfs handle."""
+    text = m.build(tools.kustomize, ROOT / "deploy" / "examples" / "csi-driver-nfs")
+    path = tmp_path_factory.mktemp("example") / "csi-driver-nfs.yaml"
+    path.write_text(text)
+    return Built("examples/csi-driver-nfs", path, m.load(text))
+
+
+class TestCsiDriverNfsExample:
+    def test_validates_strictly(self, tools: Tools, cdn_example: Built) -> None:
+        assert m.kubernetes_validate(tools.kubernetes_validate, cdn_example.path) == []
+
+    def test_the_pv_is_theirs_under_this_drivers_name_and_the_pod_mounts_its_claim(
+        self, built: dict[str, Built], cdn_example: Built
+    ) -> None:
+        from domain.model import CsiDriverNfsVolumeId
+        from domain.static import ContextVolume
+
+        (driver,) = m.of_kind(built["base"].objs, "CSIDriver")
+        (pv,) = m.of_kind(cdn_example.objs, "PersistentVolume")
+        (pvc,) = m.of_kind(cdn_example.objs, "PersistentVolumeClaim")
+        (pod,) = m.of_kind(cdn_example.objs, "Pod")
+        csi = pv["spec"]["csi"]
+        assert csi["driver"] == driver["metadata"]["name"] and pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        handle = CsiDriverNfsVolumeId.parse(csi["volumeHandle"])
+        context = ContextVolume.from_context(csi["volumeAttributes"])  # the node's own validation
+        assert handle is not None and context is not None and handle.source == context.source
+        assert handle.subdir == pv["metadata"]["name"]  # csi-driver-nfs's default: the PV's name
+        assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+        assert pv["spec"]["claimRef"]["name"] == pvc["metadata"]["name"] == pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        assert pv["spec"]["claimRef"]["namespace"] == pvc["metadata"]["namespace"] == pod["metadata"]["namespace"]

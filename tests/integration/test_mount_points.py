@@ -305,6 +305,18 @@ class TestMountedSource:
         assert mounter.mounted_source(str(target)) == "nfs.example:/exports/pvc-1"
         assert mounter.mounted_source(str(node)) is None
 
+    def test_every_stacked_source_bottom_first(self, node: Path) -> None:
+        mounter = SubprocessMounter(mount_command=STANDIN, retry=RetryPolicy(attempts=1))
+        target = node / "t"
+        target.mkdir()
+        assert mounter.mounted_sources(str(target)) == ()
+        mount_tmpfs(target, "nfs.example:/exports/pvc-1")
+        mount_tmpfs(target, "[fd00::4]:/exports/pvc-2")
+        assert mounter.mounted_sources(str(target)) == ("nfs.example:/exports/pvc-1", "[fd00::4]:/exports/pvc-2")
+        umount(target)
+        assert mounter.mounted_sources(str(target)) == ("nfs.example:/exports/pvc-1",)
+        umount(target)
+
     def test_through_a_symlinked_parent(self, node: Path) -> None:
         mounter = SubprocessMounter(mount_command=STANDIN, retry=RetryPolicy(attempts=1))
         (node / "disk" / "t").mkdir(parents=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from adapters.storage.mounted import MountedFileSystem
 from adapters.storage.share_storage import FileShareStorage
 from domain.errors import DomainError, InvalidArgument
-from domain.model import FilesystemUsage, OnDelete, ShareRef, VolumeId
+from domain.model import CsiDriverNfsVolumeId, ExportPath, FilesystemUsage, OnDelete, ShareRef, VolumeId
 from domain.paths import MAX_COMPONENT_BYTES, absolute_path, join_inside, relative_subpath
 from ports.mounter import Mounter
 
@@ -64,6 +64,42 @@ class TestVolumeIdRoundTrip:
         assert str(volume) == raw
         assert join_inside("/base", volume.subdir).startswith("/base/")
         assert ".." not in volume.subdir.split("/") and ".." not in volume.share.share.split("/")
+
+
+class TestCsiDriverNfsHandles:
+    @fast
+    @given(
+        raw=st.text(max_size=200)
+        | st.lists(path_like, min_size=3, max_size=5).map("#".join)
+        | st.lists(path_like, min_size=3, max_size=3).map("/".join)
+    )
+    @example("10.0.0.4#exports#..##")
+    @example("10.0.0.4#exports#a/../../b##archive")
+    @example("10.0.0.4/exports/..")
+    @example("10.0.0.4#..#x##")
+    def test_any_string_reads_as_nothing_or_as_a_directory_strictly_inside_its_share(self, raw: str) -> None:
+        volume = CsiDriverNfsVolumeId.parse(raw)
+        if volume is None:
+            return
+        assert str(volume) == raw and volume.subdir
+        assert join_inside(volume.share.share, volume.subdir).startswith(volume.share.share.rstrip("/") + "/")
+        assert ".." not in volume.subdir.split("/") and ".." not in volume.share.share.split("/")
+        assert join_inside(volume.share.share, volume.archive_subdir).startswith(volume.share.share.rstrip("/") + "/")
+        assert ExportPath.parse(volume.source) is not None
+
+    @fast
+    @given(server=hostname | ipv4 | ipv6, share=share, subdir=subdir, other=subdir)
+    def test_a_source_matches_its_own_spellings_and_never_another_directory(
+        self, server: str, share: str, subdir: str, other: str
+    ) -> None:
+        try:
+            ref, normal, different = ShareRef.parse(server, share), relative_subpath(subdir, "s"), relative_subpath(other, "s")
+        except InvalidArgument:
+            return
+        spelled = ref.source(normal)
+        assert ExportPath.parse(spelled) == ExportPath.parse(spelled.replace(":/", "://", 1) + "/")
+        if different != normal:
+            assert ExportPath.parse(ref.source(different)) != ExportPath.parse(spelled)
 
 
 class TestPathContainment:

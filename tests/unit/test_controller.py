@@ -215,6 +215,13 @@ class TestValidateVolumeCapabilities:
         result = validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, context=volume.context, parameters=PARAMS))
         assert result.confirmed
 
+    def test_the_pv_attributes_kubernetes_adds_to_the_context_are_ignored(
+        self, provision: CreateVolume, validate: ValidateVolumeCapabilities
+    ) -> None:
+        volume = provision(create())
+        context = {**volume.context, "storage.kubernetes.io/csiProvisionerIdentity": "1767225600000-9216-x"}
+        assert validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, context=context)).confirmed
+
     def test_block_is_not_confirmed_and_says_why(self, provision: CreateVolume, validate: ValidateVolumeCapabilities) -> None:
         volume = provision(create())
         result = validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)))

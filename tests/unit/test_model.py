@@ -9,6 +9,8 @@ import threading
 from domain.errors import InvalidArgument, OperationInFlight
 from domain.locks import VolumeLocks
 from domain.model import (
+    CsiDriverNfsVolumeId,
+    ExportPath,
     MountOptionAllowlist,
     OnDelete,
     ShareRef,
@@ -17,6 +19,7 @@ from domain.model import (
     check_volume_name,
     mount_option_allowlist,
     parse_share_list,
+    source_named_by,
 )
 from domain.parameters import PVC_NAME, ProvisionDefaults, VolumeParameters
 from domain.paths import absolute_path, join_inside, relative_subpath
@@ -72,6 +75,116 @@ class TestShareRef:
 
     def test_share_is_normalised(self) -> None:
         assert ShareRef.parse("h", "//exports//x/").share == "/exports/x"
+
+    def test_an_ipv6_address_without_brackets_gets_them(self) -> None:
+        assert ShareRef.parse("fd00::1", "/e").server == "[fd00::1]"
+        assert ShareRef.parse("fd00::1", "/e").source("v") == "[fd00::1]:/e/v"
+
+
+class TestCsiDriverNfsVolumeId:
+    @pytest.mark.parametrize(
+        "handle,server,share,subdir,uuid,on_delete",
+        [
+            # v4.4 and later, as its CreateVolume writes them: empty fields kept, onDelete only for retain and archive
+            ("10.0.0.4#exports#pvc-1f2e##", "10.0.0.4", "/exports", "pvc-1f2e", "", None),
+            ("nfs.example#srv/nfs#ns/data#pvc-9#retain", "nfs.example", "/srv/nfs", "ns/data", "pvc-9", OnDelete.RETAIN),
+            ("nfs.example#exports#pvc-2##Archive", "nfs.example", "/exports", "pvc-2", "", OnDelete.ARCHIVE),
+            ("nfs.example##pvc-3##", "nfs.example", "/", "pvc-3", "", None),  # share "/"
+            ("fd00::4#exports#pvc-4##", "[fd00::4]", "/exports", "pvc-4", "", None),  # IPv6 gets its brackets
+            ("[fd00::4]#exports#pvc-4##delete", "[fd00::4]", "/exports", "pvc-4", "", OnDelete.DELETE),
+            # v4.1 (four fields) and v3 (three)
+            ("10.0.0.4#exports#data#pvc-5", "10.0.0.4", "/exports", "data", "pvc-5", None),
+            ("10.0.0.4#exports#pvc-6", "10.0.0.4", "/exports", "pvc-6", "", None),
+            # the first format: server/baseDir/subDir, baseDir any depth, subDir the last name
+            ("10.0.0.4/exports/pvc-7", "10.0.0.4", "/exports", "pvc-7", "", None),
+            ("10.0.0.4/srv/nfs/pvc-8", "10.0.0.4", "/srv/nfs", "pvc-8", "", None),
+        ],
+    )
+    def test_reads_every_format_csi_driver_nfs_wrote(
+        self, handle: str, server: str, share: str, subdir: str, uuid: str, on_delete: OnDelete | None
+    ) -> None:
+        parsed = CsiDriverNfsVolumeId.parse(handle)
+        assert parsed is not None
+        assert (parsed.share, parsed.subdir, parsed.uuid, parsed.on_delete) == (ShareRef(server, share), subdir, uuid, on_delete)
+        assert str(parsed) == handle
+
+    @pytest.mark.parametrize(
+        "handle",
+        [
+            "10.0.0.4#exports#..##",  # CVE-2026-3864
+            "10.0.0.4#exports#a/../../etc##",
+            "10.0.0.4#exports/..#pvc##",
+            "10.0.0.4#exports#/etc##",  # csi-driver-nfs trims slashes: an absolute subDir was never written
+            "10.0.0.4#exports###",  # no subDir: the share's root
+            "10.0.0.4#exports#.##",
+            "10.0.0.4#exports#a\x00b##",
+            "10.0.0.4#exports#a\nb##",
+            "10.0.0.4#exports#a b##",
+            "10.0.0.4#exports#a,ro##",
+            "10.0.0.4,sec=none#exports#pvc##",
+            "-o#exports#pvc##",
+            "#exports#pvc##",
+            " 10.0.0.4#exports#pvc##",
+            "10.0.0.4#exports#pvc##shred",  # an onDelete it never wrote: not guessed
+            "10.0.0.4#exports#pvc#../x#",
+            "10.0.0.4#exports#pvc#a#retain#extra",
+            "10.0.0.4#exports",
+            "nfs-server.default.svc.cluster.local/share##",  # its static example: a label, not a volume
+            "team-a/legacy-share-01",
+            "h/exports/..",
+            "fake-vol-id-abc",
+            "",
+            "h#exports#" + "d/" * 600 + "##",
+        ],
+    )
+    def test_a_handle_breaking_a_path_rule_is_none(self, handle: str) -> None:
+        assert CsiDriverNfsVolumeId.parse(handle) is None
+
+    def test_an_id_of_ours_is_never_read_as_theirs(self) -> None:
+        assert CsiDriverNfsVolumeId.parse("nfs1#10.0.0.4#/exports#pvc-1#delete") is None
+
+    def test_its_archive_is_archived_dash_subdir_at_the_share_root(self) -> None:
+        parsed = CsiDriverNfsVolumeId.parse("h#exports#ns/team/pvc-1##archive")
+        assert parsed is not None and parsed.archive_subdir == "archived-ns/team/pvc-1"
+
+    def test_the_source_a_handle_names(self) -> None:
+        assert source_named_by("10.0.0.4#exports/#ns/pvc-1##") == "10.0.0.4:/exports/ns/pvc-1"
+        assert source_named_by("nfs1#10.0.0.4#/exports#pvc-1#delete") == "10.0.0.4:/exports/pvc-1"
+        assert source_named_by("fd00::4#exports#pvc##") == "[fd00::4]:/exports/pvc"
+        assert source_named_by("any-static-handle") is None
+
+
+class TestExportPath:
+    @pytest.mark.parametrize(
+        "one,other",
+        [
+            ("10.0.0.4:/exports/pvc-1", "10.0.0.4:/exports/pvc-1/"),
+            ("10.0.0.4:/exports/pvc-1", "10.0.0.4://exports//pvc-1"),
+            ("[fd00::4]:/exports/pvc", "[fd00:0:0::4]:/exports/pvc"),
+            ("NFS.example.:/e", "nfs.example:/e"),
+            ("h:/", "h://"),
+        ],
+    )
+    def test_two_spellings_of_one_export_are_equal(self, one: str, other: str) -> None:
+        assert ExportPath.parse(one) is not None and ExportPath.parse(one) == ExportPath.parse(other)
+
+    @pytest.mark.parametrize(
+        "one,other",
+        [
+            ("10.0.0.4:/exports/pvc-1", "10.0.0.4:/exports/pvc-10"),  # a prefix is another directory
+            ("10.0.0.4:/exports/pvc-1", "10.0.0.4:/exports"),
+            ("10.0.0.4:/exports/pvc-1", "10.0.0.4:/exports/pvc-1/sub"),
+            ("10.0.0.4:/exports/pvc-1", "10.0.0.5:/exports/pvc-1"),
+            ("10.0.0.4:/exports/pvc-1", "nfs.example:/exports/pvc-1"),  # names are never resolved
+            ("h:/Exports", "h:/exports"),  # paths are case-sensitive
+        ],
+    )
+    def test_different_exports_or_directories_differ(self, one: str, other: str) -> None:
+        assert ExportPath.parse(one) != ExportPath.parse(other)
+
+    @pytest.mark.parametrize("source", ["/dev/vda1", "tmpfs", "overlay", "h:rel", "h:/a/../b", "h:/a/./b", "[zz]:/x", ":/x", "[fd00::1]/x"])
+    def test_what_is_no_nfs_source_is_none(self, source: str) -> None:
+        assert ExportPath.parse(source) is None
 
 
 class TestShareList:

@@ -30,9 +30,9 @@ class Node:
         self.stagings = FakePublicationStore()
         self.locks = VolumeLocks()
         self.stage = NodeStageVolume(self.mounter, self.stagings, self.locks)
-        self.unstage = NodeUnstageVolume(self.mounter, self.stagings, self.locks)
+        self.unstage = NodeUnstageVolume(self.mounter, self.stagings, self.locks, self.publications)
         self.publish = NodePublishVolume(self.mounter, self.publications, self.locks, stagings=self.stagings, inline_volumes=True)
-        self.unpublish = NodeUnpublishVolume(self.mounter, self.publications, self.locks)
+        self.unpublish = NodeUnpublishVolume(self.mounter, self.publications, self.locks, stagings=self.stagings)
         self.stats = NodeGetVolumeStats(self.mounter, self.publications, self.stagings)
 
 

@@ -20,6 +20,17 @@ class TestContextVolume:
         volume = ContextVolume.from_context({"server": "nfs.example", "share": "/exports"})
         assert volume is not None and volume.source == "nfs.example:/exports"
 
+    def test_the_keys_kubernetes_adds_are_ignored(self) -> None:
+        volume = ContextVolume.from_context(
+            {
+                "server": "nfs.example",
+                "share": "/exports",
+                "csi.storage.k8s.io/pvc/name": "data",
+                "storage.kubernetes.io/csiProvisionerIdentity": "1767225600000-9216-nfs.csi.k8s.io",
+            }
+        )
+        assert volume is not None and volume.source == "nfs.example:/exports"
+
     def test_a_context_naming_no_share_describes_nothing(self) -> None:
         assert ContextVolume.from_context({"storage.kubernetes.io/csiProvisionerIdentity": "x"}) is None
         assert ContextVolume.from_context({}) is None
