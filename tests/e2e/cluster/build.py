@@ -67,6 +67,10 @@ func TestMain(m *testing.M) {
 	testfiles.AddFileSource(e2etestingmanifests.GetE2ETestingManifestsFS())
 	testfiles.AddFileSource(testfixtures.GetTestFixturesFS())
 	framework.AfterReadingAllFlags(&framework.TestContext)
+	if framework.TestContext.RepoRoot != "" {
+		// Where the testdriver file's FromFile names (a VolumeAttributesClass) are found.
+		testfiles.AddFileSource(testfiles.RootFileSource{Root: framework.TestContext.RepoRoot})
+	}
 	os.Exit(m.Run())
 }
 
@@ -171,10 +175,11 @@ def version_ldflags(version: str) -> str:
 
 
 def build_kubernetes(bin_dir: Path) -> None:
-    """kube-apiserver, -controller-manager, -scheduler, kubelet, kubectl, e2e.test and agnhost at KUBERNETES."""
-    outputs = [bin_dir / c for c in (*KUBERNETES_COMMANDS, "e2e.test", "agnhost")]
-    stamp = stamp_of(KUBERNETES, E2E_TEST, "v1")
-    if up_to_date(outputs, stamp):
+    """kube-apiserver, -controller-manager, -scheduler, kubelet, kubectl, agnhost and e2e.test at KUBERNETES."""
+    commands = [bin_dir / c for c in (*KUBERNETES_COMMANDS, "agnhost")]
+    e2e = bin_dir / "e2e.test"
+    commands_stamp, e2e_stamp = stamp_of(KUBERNETES, "v1"), stamp_of(KUBERNETES, E2E_TEST, "v1")
+    if up_to_date(commands, commands_stamp) and up_to_date([e2e], e2e_stamp):
         return
     started = time.monotonic()
     log(f"build: Kubernetes {KUBERNETES} from the k8s.io/kubernetes module (cold: about 15 minutes on 2 cores)")
@@ -191,10 +196,13 @@ def build_kubernetes(bin_dir: Path) -> None:
     go(["mod", "tidy", "-e"], cwd=src, timeout=1800)
     bin_dir.mkdir(parents=True, exist_ok=True)
     ldflags = version_ldflags(KUBERNETES)
-    packages = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS] + ["k8s.io/kubernetes/test/images/agnhost"]
-    go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(bin_dir) + "/", *packages], cwd=src)
-    go(["test", "-c", "-trimpath", "-ldflags", ldflags, "-o", str(bin_dir / "e2e.test"), "./e2e"], cwd=src)
-    mark(outputs, stamp)
+    if not up_to_date(commands, commands_stamp):
+        packages = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS] + ["k8s.io/kubernetes/test/images/agnhost"]
+        go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(bin_dir) + "/", *packages], cwd=src)
+        mark(commands, commands_stamp)
+    if not up_to_date([e2e], e2e_stamp):
+        go(["test", "-c", "-trimpath", "-ldflags", ldflags, "-o", str(e2e), "./e2e"], cwd=src)
+        mark([e2e], e2e_stamp)
     log(f"build: Kubernetes binaries in {time.monotonic() - started:.0f} s")
 
 
