@@ -11,11 +11,12 @@ veth pair, the bridge and the pods' network namespaces go with the last of them.
   route kubelet needs; pods are on a CNI bridge (10.244.0.0/24); the `kubernetes` Service's ClusterIP (10.96.0.1) is
   an address of the namespace where kube-apiserver listens on 443, which is what kube-proxy would have made of it;
 - the kernel tunables kubelet insists on are shown to it through files bound over /proc/sys, so it never writes
-  the machine's own; its cgroups live under /nfs-csi-e2e in each hierarchy, removed on teardown.
+  the machine's own; its cgroups live under CGROUP_ROOT in each hierarchy, removed on teardown.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,7 +39,8 @@ SERVICE_IP = "10.96.0.1"
 API = "https://127.0.0.1:443"
 OVERLAID = ("/run", "/var/lib", "/var/log", "/opt")
 SRV = "/srv/nfs-csi-e2e"
-CGROUP_ROOT = "nfs-csi-e2e"
+# One per work directory, so that clusters of two clones never share one.
+CGROUP_ROOT = f"nfs-csi-e2e-{hashlib.sha256(str(WORK).encode()).hexdigest()[:8]}"
 # What kubelet sets unless it already reads these values (pkg/kubelet/cm: setupKernelTunables).
 KUBELET_TUNABLES = {
     "vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10", "kernel/panic_on_oops": "1",
@@ -458,7 +460,7 @@ def processes_in(pid_namespace: str) -> list[int]:
 
 
 def remove_cgroups() -> list[str]:
-    """rmdir /nfs-csi-e2e in every hierarchy, deepest first; what could not be removed."""
+    """rmdir CGROUP_ROOT in every hierarchy, deepest first; what could not be removed."""
     left = []
     for hierarchy in cgroup_hierarchies():
         top = hierarchy / CGROUP_ROOT
