@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +196,7 @@ def driver_base(out: Path) -> Path:
     return base
 
 
-def project_wheels(out: Path) -> tuple[Path, str]:
+def project_wheels(out: Path) -> Path:
     """The project's wheel and its dependencies' ([userspace] too), binary only, as the Dockerfile installs them."""
     wheels = out / "wheels"
     if wheels.exists():
@@ -208,20 +209,30 @@ def project_wheels(out: Path) -> tuple[Path, str]:
     run([str(python), "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
          "--python-version=3.11", "--platform=manylinux2014_x86_64", "--platform=manylinux_2_28_x86_64",
          "--implementation=cp", "-d", str(wheels), f"{wheel}[userspace]"], timeout=PIP_TIMEOUT, cwd=ROOT)
-    digest = hashlib.sha256(b"".join(sorted(p.name.encode() + p.read_bytes() for p in wheels.iterdir()))).hexdigest()
-    return wheels, digest
+    return wheels
+
+
+def project_sources() -> tuple[str, str]:
+    """(version, digest) of what goes into the project's wheel: pyproject.toml and the four packages."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    for package in ("app", "domain", "ports", "adapters"):
+        for path in sorted((ROOT / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return version, digest.hexdigest()
 
 
 def driver_image(out: Path) -> Image:
     """The base rootfs, and a layer with /opt/nfs-csi-driver: a virtualenv holding the wheels, made inside it."""
     base = driver_base(out)
-    wheels, digest = project_wheels(out)
-    version = next(wheels.glob("nfs_csi_driver-*.whl")).name.split("-")[1]
+    version, sources = project_sources()
     name = f"{DRIVER_IMAGE}:{version}"
     archive = out / "nfs-csi-driver.oci.tar"
-    stamp = stamp_of(base.name, digest, name, "v1")
+    stamp = stamp_of(base.name, sources, name, "v2")
     if archive.exists() and Path(f"{archive}.stamp").exists() and Path(f"{archive}.stamp").read_text() == stamp:
         return Image((name,), archive)
+    wheels = project_wheels(out)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="driver-image-", dir=out) as tmp:
         rootfs = Path(tmp) / "rootfs"

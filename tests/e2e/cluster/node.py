@@ -25,6 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tests.e2e.cluster.build import Binaries
 from tests.e2e.cluster.common import CACHE, WORK, CommandFailed, log, run
@@ -137,7 +138,7 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
 
-def wait_for(what: str, check: callable, timeout: float = START_TIMEOUT, logfile: str | None = None) -> None:  # type: ignore[valid-type]
+def wait_for(what: str, check: Callable[[], object], timeout: float = START_TIMEOUT, logfile: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
