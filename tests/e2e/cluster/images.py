@@ -22,7 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster.build import PAUSE_VERSION, PROVISIONER, RESIZER, SNAPSHOTTER, Binaries, stamp_of
+from tests.e2e.cluster.build import PAUSE_VERSION, PROVISIONER, RESIZER, SNAPSHOTTER, Binaries, mark, stamp_of, up_to_date
 from tests.e2e.cluster.common import CACHE, ROOT, log, run
 
 LOCAL = "nfs-csi-e2e.local"  # the registry part of every image built here that no spec names
@@ -42,6 +42,7 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
 # As the Dockerfile's runtime stage: the interpreter, mount.nfs (nfs-common), umount (mount), util-linux.
 DRIVER_PACKAGES = ("python3", "python3-venv", "nfs-common", "util-linux", "mount", "ca-certificates")
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MMDEBSTRAP_TIMEOUT = 1800
 PIP_TIMEOUT = 900
 
@@ -141,31 +142,32 @@ class Image:
 
 def binary_image(out: Path, names: list[str], binary: Path, entrypoint: list[str], cmd: list[str] | None = None,
                  with_busybox: bool = False) -> Image:
-    stamp = stamp_of(*names, Path(f"{binary}.stamp").read_text() if Path(f"{binary}.stamp").exists() else
-                     hashlib.sha256(binary.read_bytes()).hexdigest(), str(entrypoint), str(cmd), str(with_busybox), "v1")
+    """One program at entrypoint[0] (and busybox, if asked); rebuilt when the program's build stamp changes."""
+    built_from = Path(f"{binary}.stamp").read_text() if Path(f"{binary}.stamp").exists() else \
+        hashlib.sha256(binary.read_bytes()).hexdigest()
+    stamp = stamp_of(*names, built_from, str(entrypoint), str(cmd), str(with_busybox), "v1")
     archive = out / f"{names[0].rpartition('/')[2].replace(':', '-')}.oci.tar"
-    if not (archive.exists() and Path(f"{archive}.stamp").exists() and Path(f"{archive}.stamp").read_text() == stamp):
+    if not up_to_date([archive], stamp):
         layer = Layer()
         if with_busybox:
             busybox_layer(layer)
         layer.file(entrypoint[0], binary.read_bytes(), 0o755)
-        config: dict[str, object] = {"Entrypoint": entrypoint, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+        config: dict[str, object] = {"Entrypoint": entrypoint, "Env": [PATH]}
         if cmd:
             config["Cmd"] = cmd
         write_archive(archive, names, [layer.tar()], config)
-        Path(f"{archive}.stamp").write_text(stamp)
+        mark([archive], stamp)
     return Image(tuple(names), archive)
 
 
 def busybox_image(out: Path) -> Image:
     archive = out / "busybox.oci.tar"
     stamp = stamp_of(*BUSYBOX_NAMES, hashlib.sha256(Path("/bin/busybox").read_bytes()).hexdigest(), "v1")
-    if not (archive.exists() and Path(f"{archive}.stamp").exists() and Path(f"{archive}.stamp").read_text() == stamp):
+    if not up_to_date([archive], stamp):
         layer = Layer()
         busybox_layer(layer)
-        write_archive(archive, list(BUSYBOX_NAMES), [layer.tar()],
-                      {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]})
-        Path(f"{archive}.stamp").write_text(stamp)
+        write_archive(archive, list(BUSYBOX_NAMES), [layer.tar()], {"Cmd": ["sh"], "Env": [PATH]})
+        mark([archive], stamp)
     return Image(BUSYBOX_NAMES, archive)
 
 
@@ -184,7 +186,8 @@ def driver_base(out: Path) -> Path:
     log(f"image: Debian {DEBIAN_SUITE} rootfs with {', '.join(DRIVER_PACKAGES)} (mmdebstrap; a few minutes cold)")
     tmp = base.with_suffix(".tmp.tar")
     # In a private mount namespace, so that its /proc, /sys and /dev mounts cannot outlive it on the machine.
-    run(["unshare", "--mount", "--propagation", "private", "--", "mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "--format=tar",
+    run(["unshare", "--mount", "--propagation", "private", "--",
+         "mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "--format=tar",
          f"--include={','.join(DRIVER_PACKAGES)}",
          # No documentation or apt lists in the image (the Dockerfile removes the lists too).
          "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
@@ -230,7 +233,7 @@ def driver_image(out: Path) -> Image:
     name = f"{DRIVER_IMAGE}:{version}"
     archive = out / "nfs-csi-driver.oci.tar"
     stamp = stamp_of(base.name, sources, name, "v2")
-    if archive.exists() and Path(f"{archive}.stamp").exists() and Path(f"{archive}.stamp").read_text() == stamp:
+    if up_to_date([archive], stamp):
         return Image((name,), archive)
     wheels = project_wheels(out)
     started = time.monotonic()
@@ -259,11 +262,11 @@ def driver_image(out: Path) -> Image:
         }
         config = {
             "Entrypoint": ["nfs-csi-driver"], "User": "root", "Labels": labels,
-            "Env": ["PATH=/opt/nfs-csi-driver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
+            "Env": [PATH.replace("PATH=", "PATH=/opt/nfs-csi-driver/bin:"), "PYTHONDONTWRITEBYTECODE=1",
+                    "PYTHONUNBUFFERED=1"],
         }
         write_archive(archive, [name], [base.read_bytes(), venv.getvalue()], config)
-    Path(f"{archive}.stamp").write_text(stamp)
+    mark([archive], stamp)
     log(f"image: {name} in {time.monotonic() - started:.0f} s")
     return Image((name,), archive)
 
