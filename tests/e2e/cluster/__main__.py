@@ -33,6 +33,8 @@ EXPORT = "/exports"
 
 
 def install_packages() -> None:
+    if not shutil.which("go"):
+        raise CommandFailed("Go is missing: install Go 1.26 or newer (https://go.dev/dl/); the cluster is built with it")
     missing = sorted({pkg for tool, pkg in APT_PACKAGES.items()
                       if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))})
     if not missing and Path("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so").exists():
