@@ -83,3 +83,15 @@ def build_broken(tools: Tools, tmp_path: Path) -> Callable[[str, dict[str, Any]]
         return Built(f"broken {overlay}", path, load(text))
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the kustomize versions that built every kustomization (tests/deploy/test_kustomize_versions.py)."""
+    versions = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        for key, value in report.user_properties
+        if key == "kustomize_version"
+    ]
+    if versions:
+        terminalreporter.write_line(f"kustomize versions that built every kustomization under deploy/: {', '.join(versions)}")
