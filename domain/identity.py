@@ -28,8 +28,11 @@ CONTROLLER_CAPABILITIES: tuple[str, ...] = (
     "LIST_SNAPSHOTS",
     "GET_SNAPSHOT",
     "CLONE_VOLUME",
+    "SINGLE_NODE_MULTI_WRITER",
 )
-NODE_CAPABILITIES: tuple[str, ...] = ("GET_VOLUME_STATS", "VOLUME_CONDITION")
+# SINGLE_NODE_MULTI_WRITER, on both: the CO may then send SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod) apart from
+# SINGLE_NODE_MULTI_WRITER (ReadWriteOnce); the node refuses a single-writer volume at a second target.
+NODE_CAPABILITIES: tuple[str, ...] = ("GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER")
 STAGE_CAPABILITY = "STAGE_UNSTAGE_VOLUME"
 
 

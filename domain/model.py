@@ -305,20 +305,38 @@ class ListedVolume:
 
 @dataclass(frozen=True)
 class Publication:
-    """What a node published at one target path, kept so a retry can be told from a conflict."""
+    """What a node published at one target path, kept so a retry can be told from a conflict.
+
+    ``single_writer``: published for a SINGLE_NODE_SINGLE_WRITER capability (a ReadWriteOncePod volume), so no
+    other target of this node may hold the volume at the same time.
+    """
 
     volume_id: str
     target: str
     source: str
     options: tuple[str, ...]
+    single_writer: bool = False
+
+    def same_mount(self, other: Publication) -> bool:
+        """The same volume mounted the same way at the same path; what else is kept about it may differ (a record
+        written before the access mode was kept, repeated with one)."""
+        return (self.volume_id, self.target, self.source, self.options) == (
+            other.volume_id, other.target, other.source, other.options
+        )
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        data = asdict(self)
+        if not self.single_writer:
+            del data["single_writer"]  # a record without it stays byte-for-byte what older drivers wrote
+        return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Publication:
         data = json.loads(raw)
-        return cls(str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]))
+        return cls(
+            str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]),
+            single_writer=data.get("single_writer", False) is True,
+        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publicatio
 from domain.snapshot_model import SnapshotRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
-from ports.publications import PublicationStore
+from ports.publications import Admission, PublicationStore
 from ports.storage import ShareStorage
 
 
@@ -232,8 +232,13 @@ class FakePublicationStore(PublicationStore):
     def get(self, target: str) -> Publication | None:
         return self.publications.get(target)
 
-    def put(self, publication: Publication) -> None:
+    def put(self, publication: Publication, admit: Admission | None = None) -> None:
+        if admit is not None:
+            admit([p for p in self.of_volume(publication.volume_id) if p.target != publication.target])
         self.publications[publication.target] = publication
+
+    def of_volume(self, volume_id: str) -> list[Publication]:
+        return sorted((p for p in self.publications.values() if p.volume_id == volume_id), key=lambda p: p.target)
 
     def remove(self, target: str) -> None:
         self.publications.pop(target, None)

@@ -8,7 +8,7 @@ from typing import Mapping
 from domain.errors import FailedPrecondition, InvalidArgument
 from domain.events import Event
 from domain.locks import VolumeLocks
-from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, Publication, VolumeCapability, check_capability
+from domain.model import DEFAULT_ALLOWLIST, AccessMode, MountOptionAllowlist, Publication, VolumeCapability, check_capability
 from domain.static import is_ephemeral
 from domain.usecases.node import checked_path, lock_keys, mount_recorded, volume_source
 from ports.events import EventSink, NoEvents
@@ -29,7 +29,9 @@ class NodeStageVolume:
     checks as a direct publish; a stale staging mount is mounted again. NodePublishVolume then bind-mounts it.
 
     Read-only is a property of each publish (a bind remounted ro), except for a reader-only access mode, which
-    makes the staging mount itself read-only.
+    makes the staging mount itself read-only. A single-writer volume (SINGLE_NODE_SINGLE_WRITER) is staged at one
+    path of the node: a second staging path is FAILED_PRECONDITION. The staging mount is the node's, not a pod's,
+    so the rule that counts is NodePublishVolume's, which refuses a second target whatever the staging path.
     """
 
     def __init__(
@@ -59,7 +61,8 @@ class NodeStageVolume:
         options = [*command.capability.mount_flags, *context_options]
         if command.capability.access_mode.read_only:
             options.append("ro")
-        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)))
+        alone = command.capability.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
+        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)), alone)
         with self._locks.hold(*lock_keys(command.volume_id, staging)):
             recovered = mount_recorded(
                 self._mounter,

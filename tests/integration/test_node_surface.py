@@ -92,9 +92,42 @@ class TestVolumeStats:
             assert code_of(lambda: driver.node.NodeGetVolumeStats(request, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+class TestSingleWriter:
+    def test_a_restarted_node_still_refuses_a_second_target_of_a_single_writer_volume(
+        self, tmp_path: Path, export_root: Path, export_dir: Path
+    ) -> None:
+        # Given a ReadWriteOncePod volume published at one target, and the node plugin restarted since
+        (export_dir / "pvc-1").mkdir()
+        volume, first, second = volume_id_for("pvc-1"), tmp_path / "first", tmp_path / "second"
+        single = mount_capability(csi.VolumeCapability.AccessMode.SINGLE_NODE_SINGLE_WRITER)
+        running = start_driver(tmp_path / "driver", mode="node")
+        try:
+            running.node.NodePublishVolume(
+                csi.NodePublishVolumeRequest(volume_id=volume, target_path=str(first), volume_capability=single),
+                timeout=20,
+            )
+        finally:
+            assert running.stop() == 0
+        running = start_driver(tmp_path / "driver", mode="node")
+        try:
+            # When a second pod asks for it at another target, then it waits: FAILED_PRECONDITION, nothing made
+            request = csi.NodePublishVolumeRequest(volume_id=volume, target_path=str(second), volume_capability=single)
+            with pytest.raises(grpc.RpcError) as refused:
+                running.node.NodePublishVolume(request, timeout=20)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert str(first) in (refused.value.details() or "") and not second.exists()
+            # And once the first target is unpublished, the second gets it
+            running.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(volume_id=volume, target_path=str(first)))
+            running.node.NodePublishVolume(request, timeout=20)
+            assert mounts_at(second) == 1
+            running.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(volume_id=volume, target_path=str(second)))
+        finally:
+            assert running.stop() == 0
+
+
 class TestNodeInfoAndCapabilities:
     def test_direct_mode_reports_stats_and_condition_no_staging_and_no_volume_limit(self, driver: Driver) -> None:
-        assert capabilities(driver) == {"GET_VOLUME_STATS", "VOLUME_CONDITION"}
+        assert capabilities(driver) == {"GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER"}
         info = driver.node.NodeGetInfo(csi.NodeGetInfoRequest(), timeout=5)
         assert info.node_id == "node-1" and info.max_volumes_per_node == 0
         request = csi.NodeStageVolumeRequest(
@@ -105,7 +138,9 @@ class TestNodeInfoAndCapabilities:
     def test_stage_mode_adds_staging_and_the_configured_volume_limit(self, tmp_path: Path, export_root: Path) -> None:
         running = start_driver(tmp_path / "driver", "--node-stage", "--max-volumes-per-node", "17", mode="node")
         try:
-            assert capabilities(running) == {"GET_VOLUME_STATS", "VOLUME_CONDITION", "STAGE_UNSTAGE_VOLUME"}
+            assert capabilities(running) == {
+                "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "STAGE_UNSTAGE_VOLUME"
+            }
             info = running.node.NodeGetInfo(csi.NodeGetInfoRequest(), timeout=5)
             assert info.node_id == "node-1" and info.max_volumes_per_node == 17
         finally:

@@ -228,6 +228,28 @@ class TestPublishFromStaging:
         assert STAGING in node.mounter.mounts
 
 
+class TestSingleWriterInStageMode:
+    RWOP = VolumeCapability(AccessMode.SINGLE_NODE_SINGLE_WRITER)
+
+    def test_a_second_target_bound_from_the_same_staging_mount_is_failed_precondition(self, node: Node) -> None:
+        node.stage(stage_request(capability=self.RWOP))
+        node.publish(publish_request(capability=self.RWOP))
+        with pytest.raises(FailedPrecondition, match="single-writer"):
+            node.publish(publish_request(capability=self.RWOP, target_path=TARGET_2))
+        assert sorted(node.mounter.mounts) == sorted([STAGING, TARGET]) and TARGET_2 not in node.mounter.targets
+
+    def test_a_second_staging_path_is_failed_precondition(self, node: Node) -> None:
+        node.stage(stage_request(capability=self.RWOP))
+        with pytest.raises(FailedPrecondition, match=f"already staged at {STAGING}"):
+            node.stage(stage_request(capability=self.RWOP, staging_target_path=STAGING + "-2"))
+        assert list(node.mounter.mounts) == [STAGING]
+
+    def test_staging_again_at_the_same_path_is_ok(self, node: Node) -> None:
+        node.stage(stage_request(capability=self.RWOP))
+        node.stage(stage_request(capability=self.RWOP))
+        assert list(node.mounter.mounts) == [STAGING]
+
+
 class TestVolumeStats:
     def test_reports_the_usage_of_a_published_volume_and_a_healthy_condition(self, node: Node) -> None:
         node.stage(stage_request())
@@ -288,5 +310,7 @@ class TestVolumeStats:
 
 class TestNodeCapabilities:
     def test_stats_and_condition_always_and_staging_only_in_stage_mode(self) -> None:
-        assert node_capabilities(False) == ("GET_VOLUME_STATS", "VOLUME_CONDITION")
-        assert node_capabilities(True) == ("GET_VOLUME_STATS", "VOLUME_CONDITION", "STAGE_UNSTAGE_VOLUME")
+        assert node_capabilities(False) == ("GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER")
+        assert node_capabilities(True) == (
+            "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "STAGE_UNSTAGE_VOLUME"
+        )
