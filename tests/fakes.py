@@ -10,7 +10,7 @@ from typing import Sequence
 from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
-from domain.snapshot_model import SnapshotRecord
+from domain.snapshot_model import PackedSnapshot, SnapshotRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
 from ports.publications import Admission, PublicationStore
@@ -132,12 +132,13 @@ class FakeShareStorage(ShareStorage):
             else:
                 self.files[(share, f"{subdir}/{path}")] = data
 
-    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> PackedSnapshot:
         if (share, subdir) not in self.dirs:
             raise StorageFailed(f"{subdir!r} does not exist")
         content = self._content(share, subdir)
         self.archives[(snapshot_share, leaf)] = content
-        return 512 + sum(len(v or b"") for v in content.values())
+        size = sum(len(v or b"") for v in content.values())
+        return PackedSnapshot(512 + size, size)
 
     def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
         self.snapshot_records[(share, leaf)] = record

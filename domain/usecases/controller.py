@@ -136,7 +136,7 @@ class CreateVolume:
         capacity = command.capacity.capacity_bytes
         if resolved is not None:
             check_source_capacity(resolved, command.capacity.limit_bytes)
-            capacity = capacity or resolved.capacity_bytes
+            capacity = max(capacity, resolved.capacity_bytes)
         # A clone's record says "pending" until its content is in place: never returned before that.
         pending = {PENDING_KEY: "true"} if resolved is not None else {}
         parameters = {**checked.parameters, **pending}

@@ -443,8 +443,8 @@ class TestSnapshots:
         storage, share = subject.storage, subject.share
         storage.create_volume_dir(share, "v", None)
         storage.create_volume_dir(share, "v/sub", None)
-        size = storage.pack_snapshot(share, "v", share, "snap-1", "tar")
-        assert size > 0
+        packed = storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        assert packed.archive_bytes > 0 and packed.content_bytes == 0
         storage.create_volume_dir(share, "w", None)
         storage.restore_snapshot(share, "snap-1", "tar", share, "w")
         assert storage.exists(share, "w/sub")
@@ -456,8 +456,9 @@ class TestSnapshots:
         storage.create_volume_dir(share, "v", None)
         subject.export.plant_file("v/a/file", b"content")
         _plant_relative_link(subject, "v/out", "a")
-        size = storage.pack_snapshot(share, "v", share, "snap-1", fmt)
-        assert (_disk(subject).root / f".nfs-csi/snapshots/snap-1.{fmt}").is_file() and size > 0
+        packed = storage.pack_snapshot(share, "v", share, "snap-1", fmt)
+        archive = _disk(subject).root / f".nfs-csi/snapshots/snap-1.{fmt}"
+        assert archive.stat().st_size == packed.archive_bytes and packed.content_bytes == len(b"content")
         storage.create_volume_dir(share, "w", None)
         storage.restore_snapshot(share, "snap-1", fmt, share, "w")
         tree = subject.export.tree()
