@@ -254,6 +254,17 @@ def check_volume_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """The owner a volume's directory is given (``uid``/``gid`` parameters); None leaves that part as it is."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.uid is not None or self.gid is not None
+
+
+@dataclass(frozen=True)
 class VolumeRecord:
     """The small metadata the driver keeps beside each volume directory."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
+from domain.model import ListedVolume, ListPosition, Owner, ShareRef, VolumeRecord
 from domain.snapshot_model import PackedSnapshot, SnapshotRecord
 
 
@@ -17,8 +17,9 @@ class ShareStorage(abc.ABC):
     """
 
     @abc.abstractmethod
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
-        """Create subdir (and missing parents); chmod it to ``mode`` when given. Existing is OK."""
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
+        """Create subdir (and missing parents); chown it to ``owner`` and chmod it to ``mode`` when given. Existing
+        is OK. An owner the server will not give (root squashing) is FailedPrecondition, the directory left made."""
 
     @abc.abstractmethod
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
-from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
+from domain.model import FilesystemUsage, ListedVolume, ListPosition, Owner, Publication, ShareRef, VolumeRecord
 from domain.snapshot_model import PackedSnapshot, SnapshotRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
@@ -38,20 +38,28 @@ class FakeShareStorage(ShareStorage):
         # The index, kept apart from the records as on disk: (share, subdir) -> when its entry was made.
         self.index: dict[tuple[ShareRef, str], int] = {}
         self.free: dict[ShareRef, int] = {}  # available_bytes; a share not set here has none free
+        self.owners: dict[tuple[ShareRef, str], tuple[int, int]] = {}  # directories given an owner: (uid, gid)
+        self.refuse_chown = False  # the server squashes root: every chown is refused
         self._clock = itertools.count(1)
 
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
         for parent in _ancestors(subdir):
             self.dirs.setdefault((share, parent), None)
         key = (share, subdir)
         if key not in self.dirs or mode is not None:
             self.dirs[key] = mode
+        if owner:
+            if self.refuse_chown:
+                raise FailedPrecondition(f"chown of {subdir!r}: Operation not permitted (root squashing)")
+            uid, gid = self.owners.get(key, (0, 0))
+            self.owners[key] = (uid if owner.uid is None else owner.uid, gid if owner.gid is None else owner.gid)
 
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
         if (share, subdir) in self.filling:
             raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             del self.dirs[key]
+            self.owners.pop(key, None)
         for key in [k for k in self.files if k[0] == share and k[1].startswith(subdir + "/")]:
             del self.files[key]
         # The records of volumes inside live in the removed tree (the contract suite found this).

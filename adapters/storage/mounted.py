@@ -227,6 +227,14 @@ class FdShareFiles(ShareFiles):
         finally:
             os.close(opened)
 
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        fd, leaf = self._parent(path)
+        opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            os.fchown(opened, -1 if uid is None else uid, -1 if gid is None else gid)
+        finally:
+            os.close(opened)
+
     def set_attributes(self, path: str, entry: Entry) -> None:
         times, may_chown = (entry.mtime_ns, entry.mtime_ns), os.geteuid() == 0  # owners only where root
         fd, leaf = self._parent(path)

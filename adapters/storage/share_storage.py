@@ -21,7 +21,7 @@ from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, 
 from adapters.storage.archive import reading_source, source_entries, unpack_tree
 from adapters.storage.files import ShareFiles, ShareFileSystem
 from domain.errors import InvalidArgument, OperationInFlight, StorageFailed
-from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
+from domain.model import METADATA_DIR, ListedVolume, ListPosition, Owner, ShareRef, VolumeRecord
 from domain.paths import relative_subpath
 from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, PackedSnapshot, SnapshotRecord, archive_name, is_leaf
 from domain.snapshot_model import record_file
@@ -77,11 +77,13 @@ class FileShareStorage(ShareStorage):
     def close(self) -> None:
         self._files.close()
 
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
         def work(files: ShareFiles) -> None:
             _make_dirs(files, subdir)
             if not _is_dir(files, subdir):
                 raise StorageFailed(f"{subdir!r} exists and is not a plain directory")
+            if owner:
+                files.chown(subdir, owner.uid, owner.gid)  # before the mode: a chown clears set-id bits
             if mode is not None:
                 files.chmod(subdir, mode)
 

@@ -224,6 +224,8 @@ class NfsRsFileSystem(ShareFileSystem):
             return ResourceExhausted(f"{where}: no space left on the share ({err})")
         if code in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
             return StorageFailed(f"{where}: a component on the way is not a plain directory ({err})")
+        if isinstance(err, PermissionError):  # the server's answer to this AUTH_SYS identity, as EPERM is a mount's
+            return FailedPrecondition(f"{where}: the NFS server refuses it to this client's identity ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
         # error that the same client keeps returning): start again with a new client. Every operation here is
         # idempotent, so repeating one whose outcome was uncertain is safe.
@@ -285,6 +287,13 @@ class NfsShareFiles(ShareFiles):
 
     def chmod(self, path: str, mode: int) -> None:
         self._client.chmod(self._path(path), mode)  # SETATTR on what LOOKUP found: a link is not followed
+
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        remote = self._path(path)
+        if uid is None or gid is None:  # SETATTR sets both: the part left alone is what is there now
+            now = self._client.stat(remote)
+            uid, gid = now.uid if uid is None else uid, now.gid if gid is None else gid
+        self._client.chown(remote, uid, gid)  # on what LOOKUP found: a link is not followed
 
     def set_attributes(self, path: str, entry: Entry) -> None:
         remote = self._path(path)

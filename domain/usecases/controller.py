@@ -15,6 +15,7 @@ from domain.model import (
     CapacityRange,
     MountOptionAllowlist,
     OnDelete,
+    Owner,
     ShareRef,
     VolumeCapability,
     VolumeId,
@@ -23,7 +24,16 @@ from domain.model import (
     check_capability,
     check_volume_name,
 )
-from domain.parameters import ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
+from domain.parameters import (
+    GID,
+    UID,
+    ProvisionDefaults,
+    VolumeParameters,
+    effective_mode,
+    effective_owner,
+    parse_mode,
+    parse_mutable,
+)
 from domain.static import ContextVolume
 from domain.usecases.snapshots import (
     CONTENT_SOURCE_KEY,
@@ -103,11 +113,11 @@ class CreateVolume:
                 record, resolved = self._create(checked)
             else:
                 _check_retry(record, checked)
-            # The record's mode: a retry must not undo what ControllerModifyVolume set since.
+            # The record's mode and owner: a retry must not undo what ControllerModifyVolume set since.
             mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
                 record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=created)
-            self._storage.create_volume_dir(share, subdir, mode)
+            self._make_dir(share, subdir, mode, effective_owner(record.parameters, record.mutable_parameters), created)
         if created:
             self._events.emit(Event.VOLUME_CREATED)
         context = volume_context(share, subdir, checked.mount_permissions)
@@ -170,6 +180,22 @@ class CreateVolume:
         )
         self._storage.write_record(share, subdir, complete)
         return complete
+
+    def _make_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner, created: bool) -> None:
+        """The volume's directory with its mode and owner. An owner the server refuses (root squashing) fails the
+        call, and a volume this call began is removed again: no one else knows it, and the provisioner would keep
+        retrying a refusal, leaving it behind when the claim is given up."""
+        try:
+            self._storage.create_volume_dir(share, subdir, mode, owner)
+        except FailedPrecondition as err:
+            if created and owner:
+                self._discard(share, subdir)
+                raise FailedPrecondition(
+                    f"{err}; the volume was not created. The export must let the controller give files away "
+                    "(no root squashing, e.g. no_root_squash; with --storage userspace, --nfs-uid 0), or leave out "
+                    "the uid and gid parameters"
+                ) from err
+            raise
 
     def _discard(self, share: ShareRef, subdir: str) -> None:
         """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it."""
@@ -299,6 +325,9 @@ class ValidateVolumeCapabilities:
             raise InvalidArgument("parameters name another share or onDelete policy than the volume's")
         if format(params.mount_permissions, "04o") != record.parameters.get("mountPermissions", "0000"):
             raise InvalidArgument("parameters ask for other mountPermissions than the volume's")
+        asked = params.as_record(volume_id.subdir)
+        if any(asked.get(key) != record.parameters.get(key) for key in (UID, GID)):
+            raise InvalidArgument("parameters ask for another owner (uid, gid) than the volume was created with")
 
 
 _DELETE_EVENT = {

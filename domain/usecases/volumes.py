@@ -26,13 +26,24 @@ from domain.model import (
     ListPosition,
     MountOptionAllowlist,
     OnDelete,
+    Owner,
     ShareRef,
     VolumeCapability,
     VolumeId,
     VolumeRecord,
     check_capability,
 )
-from domain.parameters import MOUNT_PERMISSIONS, ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
+from domain.parameters import (
+    GID,
+    MOUNT_PERMISSIONS,
+    UID,
+    ProvisionDefaults,
+    VolumeParameters,
+    effective_mode,
+    effective_owner,
+    parse_mode,
+    parse_mutable,
+)
 from domain.usecases.controller import volume_context
 from domain.usecases.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
 from ports.storage import ShareStorage
@@ -287,7 +298,10 @@ class ControllerModifyVolumeCommand:
 
 
 class ControllerModifyVolume:
-    """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing."""
+    """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing.
+
+    The mode and owner are the volume's directory's, applied at once; an owner the server refuses (root squashing)
+    is FAILED_PRECONDITION, with nothing recorded."""
 
     def __init__(self, storage: ShareStorage, locks: VolumeLocks) -> None:
         self._storage = storage
@@ -305,9 +319,11 @@ class ControllerModifyVolume:
         with self._locks.hold(str(volume_id)):
             record = _existing(self._storage, volume_id, raw_volume_id)
             merged = {**record.mutable_parameters, **wanted}
-            if MOUNT_PERMISSIONS in wanted:
+            if wanted:
                 if not self._storage.exists(share, subdir):
                     raise FailedPrecondition(f"the volume's directory {subdir!r} is missing on {share.source()}")
-                self._storage.create_volume_dir(share, subdir, effective_mode(record.parameters, merged))
+                mode = effective_mode(record.parameters, merged) or None  # again after a chown, which may clear set-id
+                owner = effective_owner(record.parameters, merged) if {UID, GID} & set(wanted) else Owner()
+                self._storage.create_volume_dir(share, subdir, mode, owner)
             if merged != dict(record.mutable_parameters):
                 self._storage.write_record(share, subdir, dataclasses.replace(record, mutable_parameters=merged))

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.storage.archive import copy_tree
 from domain.errors import DomainError, FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
-from domain.model import ShareRef, VolumeRecord
+from domain.model import Owner, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from tests.contract.conftest import Subject
 from tests.contract.exports import DIR, FILE, SYMLINK, DiskExport, record_path
@@ -69,6 +69,15 @@ class TestCreateVolumeDir:
         subject.storage.create_volume_dir(subject.share, "v", 0o700)
         subject.storage.create_volume_dir(subject.share, "v", None)
         assert subject.export.mode("v") == 0o700
+
+    def test_gives_the_owner_before_the_mode_so_set_id_bits_stay(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", 0o2770, Owner(1234, 5678))
+        assert subject.export.owner("v") == (1234, 5678) and subject.export.mode("v") == 0o2770
+
+    def test_an_owner_given_in_part_changes_only_that_part(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None, Owner(1234, 5678))
+        subject.storage.create_volume_dir(subject.share, "v", None, Owner(gid=42))
+        assert subject.export.owner("v") == (1234, 42)
 
     def test_creates_nothing_beside_the_directory(self, subject: Subject) -> None:
         subject.storage.create_volume_dir(subject.share, "v", None)
