@@ -46,6 +46,7 @@ class Container(containers.DeclarativeContainer):
         MountedFileSystem,
         mounter=mounter,
         working_dir=config.working_mount_dir,
+        share_options=config.share_mount_options,
         fs_timeout=config.fs_timeout,
         snapshot_timeout=config.snapshot_timeout,
     )
@@ -62,6 +63,7 @@ class Container(containers.DeclarativeContainer):
             timeout=config.storage.nfs_timeout,
         ),
         snapshot_timeout=config.snapshot_timeout,
+        share_options=config.share_mount_options,
     )
     # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller); the
     # driver's rules on a share are the same over either.

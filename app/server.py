@@ -85,6 +85,7 @@ def build_container(settings: Settings) -> Container:
             "node_id": settings.node_id,
             "storage": settings.storage_config(),
             "shares": settings.shares,
+            "share_mount_options": settings.share_mount_options,
             # Only a process that mounts needs mount.nfs to be ready: not a userspace-storage controller.
             "probe_mount_helper": "yes" if settings.serves_node or settings.storage == "mount" else "no",
         }

@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from adapters.storage.userspace import NfsClientOptions, client_options
 from domain.errors import InvalidArgument
-from domain.model import ShareRef, mount_option_allowlist, parse_share_list
+from domain.model import ShareRef, mount_option_allowlist, parse_share_list, parse_share_mount_options
 
 DEFAULT_DRIVER_NAME = "nfs.csi.ownedstorage.dev"
 VERSION = "0.1.0"
@@ -48,6 +49,7 @@ class Settings:
     node_stage: bool = False
     max_volumes_per_node: int = 0
     snapshot_timeout: float = 600.0
+    share_mount_options: tuple[tuple[ShareRef, tuple[str, ...]], ...] = ()
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -139,6 +141,12 @@ def parser() -> argparse.ArgumentParser:
         help="seconds for packing a snapshot, restoring one or cloning a volume, as a whole, counted from the call; "
         "a retry while one runs is ABORTED",
     )
+    p.add_argument(
+        "--share-mount-options", default="",
+        help="the options the controller mounts (or, with --storage userspace, reaches) each share with, as "
+        "'server:/path=opt,opt;server:/path=opt' (each option on the allowlist); a share not named is mounted "
+        "with none",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -161,6 +169,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         shares = parse_share_list(args.shares)
     except InvalidArgument as err:
         parser().error(f"--shares: {err}")
+    try:
+        share_mount_options = parse_share_mount_options(
+            args.share_mount_options, mount_option_allowlist(args.allowed_mount_options)
+        )
+    except InvalidArgument as err:
+        parser().error(f"--share-mount-options: {err}")
     if args.max_volumes_per_node < 0:
         parser().error("--max-volumes-per-node must be 0 (no limit) or more")
     nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
@@ -168,6 +182,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--nfs-version takes 4.1, 4.0 or 3, or a comma-separated fallback list of them")
     if not (0 <= args.nfs_port <= 65535 and 0 <= args.nfs_mount_port <= 65535) or args.nfs_timeout <= 0:
         parser().error("--nfs-port and --nfs-mount-port must be ports (0 for the default), --nfs-timeout positive")
+    if args.storage == "userspace":
+        for share, options in share_mount_options.items():
+            try:
+                client_options(NfsClientOptions(versions=nfs_versions), options)
+            except ValueError as err:
+                parser().error(f"--share-mount-options: share {share.source()}: {err}")
     return Settings(
         endpoint=args.endpoint,
         node_id=args.nodeid,
@@ -201,4 +221,5 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         node_stage=args.node_stage,
         max_volumes_per_node=args.max_volumes_per_node,
         snapshot_timeout=args.snapshot_timeout,
+        share_mount_options=tuple(share_mount_options.items()),
     )

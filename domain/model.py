@@ -243,6 +243,39 @@ def check_mount_option(option: str) -> str:
     return DEFAULT_ALLOWLIST.check(option)
 
 
+MAX_SHARE_OPTIONS_TEXT = 65536  # bytes of --share-mount-options: room for a thousand shares, a bound all the same
+
+
+def parse_share_mount_options(
+    text: str, allowlist: MountOptionAllowlist = DEFAULT_ALLOWLIST
+) -> dict[ShareRef, tuple[str, ...]]:
+    """``server:/path=opt,opt;server:/path=opt``: the options the controller mounts each share with
+    (``--share-mount-options``). Each option passes the allowlist as a StorageClass's would; a share is named once;
+    ``ro`` is refused, since the controller writes on every share it mounts."""
+    if len(text.encode("utf-8", errors="surrogatepass")) > MAX_SHARE_OPTIONS_TEXT:
+        raise InvalidArgument(f"is longer than {MAX_SHARE_OPTIONS_TEXT} bytes")
+    found: dict[ShareRef, tuple[str, ...]] = {}
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        named, sep, options = item.partition("=")
+        server, colon, path = named.strip().partition(":/")
+        if not sep or not colon:
+            raise InvalidArgument(f"{item[:120]!r} must be written server:/path=option,option")
+        share = ShareRef.parse(server, "/" + path)
+        if share in found:
+            raise InvalidArgument(f"share {share.source()} is given twice")
+        parsed = tuple(allowlist.check(option.strip()) for option in options.split(",") if option.strip())
+        if not parsed:
+            raise InvalidArgument(f"share {share.source()} is given no options")
+        if len(parsed) > MAX_MOUNT_OPTIONS:
+            raise InvalidArgument(f"share {share.source()}: at most {MAX_MOUNT_OPTIONS} mount options are accepted")
+        if "ro" in parsed:
+            raise InvalidArgument(f"share {share.source()}: the controller writes on its shares; 'ro' cannot be one")
+        found[share] = tuple(dict.fromkeys(parsed))
+    return found
+
+
 def check_volume_name(name: str) -> str:
     """A CreateVolume name: required, printable, at most MAX_NAME_BYTES bytes."""
     if not name:

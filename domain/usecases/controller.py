@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MountFailed, NotFound
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
@@ -102,7 +102,13 @@ class CreateVolume:
 
     def __call__(self, command: CreateVolumeCommand) -> CreateVolumeResult:
         checked = self._checked(command)
-        share, subdir = checked.volume_id.share, checked.volume_id.subdir
+        try:
+            return self._create_or_retry(checked)
+        except MountFailed as err:
+            raise _suggesting_class_options(err, checked) from err
+
+    def _create_or_retry(self, checked: _Checked) -> CreateVolumeResult:
+        command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
         source_keys = source.lock_keys() if source is not None else ()
         with self._locks.hold(f"name:{command.name}", str(checked.volume_id), *source_keys):
@@ -209,6 +215,20 @@ class CreateVolume:
             if owner is not None:
                 raise AlreadyExists(f"subDir {volume_id.subdir!r} lies inside volume {owner.name!r}")
             parent = posixpath.dirname(parent)
+
+
+def _suggesting_class_options(err: MountFailed, checked: _Checked) -> MountFailed:
+    """The controller could not mount the share, which nodes mount with the StorageClass's mountOptions: name them,
+    as the controller would be given them (DeleteVolume and the snapshot RPCs never see them, so they are
+    configured per share, not taken from this call)."""
+    flags = [f for f in dict.fromkeys(f for c in checked.command.capabilities for f in c.mount_flags) if f != "ro"]
+    if not flags:
+        return err
+    share = checked.volume_id.share.source()
+    return MountFailed(
+        f"{err}. Nodes mount this volume with the StorageClass's mountOptions {','.join(flags)}: if the controller "
+        f"needs them to reach the share too, start it with --share-mount-options '{share}={','.join(flags)}'"
+    )
 
 
 def _check_retry(record: VolumeRecord, checked: _Checked) -> None:

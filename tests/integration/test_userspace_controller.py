@@ -165,6 +165,31 @@ class TestUnprivilegedController:
         finally:
             assert unprivileged.stop() == 0, unprivileged.log.read_text()
 
+    def test_a_shares_own_port_and_version_override_the_flags_as_a_mounts_would(
+        self, ganesha: Ganesha, share: tuple[str, Path], tmp_path: Path
+    ) -> None:
+        # Given flags that reach no server (port 1), and the share's own options naming ganesha's port and NFSv4.0
+        path, on_disk = share
+        driver = start_userspace_controller(
+            tmp_path / "per-share", ganesha, "--nfs-port", "1",
+            "--share-mount-options", f"127.0.0.1:{path}=vers=4.0,port={ganesha.port},hard",
+        )  # fmt: skip
+        try:
+            # When a volume is made and deleted there, then both reach the server with the share's options
+            volume = create(driver, path).volume
+            assert (on_disk / "pvc-1").is_dir()
+            driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
+            assert not (on_disk / "pvc-1").exists()
+            assert f"share 127.0.0.1:{path}: userspace NFS 4.0, port {ganesha.port}" in driver.log.read_text()
+            # and a share without options of its own keeps the flags' (port 1): the failure says how it tried
+            with pytest.raises(grpc.RpcError) as unreachable:
+                create(driver, ganesha.new_share("csi")[0].share, "pvc-2")
+            assert "port 1" in (unreachable.value.details() or "") and "--share-mount-options" in (
+                unreachable.value.details() or ""
+            )
+        finally:
+            assert driver.stop() == 0, driver.log.read_text()
+
     def test_a_share_the_server_does_not_export_is_not_found(self, controller: Driver) -> None:
         with pytest.raises(grpc.RpcError) as err:
             create(controller, "/exports/no-such-share")
