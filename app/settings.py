@@ -50,6 +50,10 @@ class Settings:
     max_volumes_per_node: int = 0
     snapshot_timeout: float = 600.0
     share_mount_options: tuple[tuple[ShareRef, tuple[str, ...]], ...] = ()
+    volume_usage_interval: float = 300.0
+    volume_usage_timeout: float = 120.0
+    volume_usage_max_entries: int = 1_000_000
+    volume_usage_rate: float = 10_000.0
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -147,6 +151,23 @@ def parser() -> argparse.ArgumentParser:
         "'server:/path=opt,opt;server:/path=opt' (each option on the allowlist); a share not named is mounted "
         "with none",
     )
+    p.add_argument(
+        "--volume-usage-interval", type=float, default=300.0,
+        help="node: seconds before a volume's own usage (walked in the background) is walked again when asked for; "
+        "0 reports the share's statvfs instead, as before",
+    )
+    p.add_argument(
+        "--volume-usage-timeout", type=float, default=120.0,
+        help="node: seconds one walk of a volume may take; it then stops and reports at least what it counted",
+    )
+    p.add_argument(
+        "--volume-usage-max-entries", type=int, default=1_000_000,
+        help="node: entries one walk of a volume counts at most; it then stops and reports at least that",
+    )
+    p.add_argument(
+        "--volume-usage-rate", type=float, default=10_000.0,
+        help="node: entries a second one walk looks at, at most (each is an lstat, to the NFS server)",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -175,6 +196,10 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         )
     except InvalidArgument as err:
         parser().error(f"--share-mount-options: {err}")
+    if args.volume_usage_interval < 0 or min(args.volume_usage_timeout, args.volume_usage_rate) <= 0:
+        parser().error("--volume-usage-interval must be 0 (off) or more, --volume-usage-timeout and -rate positive")
+    if args.volume_usage_max_entries < 1:
+        parser().error("--volume-usage-max-entries must be at least 1")
     if args.max_volumes_per_node < 0:
         parser().error("--max-volumes-per-node must be 0 (no limit) or more")
     nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
@@ -222,4 +247,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         max_volumes_per_node=args.max_volumes_per_node,
         snapshot_timeout=args.snapshot_timeout,
         share_mount_options=tuple(share_mount_options.items()),
+        volume_usage_interval=args.volume_usage_interval,
+        volume_usage_timeout=args.volume_usage_timeout,
+        volume_usage_max_entries=args.volume_usage_max_entries,
+        volume_usage_rate=args.volume_usage_rate,
     )

@@ -352,7 +352,8 @@ class Publication:
     """What a node published at one target path, kept so a retry can be told from a conflict.
 
     ``single_writer``: published for a SINGLE_NODE_SINGLE_WRITER capability (a ReadWriteOncePod volume), so no
-    other target of this node may hold the volume at the same time.
+    other target of this node may hold the volume at the same time. ``capacity_bytes``: the volume's requested
+    capacity as this node last learned it (its volume context, then NodeExpandVolume); 0 when unknown.
     """
 
     volume_id: str
@@ -360,6 +361,7 @@ class Publication:
     source: str
     options: tuple[str, ...]
     single_writer: bool = False
+    capacity_bytes: int = 0
 
     def same_mount(self, other: Publication) -> bool:
         """The same volume mounted the same way at the same path; what else is kept about it may differ (a record
@@ -370,8 +372,8 @@ class Publication:
 
     def to_json(self) -> bytes:
         data = asdict(self)
-        if not self.single_writer:
-            del data["single_writer"]  # a record without it stays byte-for-byte what older drivers wrote
+        for unset in [key for key in ("single_writer", "capacity_bytes") if not data[key]]:
+            del data[unset]  # a record without them stays byte-for-byte what older drivers wrote
         return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
@@ -380,7 +382,22 @@ class Publication:
         return cls(
             str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]),
             single_writer=data.get("single_writer", False) is True,
+            capacity_bytes=max(0, int(data.get("capacity_bytes", 0))),
         )
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    """What a walk of a volume's directory tree counted: bytes allocated and inodes, and how long ago.
+
+    ``complete`` is False when the walk stopped at one of its limits (time, entries, depth): the figures are then
+    what it counted, a lower bound.
+    """
+
+    used_bytes: int
+    used_inodes: int
+    age_seconds: float
+    complete: bool = True
 
 
 @dataclass(frozen=True)

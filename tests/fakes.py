@@ -9,11 +9,12 @@ from typing import Sequence
 
 from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
-from domain.model import FilesystemUsage, ListedVolume, ListPosition, Owner, Publication, ShareRef, VolumeRecord
+from domain.model import FilesystemUsage, ListedVolume, ListPosition, Owner, Publication, ShareRef, TreeUsage, VolumeRecord
 from domain.snapshot_model import PackedSnapshot, SnapshotRecord
 from ports.clock import Clock
 from ports.mounter import Mounter
 from ports.publications import Admission, PublicationStore
+from ports.usage import UsageMeter
 from ports.storage import ShareStorage
 
 
@@ -254,6 +255,19 @@ class FakePublicationStore(PublicationStore):
 
     def count(self) -> int:
         return len(self.publications)
+
+
+class FakeUsageMeter(UsageMeter):
+    def __init__(self) -> None:
+        self.trees: dict[str, TreeUsage] = {}  # by key: what the last walk of that tree found
+        self.asked: list[tuple[str, str, str, int]] = []  # (key, path, server, capacity) of every ask
+
+    def usage(self, key: str, path: str, server: str, capacity_bytes: int) -> TreeUsage | None:
+        self.asked.append((key, path, server, capacity_bytes))
+        return self.trees.get(key)
+
+    def close(self) -> None:
+        pass
 
 
 class FakeClock(Clock):

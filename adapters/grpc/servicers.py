@@ -24,7 +24,13 @@ from domain.usecases.controller import (
 from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from domain.usecases.probe import Probe
 from domain.usecases.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
-from domain.usecases.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand, NodeGetVolumeStatsResult
+from domain.usecases.stats import (
+    NodeExpandVolume,
+    NodeExpandVolumeCommand,
+    NodeGetVolumeStats,
+    NodeGetVolumeStatsCommand,
+    NodeGetVolumeStatsResult,
+)
 from domain.usecases.volumes import (
     ControllerExpandVolume,
     ControllerExpandVolumeCommand,
@@ -262,6 +268,7 @@ class NodeServicer(csi_grpc.NodeServicer):
         node_publish_volume: NodePublishVolume,
         node_unpublish_volume: NodeUnpublishVolume,
         node_get_volume_stats: NodeGetVolumeStats,
+        node_expand_volume: NodeExpandVolume,
         node_id: str,
         capabilities: tuple[str, ...],
         max_volumes_per_node: int = 0,
@@ -269,6 +276,7 @@ class NodeServicer(csi_grpc.NodeServicer):
         self._node_publish_volume = node_publish_volume
         self._node_unpublish_volume = node_unpublish_volume
         self._node_get_volume_stats = node_get_volume_stats
+        self._node_expand_volume = node_expand_volume
         self._node_id = node_id
         self._capabilities = capabilities
         self._max_volumes = max_volumes_per_node
@@ -301,6 +309,22 @@ class NodeServicer(csi_grpc.NodeServicer):
         )
 
     @translate_errors
+    def NodeExpandVolume(self, request: csi.NodeExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
+        capacity = self._node_expand_volume(
+            NodeExpandVolumeCommand(
+                volume_id=request.volume_id,
+                volume_path=request.volume_path,
+                capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
+                if request.HasField("capacity_range")
+                else None,
+                capability=capability_from(request.volume_capability)
+                if request.HasField("volume_capability")
+                else None,
+            )
+        )
+        return csi.NodeExpandVolumeResponse(capacity_bytes=capacity)
+
+    @translate_errors
     def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
         return csi.NodeGetCapabilitiesResponse(capabilities=[node_capability(name) for name in self._capabilities])
 
@@ -317,6 +341,7 @@ class StagingNodeServicer(NodeServicer):
         node_publish_volume: NodePublishVolume,
         node_unpublish_volume: NodeUnpublishVolume,
         node_get_volume_stats: NodeGetVolumeStats,
+        node_expand_volume: NodeExpandVolume,
         node_id: str,
         capabilities: tuple[str, ...],
         node_stage_volume: NodeStageVolume,
@@ -324,7 +349,8 @@ class StagingNodeServicer(NodeServicer):
         max_volumes_per_node: int = 0,
     ) -> None:
         super().__init__(
-            node_publish_volume, node_unpublish_volume, node_get_volume_stats, node_id, capabilities, max_volumes_per_node
+            node_publish_volume, node_unpublish_volume, node_get_volume_stats, node_expand_volume, node_id,
+            capabilities, max_volumes_per_node,
         )
         self._node_stage_volume = node_stage_volume
         self._node_unstage_volume = node_unstage_volume

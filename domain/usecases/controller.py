@@ -34,7 +34,7 @@ from domain.parameters import (
     parse_mode,
     parse_mutable,
 )
-from domain.static import ContextVolume
+from domain.static import CAPACITY, ContextVolume, context_capacity
 from domain.usecases.snapshots import (
     CONTENT_SOURCE_KEY,
     PENDING_KEY,
@@ -126,7 +126,7 @@ class CreateVolume:
             self._make_dir(share, subdir, mode, effective_owner(record.parameters, record.mutable_parameters), created)
         if created:
             self._events.emit(Event.VOLUME_CREATED)
-        context = volume_context(share, subdir, checked.mount_permissions)
+        context = volume_context(share, subdir, checked.mount_permissions, record.capacity_bytes)
         return CreateVolumeResult(checked.volume_id, record.capacity_bytes, context)
 
     def _checked(self, command: CreateVolumeCommand) -> _Checked:
@@ -254,11 +254,14 @@ def _without_pending(parameters: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in parameters.items() if k != PENDING_KEY}
 
 
-def volume_context(share: ShareRef, subdir: str, mount_permissions: int) -> dict[str, str]:
-    """The volume_context CreateVolume returns, and ValidateVolumeCapabilities accepts back."""
+def volume_context(share: ShareRef, subdir: str, mount_permissions: int, capacity_bytes: int = 0) -> dict[str, str]:
+    """The volume_context CreateVolume returns, and ValidateVolumeCapabilities accepts back. The capacity tells the
+    node what to report the volume's use against (NodeExpandVolume tells it of a larger one later)."""
     context = {"server": share.server, "share": share.share, "subDir": subdir}
     if mount_permissions:
         context["mountPermissions"] = format(mount_permissions, "04o")
+    if capacity_bytes:
+        context[CAPACITY] = str(capacity_bytes)
     return context
 
 
@@ -331,11 +334,16 @@ class ValidateVolumeCapabilities:
 
     @staticmethod
     def _check_context(volume_id: VolumeId, record: VolumeRecord, context: Mapping[str, str]) -> None:
+        """The context CreateVolume returned; its capacity may be an earlier one (a PersistentVolume's context
+        never changes, while an expansion grows the record's)."""
         if not context:
             return
         mode = parse_mode(record.parameters.get("mountPermissions", "0"), "recorded mountPermissions")
-        if dict(context) != volume_context(volume_id.share, volume_id.subdir, mode):
+        given = {key: value for key, value in context.items() if key != CAPACITY}
+        if given != volume_context(volume_id.share, volume_id.subdir, mode):
             raise InvalidArgument("volume_context does not match the volume's")
+        if context_capacity(context) > record.capacity_bytes:
+            raise InvalidArgument(f"volume_context's {CAPACITY} is more than the volume's capacity")
 
     def _check_parameters(self, volume_id: VolumeId, record: VolumeRecord, parameters: Mapping[str, str]) -> None:
         if not parameters:

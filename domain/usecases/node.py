@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from domain.model import (
     check_capability,
 )
 from domain.paths import absolute_path
-from domain.static import EPHEMERAL, ContextVolume, is_ephemeral
+from domain.static import EPHEMERAL, ContextVolume, context_capacity, is_ephemeral
 from ports.events import EventSink, NoEvents
 from ports.mounter import Mounter
 from ports.publications import Admission, PublicationStore
@@ -114,7 +115,10 @@ def mount_recorded(
         mounter.unmount(path)
         recovered = True
     admit = single_writer(wanted, what)
-    admit([p for p in records.of_volume(wanted.volume_id) if p.target != path])
+    others = [p for p in records.of_volume(wanted.volume_id) if p.target != path]
+    admit(others)
+    # The largest capacity the node knows of the volume: a NodeExpandVolume since its context was written counts.
+    wanted = dataclasses.replace(wanted, capacity_bytes=max([wanted.capacity_bytes, *(p.capacity_bytes for p in others)]))
     mounter.make_target(path)
     try:
         records.put(wanted, admit)
@@ -183,17 +187,21 @@ class NodePublishVolume:
         source, context_options = volume_source(command.volume_id, command.context, self._mount_options, inline)
         readonly = command.readonly or command.capability.access_mode.read_only
         alone = command.capability.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
+        capacity = context_capacity(command.context)
         staged: Publication | None = None
         if self._stagings is not None and not inline:
             staged = self._staged(command, self._stagings)
             staging = staged.target
-            wanted = Publication(command.volume_id, target, staging, (BIND, "ro") if readonly else (BIND,), alone)
+            options = (BIND, "ro") if readonly else (BIND,)
+            wanted = Publication(
+                command.volume_id, target, staging, options, alone, max(capacity, staged.capacity_bytes)
+            )
             mount = lambda: self._mounter.bind_mount(staging, target, readonly)  # noqa: E731
         else:
-            options = [*command.capability.mount_flags, *context_options]
+            flags = [*command.capability.mount_flags, *context_options]
             if readonly:
-                options.append("ro")
-            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(options)), alone)
+                flags.append("ro")
+            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(flags)), alone, capacity)
             mount = lambda: self._mounter.mount(wanted.source, target, wanted.options)  # noqa: E731
         with self._locks.hold(*lock_keys(command.volume_id, target)):
             if staged is not None:

@@ -9,7 +9,7 @@ from domain.errors import FailedPrecondition, InvalidArgument
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import DEFAULT_ALLOWLIST, AccessMode, MountOptionAllowlist, Publication, VolumeCapability, check_capability
-from domain.static import is_ephemeral
+from domain.static import context_capacity, is_ephemeral
 from domain.usecases.node import checked_path, lock_keys, mount_recorded, volume_source
 from ports.events import EventSink, NoEvents
 from ports.mounter import Mounter
@@ -62,7 +62,8 @@ class NodeStageVolume:
         if command.capability.access_mode.read_only:
             options.append("ro")
         alone = command.capability.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
-        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)), alone)
+        capacity = context_capacity(command.context)
+        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)), alone, capacity)
         with self._locks.hold(*lock_keys(command.volume_id, staging)):
             recovered = mount_recorded(
                 self._mounter,

@@ -148,7 +148,7 @@ class ListVolumes:
         return VolumeView(
             volume_id,
             volume.record.capacity_bytes,
-            volume_context(volume_id.share, volume.subdir, _recorded_mode(volume.record)),
+            volume_context(volume_id.share, volume.subdir, _recorded_mode(volume.record), volume.record.capacity_bytes),
             condition_of(self._storage, share, volume.subdir, volume.record),
         )
 
@@ -200,7 +200,7 @@ class ControllerGetVolume:
         return VolumeView(
             volume_id,
             record.capacity_bytes,
-            volume_context(share, subdir, _recorded_mode(record)),
+            volume_context(share, subdir, _recorded_mode(record), record.capacity_bytes),
             condition_of(self._storage, share, subdir, record),
         )
 
@@ -246,11 +246,14 @@ class ControllerExpandVolumeCommand:
 @dataclass(frozen=True)
 class ControllerExpandVolumeResult:
     capacity_bytes: int
-    node_expansion_required: bool = False  # an NFS mount sees the new size at once: nothing to do on the node
+    # Nothing changes on an NFS mount, but the nodes measure the volume's use against its capacity, which they
+    # learned from the volume context (which never changes): NodeExpandVolume tells them the new one.
+    node_expansion_required: bool = True
 
 
 class ControllerExpandVolume:
-    """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it)."""
+    """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it); the nodes
+    are asked to expand too, which tells them the size their usage figures count against."""
 
     def __init__(
         self, storage: ShareStorage, locks: VolumeLocks, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST

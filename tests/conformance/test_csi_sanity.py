@@ -120,6 +120,8 @@ PROVEN_BY: dict[Capability, tuple[str, ...]] = {
         "Node Service NodePublishVolume with single node multi writer capability",
     ),
     ("node", "SINGLE_NODE_MULTI_WRITER"): ("Node Service NodePublishVolume with single node multi writer capability",),
+    # NodeExpandVolume grows nothing on NFS: it tells the node the capacity its per-volume usage counts against.
+    ("node", "EXPAND_VOLUME"): ("Node Service NodeExpandVolume",),
     # csi-sanity v5.6.0 has no spec that calls ControllerGetVolume or reads a VolumeCondition: its only check is that
     # ControllerGetCapabilities knows the names. PROVEN_ELSEWHERE names our own tests that prove them as well.
     ("controller", "GET_VOLUME"): ("Controller Service [Controller Server] ControllerGetCapabilities",),

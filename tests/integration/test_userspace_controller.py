@@ -298,7 +298,7 @@ class TestVolumeSurfaceFromUserSpace:
                 csi.ControllerExpandVolumeRequest(volume_id=volume_id, capacity_range=csi.CapacityRange(required_bytes=5 << 30)),
                 timeout=30,
             )
-            assert (expanded.capacity_bytes, expanded.node_expansion_required) == (5 << 30, False)
+            assert (expanded.capacity_bytes, expanded.node_expansion_required) == (5 << 30, True)
             driver.controller.ControllerModifyVolume(
                 csi.ControllerModifyVolumeRequest(volume_id=volume_id, mutable_parameters={"mountPermissions": "0700"}),
                 timeout=30,

@@ -142,7 +142,7 @@ class TestControllerExpandVolume:
             return response
 
         grown = expand(3 * GIB)
-        assert (grown.capacity_bytes, grown.node_expansion_required) == (3 * GIB, False)
+        assert (grown.capacity_bytes, grown.node_expansion_required) == (3 * GIB, True)
         assert json.loads((export_dir / ".pvc-1.nfs-csi.json").read_bytes())["capacity_bytes"] == 3 * GIB
         assert expand(2 * GIB).capacity_bytes == 3 * GIB
         assert code_of(lambda: expand(0, 2 * GIB)) == grpc.StatusCode.OUT_OF_RANGE

@@ -79,7 +79,7 @@ class TestListVolumes:
         assert page.next_token == ""
         first = page.volumes[0]
         assert first.capacity_bytes == GIB
-        assert first.context == {"server": "nfs.example", "share": "/exports", "subDir": "a"}
+        assert first.context == {"server": "nfs.example", "share": "/exports", "subDir": "a", "capacityBytes": str(GIB)}
         assert not first.condition.abnormal
 
     def test_a_share_not_configured_is_not_listed(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
@@ -249,12 +249,12 @@ class TestExpandVolume:
     def expand(self, storage: FakeShareStorage, locks: VolumeLocks) -> ControllerExpandVolume:
         return ControllerExpandVolume(storage, locks)
 
-    def test_records_the_new_size_and_needs_nothing_on_the_node(
+    def test_records_the_new_size_and_asks_the_nodes_to_learn_it(
         self, expand: ControllerExpandVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         expanded = expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB)))
-        assert (expanded.capacity_bytes, expanded.node_expansion_required) == (3 * GIB, False)
+        assert (expanded.capacity_bytes, expanded.node_expansion_required) == (3 * GIB, True)
         assert storage.records[(SHARE, "a")].capacity_bytes == 3 * GIB
         assert expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB))).capacity_bytes == 3 * GIB
 
