@@ -118,7 +118,7 @@ def mount_recorded(
     others = [p for p in records.of_volume(wanted.volume_id) if p.target != path]
     admit(others)
     # The largest capacity the node knows of the volume: a NodeExpandVolume since its context was written counts.
-    wanted = dataclasses.replace(wanted, capacity_bytes=max([wanted.capacity_bytes, *(p.capacity_bytes for p in others)]))
+    wanted = dataclasses.replace(wanted, capacity_bytes=max([wanted.capacity_bytes, *(o.capacity_bytes for o in others)]))
     mounter.make_target(path)
     try:
         records.put(wanted, admit)
@@ -192,16 +192,16 @@ class NodePublishVolume:
         if self._stagings is not None and not inline:
             staged = self._staged(command, self._stagings)
             staging = staged.target
-            options = (BIND, "ro") if readonly else (BIND,)
             wanted = Publication(
-                command.volume_id, target, staging, options, alone, max(capacity, staged.capacity_bytes)
+                command.volume_id, target, staging, (BIND, "ro") if readonly else (BIND,), alone,
+                max(capacity, staged.capacity_bytes),
             )
             mount = lambda: self._mounter.bind_mount(staging, target, readonly)  # noqa: E731
         else:
-            flags = [*command.capability.mount_flags, *context_options]
+            options = [*command.capability.mount_flags, *context_options]
             if readonly:
-                flags.append("ro")
-            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(flags)), alone, capacity)
+                options.append("ro")
+            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(options)), alone, capacity)
             mount = lambda: self._mounter.mount(wanted.source, target, wanted.options)  # noqa: E731
         with self._locks.hold(*lock_keys(command.volume_id, target)):
             if staged is not None:
