@@ -259,12 +259,16 @@ class TreeWalker(UsageMeter):
                 self._walk(key, tree, path)
 
     def _walk(self, key: str, tree: _Tree, path: str) -> None:
+        log.debug("volume usage: walking %s (server %s)", path, tree.server)
         started = self._clock()
         try:
             walked: Walked | None = walk_tree(path, self._limits, self._stop, self._clock, self._sleep)
         except OSError as err:
             walked = None
             log.info("volume usage: the walk of %s failed: %s", path, err.strerror or err)
+        except Exception:  # noqa: BLE001 - the server's thread must go on with the next walk
+            walked = None
+            log.exception("volume usage: the walk of %s failed", path)
         self._observer.walk("failed" if walked is None else "complete" if walked.complete else "limited",
                             self._clock() - started)  # fmt: skip
         with self._guard:
