@@ -364,8 +364,9 @@ class Publication:
     capacity_bytes: int = 0
 
     def same_mount(self, other: Publication) -> bool:
-        """The same volume mounted the same way at the same path; what else is kept about it may differ (a record
-        written before the access mode was kept, repeated with one)."""
+        """The same volume mounted the same way at the same path; what else is kept about it may differ: the access
+        mode (a record written before it was kept, repeated with one) and the capacity (grown by NodeExpandVolume
+        since the volume context, which a repeat brings again, was written)."""
         return (self.volume_id, self.target, self.source, self.options) == (
             other.volume_id, other.target, other.source, other.options
         )

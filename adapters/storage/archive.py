@@ -168,9 +168,9 @@ def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadl
     """Write the entries as a tar stream (PAX, numeric owners, nanosecond-ish times) to out, which need not seek;
     the bytes of the files' content it holds (what unpacking it writes)."""
     mode = STREAM_MODES.get(fmt)
-    content = 0
     if mode is None:
         raise InvalidArgument(f"archive format {fmt!r} is not one of {', '.join(STREAM_MODES)}")
+    content = 0
     with tarfile.open(fileobj=out, mode=mode, format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
         for entry in entries:
             deadline.check()
