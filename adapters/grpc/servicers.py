@@ -66,6 +66,18 @@ def capabilities_from(messages: Iterable[csi.VolumeCapability]) -> tuple[VolumeC
     return tuple(capability_from(m) for m in messages)
 
 
+def expansion_from(
+    request: csi.ControllerExpandVolumeRequest | csi.NodeExpandVolumeRequest,
+) -> tuple[CapacityRange | None, VolumeCapability | None]:
+    """The optional capacity range and capability an expansion (controller or node) carries."""
+    capacity = (
+        CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
+        if request.HasField("capacity_range")
+        else None
+    )
+    return capacity, capability_from(request.volume_capability) if request.HasField("volume_capability") else None
+
+
 def plugin_capability(name: str) -> csi.PluginCapability:
     """A service type such as ``CONTROLLER_SERVICE``, or ``VolumeExpansion.ONLINE``."""
     _, _, mode = name.partition("VolumeExpansion.")
@@ -218,16 +230,9 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def ControllerExpandVolume(self, request: csi.ControllerExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
+        capacity, capability = expansion_from(request)
         expanded = self._controller_expand_volume(
-            ControllerExpandVolumeCommand(
-                volume_id=request.volume_id,
-                capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
-                if request.HasField("capacity_range")
-                else None,
-                capability=capability_from(request.volume_capability)
-                if request.HasField("volume_capability")
-                else None,
-            )
+            ControllerExpandVolumeCommand(volume_id=request.volume_id, capacity=capacity, capability=capability)
         )
         return csi.ControllerExpandVolumeResponse(
             capacity_bytes=expanded.capacity_bytes, node_expansion_required=expanded.node_expansion_required
@@ -310,19 +315,11 @@ class NodeServicer(csi_grpc.NodeServicer):
 
     @translate_errors
     def NodeExpandVolume(self, request: csi.NodeExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
-        capacity = self._node_expand_volume(
-            NodeExpandVolumeCommand(
-                volume_id=request.volume_id,
-                volume_path=request.volume_path,
-                capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
-                if request.HasField("capacity_range")
-                else None,
-                capability=capability_from(request.volume_capability)
-                if request.HasField("volume_capability")
-                else None,
-            )
+        capacity, capability = expansion_from(request)
+        expanded = self._node_expand_volume(
+            NodeExpandVolumeCommand(request.volume_id, request.volume_path, capacity=capacity, capability=capability)
         )
-        return csi.NodeExpandVolumeResponse(capacity_bytes=capacity)
+        return csi.NodeExpandVolumeResponse(capacity_bytes=expanded)
 
     @translate_errors
     def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
