@@ -13,6 +13,7 @@ from adapters.state.publications import JsonFilePublicationStore
 from adapters.storage.mounted import MountedFileSystem
 from adapters.storage.share_storage import FileShareStorage
 from adapters.storage.userspace import NfsClientOptions, NfsRsFileSystem
+from adapters.usage.walker import TreeWalker, WalkLimits
 from domain.identity import CONTROLLER_CAPABILITIES, PLUGIN_CAPABILITIES, PluginInfo, node_capabilities
 from domain.locks import VolumeLocks
 from domain.model import OnDelete, mount_option_allowlist
@@ -22,7 +23,7 @@ from domain.usecases.node import NodePublishVolume, NodeUnpublishVolume
 from domain.usecases.probe import Probe
 from domain.usecases.snapshots import CreateSnapshot, DeleteSnapshot, GetSnapshot, ListSnapshots
 from domain.usecases.stage import NodeStageVolume, NodeUnstageVolume
-from domain.usecases.stats import NodeGetVolumeStats
+from domain.usecases.stats import NodeExpandVolume, NodeGetVolumeStats
 from domain.usecases.volumes import ControllerExpandVolume, ControllerGetVolume, ControllerModifyVolume, GetCapacity, ListVolumes
 
 
@@ -46,6 +47,7 @@ class Container(containers.DeclarativeContainer):
         MountedFileSystem,
         mounter=mounter,
         working_dir=config.working_mount_dir,
+        share_options=config.share_mount_options,
         fs_timeout=config.fs_timeout,
         snapshot_timeout=config.snapshot_timeout,
     )
@@ -62,6 +64,7 @@ class Container(containers.DeclarativeContainer):
             timeout=config.storage.nfs_timeout,
         ),
         snapshot_timeout=config.snapshot_timeout,
+        share_options=config.share_mount_options,
     )
     # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller); the
     # driver's rules on a share are the same over either.
@@ -129,9 +132,28 @@ class Container(containers.DeclarativeContainer):
     node_unstage_volume = providers.Factory(
         NodeUnstageVolume, mounter=mounter, stagings=stagings, locks=locks, publications=publications
     )
+    # Walks each published volume's tree in the background, bounded, for its own usage (--volume-usage-*).
+    usage_meter = providers.ThreadSafeSingleton(
+        TreeWalker,
+        limits=providers.Factory(
+            WalkLimits,
+            interval=config.volume_usage.interval,
+            timeout=config.volume_usage.timeout,
+            max_entries=config.volume_usage.max_entries,
+            rate=config.volume_usage.rate,
+        ),
+        observer=telemetry,
+    )
     # One instance: it remembers each volume's last usage, reported with an abnormal condition.
     node_get_volume_stats = providers.ThreadSafeSingleton(
-        NodeGetVolumeStats, mounter=mounter, publications=publications, stagings=stagings_in_use
+        NodeGetVolumeStats,
+        mounter=mounter,
+        publications=publications,
+        stagings=stagings_in_use,
+        meter=providers.Selector(config.volume_usage.on, yes=usage_meter, no=providers.Object(None)),
+    )
+    node_expand_volume = providers.Factory(
+        NodeExpandVolume, publications=publications, locks=locks, stagings=stagings_in_use, mount_options=mount_options
     )
     probe = providers.Factory(
         Probe, mounter=providers.Selector(config.probe_mount_helper, yes=mounter, no=providers.Object(None))
@@ -162,6 +184,7 @@ class Container(containers.DeclarativeContainer):
         node_publish_volume=node_publish_volume,
         node_unpublish_volume=node_unpublish_volume,
         node_get_volume_stats=node_get_volume_stats,
+        node_expand_volume=node_expand_volume,
         node_id=config.node_id,
         capabilities=node_capabilities,
         max_volumes_per_node=config.max_volumes_per_node,
@@ -171,6 +194,7 @@ class Container(containers.DeclarativeContainer):
         node_publish_volume=node_publish_volume,
         node_unpublish_volume=node_unpublish_volume,
         node_get_volume_stats=node_get_volume_stats,
+        node_expand_volume=node_expand_volume,
         node_id=config.node_id,
         capabilities=node_capabilities,
         node_stage_volume=node_stage_volume,

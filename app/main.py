@@ -31,9 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     telemetry = container.telemetry()
     telemetry.build_info.labels(VERSION, settings.driver_name, settings.mode).set(1)
+    counts_usage = settings.serves_node and settings.volume_usage_interval > 0
     telemetry.watch(
         share_mounts=container.storage().shares_held if settings.serves_controller else None,
         published=container.publications().count if settings.serves_node else None,
+        filled=container.usage_meter().filled if counts_usage else None,
     )
     server = DriverServer(settings, container)
     install_signal_handlers(server)

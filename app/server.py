@@ -90,6 +90,14 @@ def build_container(settings: Settings) -> Container:
                 "default_ondelete_policy": settings.csi_driver_nfs_default_ondelete_policy,
                 "remove_archived": settings.csi_driver_nfs_remove_archived_volume_path,
             },
+            "share_mount_options": settings.share_mount_options,
+            "volume_usage": {
+                "on": "yes" if settings.volume_usage_interval > 0 else "no",
+                "interval": settings.volume_usage_interval or 1.0,  # unused when off; WalkLimits wants it positive
+                "timeout": settings.volume_usage_timeout,
+                "max_entries": settings.volume_usage_max_entries,
+                "rate": settings.volume_usage_rate,
+            },
             # Only a process that mounts needs mount.nfs to be ready: not a userspace-storage controller.
             "probe_mount_helper": "yes" if settings.serves_node or settings.storage == "mount" else "no",
         }
@@ -186,6 +194,8 @@ class DriverServer:
         self._server.stop(self._settings.grace_period).wait()
         if self._settings.serves_controller:
             self._container.storage().close()
+        if self._settings.serves_node and self._settings.volume_usage_interval > 0:
+            self._container.usage_meter().close()
         if self._endpoint.socket_path:
             try:
                 os.unlink(self._endpoint.socket_path)

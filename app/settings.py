@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from adapters.storage.userspace import NfsClientOptions, client_options
 from domain.errors import InvalidArgument
-from domain.model import ShareRef, mount_option_allowlist, parse_share_list
+from domain.model import ShareRef, mount_option_allowlist, parse_share_list, parse_share_mount_options
 
 DEFAULT_DRIVER_NAME = "nfs.csi.ownedstorage.dev"
 VERSION = "0.1.0"
@@ -51,6 +52,11 @@ class Settings:
     manage_csi_driver_nfs_volumes: bool = False
     csi_driver_nfs_default_ondelete_policy: str = "delete"
     csi_driver_nfs_remove_archived_volume_path: bool = False
+    share_mount_options: tuple[tuple[ShareRef, tuple[str, ...]], ...] = ()
+    volume_usage_interval: float = 300.0
+    volume_usage_timeout: float = 120.0
+    volume_usage_max_entries: int = 1_000_000
+    volume_usage_rate: float = 10_000.0
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -157,6 +163,29 @@ def parser() -> argparse.ArgumentParser:
         help="with --manage-csi-driver-nfs-volumes, replace an archived-<subDir> already there when archiving, as "
         "csi-driver-nfs's --remove-archived-volume-path; off: such an archive is FAILED_PRECONDITION",
     )
+    p.add_argument(
+        "--share-mount-options", default="",
+        help="the options the controller mounts (or, with --storage userspace, reaches) each share with, as "
+        "'server:/path=opt,opt;server:/path=opt' (each option on the allowlist); a share not named is mounted "
+        "with none",
+    )
+    p.add_argument(
+        "--volume-usage-interval", type=float, default=300.0,
+        help="node: seconds before a volume's own usage (walked in the background) is walked again when asked for; "
+        "0 reports the share's statvfs instead, as before",
+    )
+    p.add_argument(
+        "--volume-usage-timeout", type=float, default=120.0,
+        help="node: seconds one walk of a volume may take; it then stops and reports at least what it counted",
+    )
+    p.add_argument(
+        "--volume-usage-max-entries", type=int, default=1_000_000,
+        help="node: entries one walk of a volume counts at most; it then stops and reports at least that",
+    )
+    p.add_argument(
+        "--volume-usage-rate", type=float, default=10_000.0,
+        help="node: entries a second one walk looks at, at most (each is an lstat, to the NFS server)",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -179,6 +208,16 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         shares = parse_share_list(args.shares)
     except InvalidArgument as err:
         parser().error(f"--shares: {err}")
+    try:
+        share_mount_options = parse_share_mount_options(
+            args.share_mount_options, mount_option_allowlist(args.allowed_mount_options)
+        )
+    except InvalidArgument as err:
+        parser().error(f"--share-mount-options: {err}")
+    if args.volume_usage_interval < 0 or min(args.volume_usage_timeout, args.volume_usage_rate) <= 0:
+        parser().error("--volume-usage-interval must be 0 (off) or more, --volume-usage-timeout and -rate positive")
+    if args.volume_usage_max_entries < 1:
+        parser().error("--volume-usage-max-entries must be at least 1")
     if args.max_volumes_per_node < 0:
         parser().error("--max-volumes-per-node must be 0 (no limit) or more")
     nfs_versions = tuple(v.strip() for v in args.nfs_version.split(","))
@@ -186,6 +225,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--nfs-version takes 4.1, 4.0 or 3, or a comma-separated fallback list of them")
     if not (0 <= args.nfs_port <= 65535 and 0 <= args.nfs_mount_port <= 65535) or args.nfs_timeout <= 0:
         parser().error("--nfs-port and --nfs-mount-port must be ports (0 for the default), --nfs-timeout positive")
+    if args.storage == "userspace":
+        for share, options in share_mount_options.items():
+            try:
+                client_options(NfsClientOptions(versions=nfs_versions), options)
+            except ValueError as err:
+                parser().error(f"--share-mount-options: share {share.source()}: {err}")
     return Settings(
         endpoint=args.endpoint,
         node_id=args.nodeid,
@@ -222,4 +267,9 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         manage_csi_driver_nfs_volumes=args.manage_csi_driver_nfs_volumes,
         csi_driver_nfs_default_ondelete_policy=args.csi_driver_nfs_default_ondelete_policy,
         csi_driver_nfs_remove_archived_volume_path=args.csi_driver_nfs_remove_archived_volume_path,
+        share_mount_options=tuple(share_mount_options.items()),
+        volume_usage_interval=args.volume_usage_interval,
+        volume_usage_timeout=args.volume_usage_timeout,
+        volume_usage_max_entries=args.volume_usage_max_entries,
+        volume_usage_rate=args.volume_usage_rate,
     )

@@ -28,8 +28,12 @@ CONTROLLER_CAPABILITIES: tuple[str, ...] = (
     "LIST_SNAPSHOTS",
     "GET_SNAPSHOT",
     "CLONE_VOLUME",
+    "SINGLE_NODE_MULTI_WRITER",
 )
-NODE_CAPABILITIES: tuple[str, ...] = ("GET_VOLUME_STATS", "VOLUME_CONDITION")
+# SINGLE_NODE_MULTI_WRITER, on both: the CO may then send SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod) apart from
+# SINGLE_NODE_MULTI_WRITER (ReadWriteOnce); the node refuses a single-writer volume at a second target.
+# EXPAND_VOLUME: nothing grows on a node, but NodeExpandVolume tells it the capacity its usage figures count against.
+NODE_CAPABILITIES: tuple[str, ...] = ("GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "EXPAND_VOLUME")
 STAGE_CAPABILITY = "STAGE_UNSTAGE_VOLUME"
 
 

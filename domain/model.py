@@ -369,6 +369,39 @@ def check_mount_option(option: str) -> str:
     return DEFAULT_ALLOWLIST.check(option)
 
 
+MAX_SHARE_OPTIONS_TEXT = 65536  # bytes of --share-mount-options: room for a thousand shares, a bound all the same
+
+
+def parse_share_mount_options(
+    text: str, allowlist: MountOptionAllowlist = DEFAULT_ALLOWLIST
+) -> dict[ShareRef, tuple[str, ...]]:
+    """``server:/path=opt,opt;server:/path=opt``: the options the controller mounts each share with
+    (``--share-mount-options``). Each option passes the allowlist as a StorageClass's would; a share is named once;
+    ``ro`` is refused, since the controller writes on every share it mounts."""
+    if len(text.encode("utf-8", errors="surrogatepass")) > MAX_SHARE_OPTIONS_TEXT:
+        raise InvalidArgument(f"is longer than {MAX_SHARE_OPTIONS_TEXT} bytes")
+    found: dict[ShareRef, tuple[str, ...]] = {}
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        named, sep, options = item.partition("=")
+        server, colon, path = named.strip().partition(":/")
+        if not sep or not colon:
+            raise InvalidArgument(f"{item[:120]!r} must be written server:/path=option,option")
+        share = ShareRef.parse(server, "/" + path)
+        if share in found:
+            raise InvalidArgument(f"share {share.source()} is given twice")
+        parsed = tuple(allowlist.check(option.strip()) for option in options.split(",") if option.strip())
+        if not parsed:
+            raise InvalidArgument(f"share {share.source()} is given no options")
+        if len(parsed) > MAX_MOUNT_OPTIONS:
+            raise InvalidArgument(f"share {share.source()}: at most {MAX_MOUNT_OPTIONS} mount options are accepted")
+        if "ro" in parsed:
+            raise InvalidArgument(f"share {share.source()}: the controller writes on its shares; 'ro' cannot be one")
+        found[share] = tuple(dict.fromkeys(parsed))
+    return found
+
+
 def check_volume_name(name: str) -> str:
     """A CreateVolume name: required, printable, at most MAX_NAME_BYTES bytes."""
     if not name:
@@ -377,6 +410,17 @@ def check_volume_name(name: str) -> str:
         raise InvalidArgument(f"name is longer than {MAX_NAME_BYTES} bytes")
     check_characters(name, "name")
     return name
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The owner a volume's directory is given (``uid``/``gid`` parameters); None leaves that part as it is."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.uid is not None or self.gid is not None
 
 
 @dataclass(frozen=True)
@@ -431,20 +475,56 @@ class ListedVolume:
 
 @dataclass(frozen=True)
 class Publication:
-    """What a node published at one target path, kept so a retry can be told from a conflict."""
+    """What a node published at one target path, kept so a retry can be told from a conflict.
+
+    ``single_writer``: published for a SINGLE_NODE_SINGLE_WRITER capability (a ReadWriteOncePod volume), so no
+    other target of this node may hold the volume at the same time. ``capacity_bytes``: the volume's requested
+    capacity as this node last learned it (its volume context, then NodeExpandVolume); 0 when unknown.
+    """
 
     volume_id: str
     target: str
     source: str
     options: tuple[str, ...]
+    single_writer: bool = False
+    capacity_bytes: int = 0
+
+    def same_mount(self, other: Publication) -> bool:
+        """The same volume mounted the same way at the same path; what else is kept about it may differ: the access
+        mode (a record written before it was kept, repeated with one) and the capacity (grown by NodeExpandVolume
+        since the volume context, which a repeat brings again, was written)."""
+        return (self.volume_id, self.target, self.source, self.options) == (
+            other.volume_id, other.target, other.source, other.options
+        )
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        data = asdict(self)
+        for unset in [key for key in ("single_writer", "capacity_bytes") if not data[key]]:
+            del data[unset]  # a record without them stays byte-for-byte what older drivers wrote
+        return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Publication:
         data = json.loads(raw)
-        return cls(str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]))
+        return cls(
+            str(data["volume_id"]), str(data["target"]), str(data["source"]), tuple(data["options"]),
+            single_writer=data.get("single_writer", False) is True,
+            capacity_bytes=max(0, int(data.get("capacity_bytes", 0))),
+        )
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    """What a walk of a volume's directory tree counted: bytes allocated and inodes, and how long ago.
+
+    ``complete`` is False when the walk stopped at one of its limits (time, entries, depth): the figures are then
+    what it counted, a lower bound.
+    """
+
+    used_bytes: int
+    used_inodes: int
+    age_seconds: float
+    complete: bool = True
 
 
 @dataclass(frozen=True)

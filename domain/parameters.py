@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from domain.errors import InvalidArgument
-from domain.model import OnDelete, ShareRef
+from domain.model import OnDelete, Owner, ShareRef
 from domain.paths import relative_subpath
 
 PVC_NAME = "csi.storage.k8s.io/pvc/name"
@@ -21,8 +21,14 @@ _TEMPLATES = {
     "pv.metadata.name": PV_NAME,
 }
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
-_KNOWN = {"server", "share", "subdir", "ondelete", "mountpermissions", "archiveondelete", "pathpattern", "adoptexisting"}
-_KNOWN_NAMES = "server, share, subDir, onDelete, mountPermissions, adoptExisting; archiveOnDelete, pathPattern"
+_KNOWN = {
+    "server", "share", "subdir", "ondelete", "mountpermissions", "uid", "gid", "archiveondelete", "pathpattern",
+    "adoptexisting",
+}  # fmt: skip
+_KNOWN_NAMES = "server, share, subDir, onDelete, mountPermissions, uid, gid, adoptExisting; archiveOnDelete, pathPattern"
+UID, GID = "uid", "gid"
+MAX_ID = 2147483647
+"""The largest uid or gid a parameter may name: Kubernetes' own bound on runAsUser and fsGroup (2^31 - 1)."""
 # nfs-subdir-external-provisioner's pathPattern placeholders this driver can fill: the external-provisioner passes a
 # CSI driver the PVC's name and namespace (--extra-create-metadata), never its labels or annotations.
 _PATH_PATTERN = {".PVC.namespace": "${pvc.metadata.namespace}", ".PVC.name": "${pvc.metadata.name}"}
@@ -57,6 +63,14 @@ def parse_mode(value: str, what: str) -> int:
     return int(value.strip(), 8)
 
 
+def parse_id(value: str, what: str) -> int:
+    """A uid or gid: a decimal number from 0 to MAX_ID."""
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_ID:
+        raise InvalidArgument(f"{what} {value[:40]!r} must be a number from 0 to {MAX_ID}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class VolumeParameters:
     """The parameters of one CreateVolume, validated; keys are matched case-insensitively."""
@@ -67,6 +81,7 @@ class VolumeParameters:
     mount_permissions: int
     adopt_existing: bool = False
     """An existing directory without a record is taken over (its record written, its content kept), not refused."""
+    owner: Owner = Owner()
 
     @classmethod
     def parse(cls, raw: Mapping[str, str], defaults: ProvisionDefaults) -> VolumeParameters:
@@ -90,6 +105,10 @@ class VolumeParameters:
                 else defaults.mount_permissions
             ),
             adopt_existing=_flag(own.get("adoptexisting", "false"), "adoptExisting"),
+            owner=Owner(
+                parse_id(own[UID], "parameter uid") if UID in own else None,
+                parse_id(own[GID], "parameter gid") if GID in own else None,
+            ),
         )
 
     def resolve_subdir(self, name: str, raw: Mapping[str, str]) -> str:
@@ -120,14 +139,20 @@ class VolumeParameters:
         return relative_subpath(filled, "subDir")
 
     def as_record(self, subdir: str) -> dict[str, str]:
-        """The parameters that make two requests for one name compatible, as stored."""
-        return {
+        """The parameters that make two requests for one name compatible, as stored. An owner only when asked
+        for, so the record of a volume made without one is what it always was."""
+        record = {
             "server": self.share.server,
             "share": self.share.share,
             "subDir": subdir,
             "onDelete": self.on_delete.value,
             "mountPermissions": format(self.mount_permissions, "04o"),
         }
+        if self.owner.uid is not None:
+            record[UID] = str(self.owner.uid)
+        if self.owner.gid is not None:
+            record[GID] = str(self.owner.gid)
+        return record
 
 
 def _on_delete(own: Mapping[str, str], defaults: ProvisionDefaults) -> OnDelete:
@@ -177,23 +202,29 @@ def _flag(value: str, what: str) -> bool:
 
 
 MOUNT_PERMISSIONS = "mountPermissions"
-_MUTABLE = {MOUNT_PERMISSIONS.lower(): MOUNT_PERMISSIONS}
+_MUTABLE = {MOUNT_PERMISSIONS.lower(): MOUNT_PERMISSIONS, UID: UID, GID: GID}
 
 
 def parse_mutable(raw: Mapping[str, str]) -> dict[str, str]:
     """Mutable parameters (a VolumeAttributesClass), validated whole before any is applied, in their stored form.
 
-    Only ``mountPermissions``: the controller applies it to the volume's directory at once. Mount options are not
-    mutable here: they reach a node only through the PersistentVolume, which the driver cannot change, so storing
-    them would promise what no mount would honour. ``onDelete`` is part of the volume id, which never changes.
+    ``mountPermissions``, ``uid`` and ``gid``: the controller applies them to the volume's directory at once (its
+    mode and owner, not its content's). Mount options are not mutable here: they reach a node only through the
+    PersistentVolume, which the driver cannot change, so storing them would promise what no mount would honour.
+    ``onDelete`` is part of the volume id, which never changes.
     """
     parsed: dict[str, str] = {}
     for key, value in raw.items():
         canonical = _MUTABLE.get(key.lower())
         if canonical is None:
-            raise InvalidArgument(f"mutable parameter {key!r} is not supported; supported: {MOUNT_PERMISSIONS}")
+            raise InvalidArgument(
+                f"mutable parameter {key[:80]!r} is not supported; supported: {MOUNT_PERMISSIONS}, {UID}, {GID}"
+            )
         if canonical in parsed:
             raise InvalidArgument(f"mutable parameter {key!r} is given twice")
+        if canonical != MOUNT_PERMISSIONS:
+            parsed[canonical] = str(parse_id(value, f"mutable parameter {key}"))
+            continue
         mode = parse_mode(value, f"mutable parameter {key}")
         if mode == 0:
             raise InvalidArgument(f"mutable parameter {key} must not be 0 (no one could use the volume); e.g. 0775")
@@ -204,3 +235,9 @@ def parse_mutable(raw: Mapping[str, str]) -> dict[str, str]:
 def effective_mode(parameters: Mapping[str, str], mutable: Mapping[str, str]) -> int:
     """The mode a volume's directory should have: the mutable value if set, else the StorageClass's (0: leave it)."""
     return parse_mode(mutable.get(MOUNT_PERMISSIONS) or parameters.get(MOUNT_PERMISSIONS, "0"), MOUNT_PERMISSIONS)
+
+
+def effective_owner(parameters: Mapping[str, str], mutable: Mapping[str, str]) -> Owner:
+    """The owner a volume's directory should have, each part the mutable value if set, else the StorageClass's."""
+    uid, gid = mutable.get(UID) or parameters.get(UID), mutable.get(GID) or parameters.get(GID)
+    return Owner(None if uid is None else parse_id(uid, UID), None if gid is None else parse_id(gid, GID))

@@ -67,8 +67,21 @@ class SnapshotId:
 
 
 @dataclass(frozen=True)
+class PackedSnapshot:
+    """What packing a volume made: the archive's bytes, and the bytes of file content in it (what a restore writes)."""
+
+    archive_bytes: int
+    content_bytes: int
+
+
+@dataclass(frozen=True)
 class SnapshotRecord:
-    """Written after the archive is in place: a snapshot exists, complete, exactly when its record does."""
+    """Written after the archive is in place: a snapshot exists, complete, exactly when its record does.
+
+    ``size_bytes`` is the restore size (the CSI snapshot's size_bytes, Kubernetes' restoreSize): the source's
+    capacity, or its content when that is larger. Records of drivers before this one hold the archive's size
+    there; ``archive_bytes`` (0 in those) is the archive's size now.
+    """
 
     name: str
     source_volume_id: str
@@ -77,6 +90,7 @@ class SnapshotRecord:
     format: str
     ready_to_use: bool = True
     version: int = 1
+    archive_bytes: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -92,6 +106,7 @@ class SnapshotRecord:
             format=str(data["format"]),
             ready_to_use=bool(data.get("ready_to_use", True)),
             version=int(data.get("version", 1)),
+            archive_bytes=int(data.get("archive_bytes", 0)),
         )
         if record.format not in FORMATS:
             raise ValueError(f"unknown archive format {record.format!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -10,7 +11,11 @@ from domain.model import DEFAULT_ALLOWLIST, MountOptionAllowlist, ShareRef, Volu
 from domain.paths import relative_subpath
 
 EPHEMERAL = "csi.storage.k8s.io/ephemeral"
-_KNOWN = {"server", "share", "subdir", "mountoptions", "mountpermissions", "ondelete"}
+CAPACITY = "capacityBytes"
+"""In the volume context CreateVolume returns (and a static volume's attributes may give): the requested capacity,
+so the node can report a volume's use against it."""
+_KNOWN = {"server", "share", "subdir", "mountoptions", "mountpermissions", "ondelete", CAPACITY.lower()}
+MAX_CAPACITY = (1 << 63) - 1  # an int64, as CSI's capacity fields are
 # Keys Kubernetes adds to a volume context: --extra-create-metadata and pod info (csi.storage.k8s.io/), and the
 # external-provisioner's csiProvisionerIdentity on every dynamic PV (storage.kubernetes.io/).
 RESERVED_CONTEXT_PREFIXES = ("csi.storage.k8s.io/", "storage.kubernetes.io/")
@@ -43,13 +48,26 @@ class ContextVolume:
             return None
         unknown = sorted(set(own) - _KNOWN)
         if unknown:
-            raise InvalidArgument(f"unknown volume attribute(s) {', '.join(unknown)}; known: server, share, subDir, mountOptions")
+            raise InvalidArgument(
+                f"unknown volume attribute(s) {', '.join(unknown)}; known: server, share, subDir, mountOptions, "
+                f"{CAPACITY}"
+            )
         share = ShareRef.parse(own.get("server", ""), own.get("share", ""))
         subdir = relative_subpath(own["subdir"], "subDir") if own.get("subdir") else ""
         options = tuple(
             allowlist.check(option.strip()) for option in own.get("mountoptions", "").split(",") if option.strip()
         )
         return cls(share, subdir, options)
+
+
+def context_capacity(context: Mapping[str, str]) -> int:
+    """The capacity a volume context states (``capacityBytes``, decimal bytes); 0 when it states none."""
+    raw = next((value for key, value in context.items() if key.lower() == CAPACITY.lower()), "")
+    if not raw:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or int(raw) > MAX_CAPACITY:
+        raise InvalidArgument(f"volume attribute {CAPACITY} {raw[:40]!r} must be a number of bytes")
+    return int(raw)
 
 
 def is_ephemeral(context: Mapping[str, str]) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import abc
 
-from domain.model import ListedVolume, ListPosition, ShareRef, VolumeRecord
-from domain.snapshot_model import SnapshotRecord
+from domain.model import ListedVolume, ListPosition, Owner, ShareRef, VolumeRecord
+from domain.snapshot_model import PackedSnapshot, SnapshotRecord
 
 
 class ShareStorage(abc.ABC):
@@ -17,8 +17,9 @@ class ShareStorage(abc.ABC):
     """
 
     @abc.abstractmethod
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
-        """Create subdir (and missing parents); chmod it to ``mode`` when given. Existing is OK."""
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
+        """Create subdir (and missing parents); chown it to ``owner`` and chmod it to ``mode`` when given. Existing
+        is OK. An owner the server will not give (root squashing) is FailedPrecondition, the directory left made."""
 
     @abc.abstractmethod
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
@@ -87,9 +88,11 @@ class ShareStorage(abc.ABC):
     # outside the source (read) and the destination volume or snapshot files (written) is touched.
 
     @abc.abstractmethod
-    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+    def pack_snapshot(
+        self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str
+    ) -> PackedSnapshot:
         """Archive subdir's content (modes, numeric owners, times, links as links; no devices or fifos) to the
-        snapshot's archive, written under a temporary name and renamed into place; return its size in bytes."""
+        snapshot's archive, written under a temporary name and renamed into place; its size, and its content's."""
 
     @abc.abstractmethod
     def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:

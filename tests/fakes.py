@@ -10,12 +10,13 @@ from typing import Sequence
 from adapters.storage.share_storage import check_rename
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
 from domain.events import Event
-from domain.model import FilesystemUsage, ListedVolume, ListPosition, Publication, ShareRef, VolumeRecord
-from domain.snapshot_model import SnapshotRecord
+from domain.model import FilesystemUsage, ListedVolume, ListPosition, Owner, Publication, ShareRef, TreeUsage, VolumeRecord
+from domain.snapshot_model import PackedSnapshot, SnapshotRecord
 from ports.clock import Clock
 from ports.events import EventSink
 from ports.mounter import Mounter
-from ports.publications import PublicationStore
+from ports.publications import Admission, PublicationStore
+from ports.usage import UsageMeter
 from ports.storage import ShareStorage
 
 
@@ -40,20 +41,28 @@ class FakeShareStorage(ShareStorage):
         # The index, kept apart from the records as on disk: (share, subdir) -> when its entry was made.
         self.index: dict[tuple[ShareRef, str], int] = {}
         self.free: dict[ShareRef, int] = {}  # available_bytes; a share not set here has none free
+        self.owners: dict[tuple[ShareRef, str], tuple[int, int]] = {}  # directories given an owner: (uid, gid)
+        self.refuse_chown = False  # the server squashes root: every chown is refused
         self._clock = itertools.count(1)
 
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
         for parent in _ancestors(subdir):
             self.dirs.setdefault((share, parent), None)
         key = (share, subdir)
         if key not in self.dirs or mode is not None:
             self.dirs[key] = mode
+        if owner:
+            if self.refuse_chown:
+                raise FailedPrecondition(f"chown of {subdir!r}: Operation not permitted (root squashing)")
+            uid, gid = self.owners.get(key, (0, 0))
+            self.owners[key] = (uid if owner.uid is None else owner.uid, gid if owner.gid is None else owner.gid)
 
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
         if (share, subdir) in self.filling:
             raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
             del self.dirs[key]
+            self.owners.pop(key, None)
         for key in [k for k in self.files if k[0] == share and k[1].startswith(subdir + "/")]:
             del self.files[key]
         # The records of volumes inside live in the removed tree (the contract suite found this).
@@ -156,12 +165,13 @@ class FakeShareStorage(ShareStorage):
             else:
                 self.files[(share, f"{subdir}/{path}")] = data
 
-    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> PackedSnapshot:
         if (share, subdir) not in self.dirs:
             raise StorageFailed(f"{subdir!r} does not exist")
         content = self._content(share, subdir)
         self.archives[(snapshot_share, leaf)] = content
-        return 512 + sum(len(v or b"") for v in content.values())
+        size = sum(len(v or b"") for v in content.values())
+        return PackedSnapshot(512 + size, size)
 
     def write_snapshot_record(self, share: ShareRef, leaf: str, record: SnapshotRecord) -> None:
         self.snapshot_records[(share, leaf)] = record
@@ -258,14 +268,32 @@ class FakePublicationStore(PublicationStore):
     def get(self, target: str) -> Publication | None:
         return self.publications.get(target)
 
-    def put(self, publication: Publication) -> None:
+    def put(self, publication: Publication, admit: Admission | None = None) -> None:
+        if admit is not None:
+            admit([p for p in self.of_volume(publication.volume_id) if p.target != publication.target])
         self.publications[publication.target] = publication
+
+    def of_volume(self, volume_id: str) -> list[Publication]:
+        return sorted((p for p in self.publications.values() if p.volume_id == volume_id), key=lambda p: p.target)
 
     def remove(self, target: str) -> None:
         self.publications.pop(target, None)
 
     def count(self) -> int:
         return len(self.publications)
+
+
+class FakeUsageMeter(UsageMeter):
+    def __init__(self) -> None:
+        self.trees: dict[str, TreeUsage] = {}  # by key: what the last walk of that tree found
+        self.asked: list[tuple[str, str, str, int]] = []  # (key, path, server, capacity) of every ask
+
+    def usage(self, key: str, path: str, server: str, capacity_bytes: int) -> TreeUsage | None:
+        self.asked.append((key, path, server, capacity_bytes))
+        return self.trees.get(key)
+
+    def close(self) -> None:
+        pass
 
 
 class FakeClock(Clock):

@@ -24,7 +24,13 @@ from domain.usecases.controller import (
 from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from domain.usecases.probe import Probe
 from domain.usecases.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
-from domain.usecases.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand, NodeGetVolumeStatsResult
+from domain.usecases.stats import (
+    NodeExpandVolume,
+    NodeExpandVolumeCommand,
+    NodeGetVolumeStats,
+    NodeGetVolumeStatsCommand,
+    NodeGetVolumeStatsResult,
+)
 from domain.usecases.volumes import (
     ControllerExpandVolume,
     ControllerExpandVolumeCommand,
@@ -58,6 +64,18 @@ def capability_from(message: csi.VolumeCapability) -> VolumeCapability:
 
 def capabilities_from(messages: Iterable[csi.VolumeCapability]) -> tuple[VolumeCapability, ...]:
     return tuple(capability_from(m) for m in messages)
+
+
+def expansion_from(
+    request: csi.ControllerExpandVolumeRequest | csi.NodeExpandVolumeRequest,
+) -> tuple[CapacityRange | None, VolumeCapability | None]:
+    """The optional capacity range and capability an expansion (controller or node) carries."""
+    capacity = (
+        CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
+        if request.HasField("capacity_range")
+        else None
+    )
+    return capacity, capability_from(request.volume_capability) if request.HasField("volume_capability") else None
 
 
 def plugin_capability(name: str) -> csi.PluginCapability:
@@ -212,16 +230,9 @@ class ControllerServicer(SnapshotRpcs, csi_grpc.ControllerServicer):
 
     @translate_errors
     def ControllerExpandVolume(self, request: csi.ControllerExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
+        capacity, capability = expansion_from(request)
         expanded = self._controller_expand_volume(
-            ControllerExpandVolumeCommand(
-                volume_id=request.volume_id,
-                capacity=CapacityRange(request.capacity_range.required_bytes, request.capacity_range.limit_bytes)
-                if request.HasField("capacity_range")
-                else None,
-                capability=capability_from(request.volume_capability)
-                if request.HasField("volume_capability")
-                else None,
-            )
+            ControllerExpandVolumeCommand(volume_id=request.volume_id, capacity=capacity, capability=capability)
         )
         return csi.ControllerExpandVolumeResponse(
             capacity_bytes=expanded.capacity_bytes, node_expansion_required=expanded.node_expansion_required
@@ -262,6 +273,7 @@ class NodeServicer(csi_grpc.NodeServicer):
         node_publish_volume: NodePublishVolume,
         node_unpublish_volume: NodeUnpublishVolume,
         node_get_volume_stats: NodeGetVolumeStats,
+        node_expand_volume: NodeExpandVolume,
         node_id: str,
         capabilities: tuple[str, ...],
         max_volumes_per_node: int = 0,
@@ -269,6 +281,7 @@ class NodeServicer(csi_grpc.NodeServicer):
         self._node_publish_volume = node_publish_volume
         self._node_unpublish_volume = node_unpublish_volume
         self._node_get_volume_stats = node_get_volume_stats
+        self._node_expand_volume = node_expand_volume
         self._node_id = node_id
         self._capabilities = capabilities
         self._max_volumes = max_volumes_per_node
@@ -301,6 +314,14 @@ class NodeServicer(csi_grpc.NodeServicer):
         )
 
     @translate_errors
+    def NodeExpandVolume(self, request: csi.NodeExpandVolumeRequest, context: grpc.ServicerContext) -> Any:
+        capacity, capability = expansion_from(request)
+        expanded = self._node_expand_volume(
+            NodeExpandVolumeCommand(request.volume_id, request.volume_path, capacity=capacity, capability=capability)
+        )
+        return csi.NodeExpandVolumeResponse(capacity_bytes=expanded)
+
+    @translate_errors
     def NodeGetCapabilities(self, request: csi.NodeGetCapabilitiesRequest, context: grpc.ServicerContext) -> Any:
         return csi.NodeGetCapabilitiesResponse(capabilities=[node_capability(name) for name in self._capabilities])
 
@@ -317,6 +338,7 @@ class StagingNodeServicer(NodeServicer):
         node_publish_volume: NodePublishVolume,
         node_unpublish_volume: NodeUnpublishVolume,
         node_get_volume_stats: NodeGetVolumeStats,
+        node_expand_volume: NodeExpandVolume,
         node_id: str,
         capabilities: tuple[str, ...],
         node_stage_volume: NodeStageVolume,
@@ -324,7 +346,8 @@ class StagingNodeServicer(NodeServicer):
         max_volumes_per_node: int = 0,
     ) -> None:
         super().__init__(
-            node_publish_volume, node_unpublish_volume, node_get_volume_stats, node_id, capabilities, max_volumes_per_node
+            node_publish_volume, node_unpublish_volume, node_get_volume_stats, node_expand_volume, node_id,
+            capabilities, max_volumes_per_node,
         )
         self._node_stage_volume = node_stage_volume
         self._node_unstage_volume = node_unstage_volume

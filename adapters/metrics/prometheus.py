@@ -7,11 +7,14 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.mount.observer import MountObserver
+from adapters.usage.walker import UsageObserver
 from domain.events import Event
 from ports.events import EventSink
 
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 MOUNT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+WALK_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300)
+FILLED_LEVELS = ("0.8", "0.9", "1")  # shares of a volume's capacity that nfs_csi_volumes_filled counts volumes at
 
 _EVENT_COUNTERS = {
     Event.VOLUME_CREATED: ("nfs_csi_volumes_created_total", "Volumes CreateVolume made (a repeated call counts once)."),
@@ -31,7 +34,7 @@ _EVENT_COUNTERS = {
 }
 
 
-class PrometheusTelemetry(EventSink, MountObserver):
+class PrometheusTelemetry(EventSink, MountObserver, UsageObserver):
     """Every metric the driver exports. Labels are bounded: method, code, kind, result; never a volume id."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -60,6 +63,23 @@ class PrometheusTelemetry(EventSink, MountObserver):
             "nfs_csi_share_mounts", "Shares the controller holds open: mounts, or userspace NFS connections.", registry=r
         )
         self.published_volumes = Gauge("nfs_csi_published_volumes", "Volumes this node has published.", registry=r)
+        self.volumes_filled = Gauge(
+            "nfs_csi_volumes_filled",
+            "Volumes published on this node whose own usage is at least this share of their requested capacity "
+            "(last measured; volumes of unknown capacity not counted).",
+            ["at_least"],
+            registry=r,
+        )
+        self.usage_walks = Counter(
+            "nfs_csi_volume_usage_walks",
+            "Walks of a volume's tree for its usage, by result (complete, limited: stopped at a bound, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.usage_walk_seconds = Histogram(
+            "nfs_csi_volume_usage_walk_duration_seconds", "Time one walk of a volume's tree took.", buckets=WALK_BUCKETS,
+            registry=r,
+        )
         self.build_info = Gauge(
             "nfs_csi_build_info", "Always 1; labels name the version, driver name and mode.", ["version", "driver", "mode"], registry=r
         )
@@ -72,6 +92,8 @@ class PrometheusTelemetry(EventSink, MountObserver):
                 self.mount_operations.labels(kind, result)
             self.mount_retries.labels(kind)
             self.mount_timeouts.labels(kind)
+        for result in ("complete", "limited", "failed"):
+            self.usage_walks.labels(result)
 
     # CSI calls (the gRPC interceptor reports here)
     def call_started(self, method: str) -> None:
@@ -104,9 +126,26 @@ class PrometheusTelemetry(EventSink, MountObserver):
     def child_finished(self) -> None:
         self.mount_children.dec()
 
+    # Volume usage walks
+    def walk(self, result: str, seconds: float) -> None:
+        self.usage_walks.labels(result).inc()
+        self.usage_walk_seconds.observe(seconds)
+
     # State read at scrape time, so it is right after a restart too
-    def watch(self, share_mounts: Callable[[], int] | None, published: Callable[[], int] | None) -> None:
+    def watch(
+        self,
+        share_mounts: Callable[[], int] | None,
+        published: Callable[[], int] | None,
+        filled: Callable[[float], int] | None = None,
+    ) -> None:
         if share_mounts is not None:
             self.share_mounts.set_function(lambda: float(share_mounts()))
         if published is not None:
             self.published_volumes.set_function(lambda: float(published()))
+        if filled is not None:
+            for level in FILLED_LEVELS:
+                self.volumes_filled.labels(level).set_function(_counting(filled, float(level)))
+
+
+def _counting(filled: Callable[[float], int], share: float) -> Callable[[], float]:
+    return lambda: float(filled(share))

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 
-from domain.errors import StorageFailed
+from domain.errors import ResourceExhausted, StorageFailed
 from domain.model import Publication
-from ports.publications import PublicationStore
+from ports.publications import Admission, PublicationStore
+
+log = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
 _WRITER_LOCKS = 64
+_RECORD_LIMIT = 1 << 20  # the most of a record read
+MAX_RECORDS = 65536
+"""Publications one store keeps (far above kubelet's pods per node): what bounds the index held in memory."""
 
 
 class JsonFilePublicationStore(PublicationStore):
@@ -27,6 +33,12 @@ class JsonFilePublicationStore(PublicationStore):
     unpublished); the directory is not, so a record written or removed just before a power loss may be missing
     or back afterwards. Either is harmless: a power loss took every mount with it, and the use cases converge
     from a record without its mount, and from a mount-free target without a record.
+
+    The publications of a volume are found through an index in memory (target -> volume id, and back), read from
+    the records once, on first use after a start, and kept with every put and remove: at most MAX_RECORDS
+    entries, a volume id and a path each. A put that admits (``admit``) holds its volume's lock (one of 64,
+    striped by volume id) from the admission to the index update, so two publications of one volume are never
+    admitted side by side.
     """
 
     def __init__(self, state_dir: str, kind: str = "publications") -> None:
@@ -34,6 +46,10 @@ class JsonFilePublicationStore(PublicationStore):
         # record of one kind is never read as the other.
         self._dir = os.path.join(os.path.abspath(state_dir), kind)
         self._writing = tuple(threading.Lock() for _ in range(_WRITER_LOCKS))
+        self._admitting = tuple(threading.Lock() for _ in range(_WRITER_LOCKS))
+        self._index_guard = threading.Lock()
+        self._by_target: dict[str, str] | None = None  # None until read from the records
+        self._by_volume: dict[str, set[str]] = {}
 
     def _path(self, target: str) -> str:
         return os.path.join(self._dir, hashlib.sha256(target.encode("utf-8", errors="surrogatepass")).hexdigest() + _SUFFIX)
@@ -43,27 +59,36 @@ class JsonFilePublicationStore(PublicationStore):
         return self._writing[int(os.path.basename(path)[:2], 16) % _WRITER_LOCKS]
 
     def get(self, target: str) -> Publication | None:
+        publication = self._read(self._path(target), target)
+        return publication if publication is not None and publication.target == target else None
+
+    def _read(self, path: str, what: str) -> Publication | None:
         try:
-            with open(self._path(target), "rb") as handle:
-                raw = handle.read(1 << 20)
+            with open(path, "rb") as handle:
+                raw = handle.read(_RECORD_LIMIT)
         except FileNotFoundError:
             return None
         try:
-            publication = Publication.from_json(raw)
+            return Publication.from_json(raw)
         except (ValueError, KeyError, TypeError) as err:
-            raise StorageFailed(f"the publication record of {target} in {self._dir} is unreadable") from err
-        return publication if publication.target == target else None
+            raise StorageFailed(f"the publication record of {what} in {self._dir} is unreadable") from err
 
-    def put(self, publication: Publication) -> None:
-        os.makedirs(self._dir, mode=0o700, exist_ok=True)
-        path = self._path(publication.target)
-        temporary = f"{path}.tmp"
-        with self._writer(path):
-            with open(temporary, "wb") as handle:
-                handle.write(publication.to_json())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+    def put(self, publication: Publication, admit: Admission | None = None) -> None:
+        self._index()
+        with self._admitting[hash(publication.volume_id) % _WRITER_LOCKS]:
+            self._check_room(publication.target)
+            if admit is not None:
+                admit([p for p in self.of_volume(publication.volume_id) if p.target != publication.target])
+            os.makedirs(self._dir, mode=0o700, exist_ok=True)
+            path = self._path(publication.target)
+            temporary = f"{path}.tmp"
+            with self._writer(path):
+                with open(temporary, "wb") as handle:
+                    handle.write(publication.to_json())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, path)
+                self._indexed(publication.target, publication.volume_id)
 
     def remove(self, target: str) -> None:
         path = self._path(target)
@@ -73,6 +98,60 @@ class JsonFilePublicationStore(PublicationStore):
                     os.unlink(name)
                 except FileNotFoundError:
                     pass
+            self._indexed(target, None)
+
+    def of_volume(self, volume_id: str) -> list[Publication]:
+        self._index()
+        with self._index_guard:
+            targets = sorted(self._by_volume.get(volume_id, ()))
+        found = (self.get(target) for target in targets)
+        return [p for p in found if p is not None and p.volume_id == volume_id]
+
+    def _index(self) -> None:
+        """target -> volume id of every record, and back, read from the records the first time."""
+        with self._index_guard:
+            if self._by_target is None:
+                self._by_target = {}
+                for publication in self._every_record():
+                    self._by_target[publication.target] = publication.volume_id
+                    self._by_volume.setdefault(publication.volume_id, set()).add(publication.target)
+
+    def _check_room(self, target: str) -> None:
+        with self._index_guard:
+            if self._by_target is not None and target not in self._by_target and len(self._by_target) >= MAX_RECORDS:
+                raise ResourceExhausted(f"this node already keeps {MAX_RECORDS} records in {self._dir}")
+
+    def _every_record(self) -> list[Publication]:
+        try:
+            names = [name for name in os.listdir(self._dir) if name.endswith(_SUFFIX)]
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            path = os.path.join(self._dir, name)
+            try:
+                publication = self._read(path, name)
+            except (StorageFailed, OSError) as err:
+                log.warning("publication record %s is left out of the index: %s", path, err)
+                continue
+            if publication is not None and self._path(publication.target) == path:
+                found.append(publication)
+        return found
+
+    def _indexed(self, target: str, volume_id: str | None) -> None:
+        """The index after a write (volume_id) or a removal (None) of target's record."""
+        with self._index_guard:
+            if self._by_target is None:
+                return  # not read yet: it will be, from the records
+            previous = self._by_target.pop(target, None)
+            if previous is not None:
+                targets = self._by_volume[previous]
+                targets.discard(target)
+                if not targets:
+                    del self._by_volume[previous]
+            if volume_id is not None:
+                self._by_target[target] = volume_id
+                self._by_volume.setdefault(volume_id, set()).add(target)
 
     def count(self) -> int:
         try:

@@ -164,11 +164,13 @@ class TreeWriter(Protocol):
     def finish(self, path: str, entry: Entry) -> None: ...  # mode, owner (where allowed) and times
 
 
-def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadline) -> None:
-    """Write the entries as a tar stream (PAX, numeric owners, nanosecond-ish times) to out, which need not seek."""
+def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadline) -> int:
+    """Write the entries as a tar stream (PAX, numeric owners, nanosecond-ish times) to out, which need not seek;
+    the bytes of the files' content it holds (what unpacking it writes)."""
     mode = STREAM_MODES.get(fmt)
     if mode is None:
         raise InvalidArgument(f"archive format {fmt!r} is not one of {', '.join(STREAM_MODES)}")
+    content = 0
     with tarfile.open(fileobj=out, mode=mode, format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
         for entry in entries:
             deadline.check()
@@ -192,6 +194,8 @@ def pack_tree(entries: Iterable[Entry], out: BinaryIO, fmt: str, deadline: Deadl
                 with entry.open() as data:
                     info.size = entry.size
                     archive.addfile(info, checked(data, deadline))
+                content += entry.size
+    return content
 
 
 def _ns_text(ns: int) -> str:

@@ -35,6 +35,11 @@ class ShareFiles(abc.ABC):
         """Set the permission bits of what is at path, never through a link."""
 
     @abc.abstractmethod
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        """Give what is at path this owner (None: that part as it is), never through a link; PermissionError when
+        the server refuses (this client may not give files away: root squashing, or no root identity)."""
+
+    @abc.abstractmethod
     def set_attributes(self, path: str, entry: Entry) -> None:
         """Give path entry's owner (where this client may), mode (but to a link) and times."""
 

@@ -11,7 +11,7 @@ import shutil
 import stat
 import threading
 from contextlib import closing
-from typing import Any, BinaryIO, Callable, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Iterable, Sequence, TypeVar
 
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
@@ -32,20 +32,21 @@ _KINDS = {stat.S_IFDIR: DIRECTORY, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
 
 class MountedFileSystem(ShareFileSystem):
     """Every filesystem call on a share runs on that share's few bounded threads (a hung server costs no more):
-    quick calls within --fs-timeout, long work on threads of its own within --snapshot-timeout."""
+    quick calls within --fs-timeout, long work on threads of its own within --snapshot-timeout. Each share is
+    mounted with the options configured for it (--share-mount-options), none otherwise."""
 
     def __init__(
         self,
         mounter: Mounter,
         working_dir: str,
-        mount_options: tuple[str, ...] = (),
+        share_options: Iterable[tuple[ShareRef, tuple[str, ...]]] = (),
         fs_timeout: float = 30.0,
         fs_workers: int = 4,
         snapshot_timeout: float = 600.0,
     ) -> None:
         self._mounter = mounter
         self._working_dir = os.path.abspath(working_dir)
-        self._options = mount_options
+        self._share_options = dict(share_options)
         self._fs_timeout = fs_timeout
         self._fs_workers = fs_workers
         self._snapshot_timeout = snapshot_timeout
@@ -79,8 +80,12 @@ class MountedFileSystem(ShareFileSystem):
                 if self._mounted.pop(share, None) is not None:
                     log.warning("share %s is no longer mounted at %s; mounting it again", share.source(), path)
                 os.makedirs(path, mode=0o700, exist_ok=True)
-                self._mounter.mount(share.source(), path, self._options)
-                log.info("mounted share %s at %s", share.source(), path)
+                options = self._share_options.get(share, ())
+                try:
+                    self._mounter.mount(share.source(), path, options)
+                except DomainError as err:
+                    raise _with_hint(err, share, options) from err
+                log.info("mounted share %s at %s with options %s", share.source(), path, ",".join(options) or "none")
             self._mounted[share] = path
             return path
         finally:
@@ -164,6 +169,18 @@ class MountedFileSystem(ShareFileSystem):
             bounded.close()
 
 
+def _with_hint(err: DomainError, share: ShareRef, options: tuple[str, ...]) -> DomainError:
+    """The mount's own failure (mount.nfs's message), and what the controller mounted the share with, and where
+    to change it: a server that needs options (vers=, port=, sec=, xprtsec=) works on nodes, which have the
+    StorageClass's mountOptions, and fails here without them."""
+    used = f"with options {','.join(options)}" if options else "with no options"
+    hint = (
+        f"the controller mounts {share.source()} {used}; if the server needs some (vers=, port=, sec=, xprtsec=, "
+        f"...), give them with --share-mount-options '{share.source()}=option,option'"
+    )
+    return type(err)(f"{err}; {hint}")
+
+
 class FdShareFiles(ShareFiles):
     """A mounted share's files, every path walked from its root one name at a time with O_NOFOLLOW descriptors; the
     directory reached last stays open (trees are walked and built a directory at a time) until ``close``."""
@@ -224,6 +241,14 @@ class FdShareFiles(ShareFiles):
         opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
         try:
             os.fchmod(opened, mode)
+        finally:
+            os.close(opened)
+
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        fd, leaf = self._parent(path)
+        opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            os.fchown(opened, -1 if uid is None else uid, -1 if gid is None else gid)
         finally:
             os.close(opened)
 

@@ -21,9 +21,10 @@ from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, 
 from adapters.storage.archive import reading_source, source_entries, unpack_tree
 from adapters.storage.files import ShareFiles, ShareFileSystem
 from domain.errors import FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
-from domain.model import METADATA_DIR, ListedVolume, ListPosition, ShareRef, VolumeRecord
+from domain.model import METADATA_DIR, ListedVolume, ListPosition, Owner, ShareRef, VolumeRecord
 from domain.paths import relative_subpath
-from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, SnapshotRecord, archive_name, is_leaf, record_file
+from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, PackedSnapshot, SnapshotRecord, archive_name, is_leaf
+from domain.snapshot_model import record_file
 from ports.storage import ShareStorage
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,13 @@ class FileShareStorage(ShareStorage):
     def close(self) -> None:
         self._files.close()
 
-    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None) -> None:
+    def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
         def work(files: ShareFiles) -> None:
             _make_dirs(files, subdir)
             if not _is_dir(files, subdir):
                 raise StorageFailed(f"{subdir!r} exists and is not a plain directory")
+            if owner:
+                files.chown(subdir, owner.uid, owner.gid)  # before the mode: a chown clears set-id bits
             if mode is not None:
                 files.chmod(subdir, mode)
 
@@ -181,23 +184,28 @@ class FileShareStorage(ShareStorage):
 
     # -- snapshots and clones: long work, bounded as a whole by --snapshot-timeout ---------------------------------
 
-    def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> int:
+    def pack_snapshot(
+        self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str
+    ) -> PackedSnapshot:
         name = archive_name(leaf, fmt)
         # A name of its own for each pack: two controllers packing one snapshot (a leader change while the old one
         # still packs) each write a whole archive and rename it into place, never into one file at once.
         temporary = f"{SNAPSHOT_DIR}/{name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:12]}"
 
-        def work(files: ShareFiles, source: ShareFiles, deadline: Deadline) -> int:
+        def work(files: ShareFiles, source: ShareFiles, deadline: Deadline) -> PackedSnapshot:
             _make_dirs(files, SNAPSHOT_DIR, DRIVER_DIR_MODE)
+            content: list[int] = []
             try:
                 entries = source_entries(tree_entries(source, subdir))
-                size = files.write(temporary, lambda out: pack_tree(entries, out, fmt, deadline), SNAPSHOT_MODE)
+                size = files.write(
+                    temporary, lambda out: content.append(pack_tree(entries, out, fmt, deadline)), SNAPSHOT_MODE
+                )
                 files.rename(temporary, name)
             except BaseException:
                 with contextlib.suppress(Exception):  # the first failure is the one to report
                     files.remove(temporary)
                 raise
-            return size
+            return PackedSnapshot(size, content[-1])
 
         return self._long(("pack", snapshot_share, leaf), snapshot_share, f"packing snapshot {leaf!r}", work, share)
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import logging
 import os
 import posixpath
+import re
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence, TypeVar
 
 import tenacity
 
@@ -70,6 +72,59 @@ class NfsClientOptions:
             raise ValueError("the NFS timeout must be positive and attempts at least 1")
 
 
+# Mount options that decide how the userspace client reaches a share, and those it cannot honour; the others tune
+# the kernel's client (caching, timeouts, buffer sizes) and mean nothing to it.
+_REACH = {"vers", "nfsvers", "minorversion", "port", "mountport", "sec", "xprtsec", "proto", "mountproto",
+          "resvport", "noresvport"}  # fmt: skip
+_ACCEPTED = {("sec", "sys"), ("xprtsec", "none"), ("proto", "tcp"), ("proto", "tcp6"), ("mountproto", "tcp"),
+             ("mountproto", "tcp6")}  # fmt: skip
+
+
+def client_options(base: NfsClientOptions, mount_options: Sequence[str]) -> tuple[NfsClientOptions, tuple[str, ...]]:
+    """The client options for a share the controller mounts with ``mount_options`` (--share-mount-options), over
+    the flags' (--nfs-version, --nfs-port, ...), and the options that mean nothing to this client. ValueError for
+    one it cannot honour: Kerberos (sec=krb5*), TLS (xprtsec=tls/mtls), UDP or RDMA, or an NFS version it does
+    not speak."""
+    given = {name: value for name, _, value in (option.partition("=") for option in mount_options)}
+    options, ignored = base, tuple(o for o in mount_options if o.partition("=")[0] not in _REACH)
+    for name, value in given.items():
+        if name in ("sec", "xprtsec", "proto", "mountproto") and (name, value) not in _ACCEPTED:
+            raise ValueError(f"{name}={value} cannot be spoken by the userspace NFS client (--storage mount can)")
+    versions = _versions(given.get("vers") or given.get("nfsvers"), given.get("minorversion"))
+    if versions is not None:
+        options = dataclasses.replace(options, versions=versions)
+    if "port" in given:
+        options = dataclasses.replace(options, port=_port(given["port"], "port"))
+    if "mountport" in given:
+        options = dataclasses.replace(options, mount_port=_port(given["mountport"], "mountport"))
+    if "resvport" in given or "noresvport" in given:
+        options = dataclasses.replace(options, reserved_port="resvport" in given)
+    return options, ignored
+
+
+def _versions(version: str | None, minor: str | None) -> tuple[str, ...] | None:
+    """vers= (or nfsvers=) and minorversion= as the client's versions; None when neither is given."""
+    if version is None and minor is None:
+        return None
+    major = version or "4"
+    if major == "4":
+        versions: tuple[str, ...] = (f"4.{minor}",) if minor is not None else ("4.1", "4.0")
+    elif minor is not None and major != f"4.{minor}":
+        raise ValueError(f"vers={major} and minorversion={minor} disagree")
+    else:
+        versions = (major,)
+    unknown = [v for v in versions if v not in NFS_VERSIONS]
+    if unknown:
+        raise ValueError(f"NFS version {unknown[0]} is not spoken by the userspace client ({', '.join(NFS_VERSIONS)})")
+    return versions
+
+
+def _port(value: str, name: str) -> int | None:
+    if not re.fullmatch(r"[0-9]{1,5}", value) or int(value) > 65535:
+        raise ValueError(f"{name}={value} is not a port")
+    return int(value) or None
+
+
 Connector = Callable[[ShareRef, NfsClientOptions], "NfsClient"]
 
 
@@ -107,8 +162,17 @@ class NfsRsFileSystem(ShareFileSystem):
         options: NfsClientOptions = NfsClientOptions(),
         connect: Connector = connect_with_nfs_rs,
         snapshot_timeout: float = 600.0,
+        share_options: Iterable[tuple[ShareRef, tuple[str, ...]]] = (),
     ) -> None:
         self._options = options
+        self._share_options: dict[ShareRef, NfsClientOptions] = {}
+        for share, mount_options in share_options:  # checked when the flags were read: ValueError here is a bug
+            self._share_options[share], ignored = client_options(options, mount_options)
+            log.info(
+                "share %s: userspace NFS %s, port %s (from --share-mount-options; %s mean nothing to this client)",
+                share.source(), ",".join(self._share_options[share].versions),
+                self._share_options[share].port or "default", ",".join(ignored) or "no others",
+            )
         self._connect = connect
         self._snapshot_timeout = snapshot_timeout
         self._guard = threading.Lock()
@@ -145,7 +209,7 @@ class NfsRsFileSystem(ShareFileSystem):
             client = self._clients.get(share)
             if client is None:
                 try:
-                    client = self._connect(share, self._options)
+                    client = self._connect(share, self._share_options.get(share, self._options))
                 except DomainError:
                     raise
                 except Exception as err:  # noqa: BLE001 - every nfs-rs failure becomes a domain error
@@ -155,13 +219,17 @@ class NfsRsFileSystem(ShareFileSystem):
             return client
 
     def _connect_error(self, share: ShareRef, err: Exception) -> DomainError:
-        where = share.source()
+        where, used = share.source(), self._share_options.get(share, self._options)
+        how = (
+            f"(over NFS {','.join(used.versions)}, port {used.port or 'default'}: --nfs-version and --nfs-port, "
+            f"or vers= and port= for this share in --share-mount-options)"
+        )
         if isinstance(err, TimeoutError):
-            return DeadlineExceeded(f"connecting to {where} took longer than {self._options.timeout} s")
+            return DeadlineExceeded(f"connecting to {where} took longer than {self._options.timeout} s {how}")
         if isinstance(err, FileNotFoundError):
             return NotFound(f"share {where} is not exported by {share.server}")
         if isinstance(err, ConnectionError):
-            return _ConnectionLost(f"cannot reach the NFS server of {where}: {err}")
+            return _ConnectionLost(f"cannot reach the NFS server of {where} {how}: {err}")
         if isinstance(err, ValueError):
             return InvalidArgument(f"cannot address share {where}: {err}")
         return StorageFailed(f"cannot connect to {where}: {err}")
@@ -224,6 +292,8 @@ class NfsRsFileSystem(ShareFileSystem):
             return ResourceExhausted(f"{where}: no space left on the share ({err})")
         if code in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
             return StorageFailed(f"{where}: a component on the way is not a plain directory ({err})")
+        if isinstance(err, PermissionError):  # the server's answer to this AUTH_SYS identity, as EPERM is a mount's
+            return FailedPrecondition(f"{where}: the NFS server refuses it to this client's identity ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
         # error that the same client keeps returning): start again with a new client. Every operation here is
         # idempotent, so repeating one whose outcome was uncertain is safe.
@@ -285,6 +355,13 @@ class NfsShareFiles(ShareFiles):
 
     def chmod(self, path: str, mode: int) -> None:
         self._client.chmod(self._path(path), mode)  # SETATTR on what LOOKUP found: a link is not followed
+
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        remote = self._path(path)
+        if uid is None or gid is None:  # SETATTR sets both: the part left alone is what is there now
+            now = self._client.stat(remote)
+            uid, gid = now.uid if uid is None else uid, now.gid if gid is None else gid
+        self._client.chown(remote, uid, gid)  # on what LOOKUP found: a link is not followed
 
     def set_attributes(self, path: str, entry: Entry) -> None:
         remote = self._path(path)

@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MountFailed, NotFound
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
@@ -17,6 +17,7 @@ from domain.model import (
     CsiDriverNfsVolumeId,
     MountOptionAllowlist,
     OnDelete,
+    Owner,
     ShareRef,
     VolumeCapability,
     VolumeId,
@@ -26,14 +27,17 @@ from domain.model import (
     check_volume_name,
 )
 from domain.parameters import (
+    GID,
+    UID,
     CsiDriverNfsVolumes,
     ProvisionDefaults,
     VolumeParameters,
     effective_mode,
+    effective_owner,
     parse_mode,
     parse_mutable,
 )
-from domain.static import ContextVolume, own_context
+from domain.static import CAPACITY, ContextVolume, context_capacity, own_context
 from domain.usecases.snapshots import (
     CONTENT_SOURCE_KEY,
     PENDING_KEY,
@@ -103,7 +107,13 @@ class CreateVolume:
 
     def __call__(self, command: CreateVolumeCommand) -> CreateVolumeResult:
         checked = self._checked(command)
-        share, subdir = checked.volume_id.share, checked.volume_id.subdir
+        try:
+            return self._create_or_retry(checked)
+        except MountFailed as err:
+            raise _suggesting_class_options(err, checked) from err
+
+    def _create_or_retry(self, checked: _Checked) -> CreateVolumeResult:
+        command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
         source_keys = source.lock_keys() if source is not None else ()
         with self._locks.hold(f"name:{command.name}", str(checked.volume_id), *source_keys):
@@ -114,14 +124,16 @@ class CreateVolume:
                 record, resolved, made = self._create(checked)
             else:
                 _check_retry(record, checked)
-            # The record's mode: a retry must not undo what ControllerModifyVolume set since.
+            # The record's mode and owner: a retry must not undo what ControllerModifyVolume set since.
             mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
                 record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=made is not None)
-            self._storage.create_volume_dir(share, subdir, mode)
+            owner = effective_owner(record.parameters, record.mutable_parameters)
+            # Only a directory this call made is removed again if its owner is refused; never an adopted one.
+            self._make_dir(share, subdir, mode, owner, created=made is Event.VOLUME_CREATED)
         if made is not None:
             self._events.emit(made)
-        context = volume_context(share, subdir, checked.mount_permissions)
+        context = volume_context(share, subdir, checked.mount_permissions, record.capacity_bytes)
         return CreateVolumeResult(checked.volume_id, record.capacity_bytes, context)
 
     def _checked(self, command: CreateVolumeCommand) -> _Checked:
@@ -148,7 +160,7 @@ class CreateVolume:
         capacity = command.capacity.capacity_bytes
         if resolved is not None:
             check_source_capacity(resolved, command.capacity.limit_bytes)
-            capacity = capacity or resolved.capacity_bytes
+            capacity = max(capacity, resolved.capacity_bytes)
         # A clone's record says "pending" until its content is in place: never returned before that.
         pending = {PENDING_KEY: "true"} if resolved is not None else {}
         parameters = {**checked.parameters, **pending}
@@ -198,6 +210,22 @@ class CreateVolume:
         self._storage.write_record(share, subdir, complete)
         return complete
 
+    def _make_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner, created: bool) -> None:
+        """The volume's directory with its mode and owner. An owner the server refuses (root squashing) fails the
+        call, and a volume this call began is removed again: no one else knows it, and the provisioner would keep
+        retrying a refusal, leaving it behind when the claim is given up."""
+        try:
+            self._storage.create_volume_dir(share, subdir, mode, owner)
+        except FailedPrecondition as err:
+            if created and owner:
+                self._discard(share, subdir)
+                raise FailedPrecondition(
+                    f"{err}; the volume was not created. The export must let the controller give files away "
+                    "(no root squashing, e.g. no_root_squash; with --storage userspace, --nfs-uid 0), or leave out "
+                    "the uid and gid parameters"
+                ) from err
+            raise
+
     def _discard(self, share: ShareRef, subdir: str) -> None:
         """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it."""
         self._storage.remove_volume_dir(share, subdir)
@@ -218,6 +246,20 @@ def enclosing_volume(storage: ShareStorage, share: ShareRef, subdir: str) -> Vol
             return owner
         parent = posixpath.dirname(parent)
     return None
+
+
+def _suggesting_class_options(err: MountFailed, checked: _Checked) -> MountFailed:
+    """The controller could not mount the share, which nodes mount with the StorageClass's mountOptions: name them,
+    as the controller would be given them (DeleteVolume and the snapshot RPCs never see them, so they are
+    configured per share, not taken from this call)."""
+    flags = [f for f in dict.fromkeys(f for c in checked.command.capabilities for f in c.mount_flags) if f != "ro"]
+    if not flags:
+        return err
+    share = checked.volume_id.share.source()
+    return MountFailed(
+        f"{err}. Nodes mount this volume with the StorageClass's mountOptions {','.join(flags)}: if the controller "
+        f"needs them to reach the share too, start it with --share-mount-options '{share}={','.join(flags)}'"
+    )
 
 
 def _check_retry(record: VolumeRecord, checked: _Checked) -> None:
@@ -243,11 +285,14 @@ def _without_pending(parameters: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in parameters.items() if k != PENDING_KEY}
 
 
-def volume_context(share: ShareRef, subdir: str, mount_permissions: int) -> dict[str, str]:
-    """The volume_context CreateVolume returns, and ValidateVolumeCapabilities accepts back."""
+def volume_context(share: ShareRef, subdir: str, mount_permissions: int, capacity_bytes: int = 0) -> dict[str, str]:
+    """The volume_context CreateVolume returns, and ValidateVolumeCapabilities accepts back. The capacity tells the
+    node what to report the volume's use against (NodeExpandVolume tells it of a larger one later)."""
     context = {"server": share.server, "share": share.share, "subDir": subdir}
     if mount_permissions:
         context["mountPermissions"] = format(mount_permissions, "04o")
+    if capacity_bytes:
+        context[CAPACITY] = str(capacity_bytes)
     return context
 
 
@@ -325,11 +370,16 @@ class ValidateVolumeCapabilities:
 
     @staticmethod
     def _check_context(volume_id: VolumeId, record: VolumeRecord, context: Mapping[str, str]) -> None:
+        """The context CreateVolume returned; its capacity may be an earlier one (a PersistentVolume's context
+        never changes, while an expansion grows the record's)."""
         if not context:
             return
         mode = parse_mode(record.parameters.get("mountPermissions", "0"), "recorded mountPermissions")
-        if own_context(context) != volume_context(volume_id.share, volume_id.subdir, mode):
+        given = {key: value for key, value in own_context(context).items() if key != CAPACITY}
+        if given != volume_context(volume_id.share, volume_id.subdir, mode):
             raise InvalidArgument("volume_context does not match the volume's")
+        if context_capacity(context) > record.capacity_bytes:
+            raise InvalidArgument(f"volume_context's {CAPACITY} is more than the volume's capacity")
 
     def _check_parameters(self, volume_id: VolumeId, record: VolumeRecord, parameters: Mapping[str, str]) -> None:
         if not parameters:
@@ -339,6 +389,9 @@ class ValidateVolumeCapabilities:
             raise InvalidArgument("parameters name another share or onDelete policy than the volume's")
         if format(params.mount_permissions, "04o") != record.parameters.get("mountPermissions", "0000"):
             raise InvalidArgument("parameters ask for other mountPermissions than the volume's")
+        asked = params.as_record(volume_id.subdir)
+        if any(asked.get(key) != record.parameters.get(key) for key in (UID, GID)):
+            raise InvalidArgument("parameters ask for another owner (uid, gid) than the volume was created with")
 
 
 _DELETE_EVENT = {

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
+    AccessMode,
     CsiDriverNfsVolumeId,
     ExportPath,
     MountOptionAllowlist,
@@ -21,10 +23,10 @@ from domain.model import (
     source_named_by,
 )
 from domain.paths import absolute_path
-from domain.static import EPHEMERAL, ContextVolume, is_ephemeral
+from domain.static import EPHEMERAL, ContextVolume, context_capacity, is_ephemeral
 from ports.events import EventSink, NoEvents
 from ports.mounter import Mounter
-from ports.publications import PublicationStore
+from ports.publications import Admission, PublicationStore
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,20 @@ def mounted_from(mounter: Mounter, path: str, source: str | None) -> bool:
     return bool(sources) and all(ExportPath.parse(mounted) == wanted for mounted in sources)
 
 
+def single_writer(wanted: Publication, what: str) -> Admission:
+    """The spec's rule for SINGLE_NODE_SINGLE_WRITER: a volume published (or staged) for one single writer is at one
+    path of the node, never two; FAILED_PRECONDITION when one more would make two, whichever of them asked for it."""
+
+    def admit(others: Sequence[Publication]) -> None:
+        if others and (wanted.single_writer or any(other.single_writer for other in others)):
+            raise FailedPrecondition(
+                f"volume {wanted.volume_id!r} is single-writer (SINGLE_NODE_SINGLE_WRITER: a ReadWriteOncePod "
+                f"volume) and already {what} at {others[0].target} on this node; unpublish it there first"
+            )
+
+    return admit
+
+
 def mount_recorded(
     mounter: Mounter, records: PublicationStore, wanted: Publication, mount: Callable[[], None], what: str
 ) -> bool | None:
@@ -102,11 +118,13 @@ def mount_recorded(
 
     The record is written before the mount, so a restart finds what may be mounted there; a mount that failed
     for sure is forgotten, one that timed out is kept (it may still land) so a retry or an unmount cleans up.
+    A single-writer volume held at another path is refused before a target is made, and again as the record is
+    written, atomically with it (that second look decides; the first spares making a target for nothing).
     """
     path = wanted.target
     existing = records.get(path)
     mounted = mounter.is_mount_point(path)
-    if existing is not None and existing != wanted:
+    if existing is not None and not existing.same_mount(wanted):
         raise AlreadyExists(f"{path} is already {what} with other arguments")
     if existing is None and mounted:
         if not mounted_from(mounter, path, wanted.source):
@@ -121,8 +139,17 @@ def mount_recorded(
         log.warning("%s answers 'stale file handle': unmounting it and mounting %s again", path, wanted.source)
         mounter.unmount(path)
         recovered = True
+    admit = single_writer(wanted, what)
+    others = [p for p in records.of_volume(wanted.volume_id) if p.target != path]
+    admit(others)
+    # The largest capacity the node knows of the volume: a NodeExpandVolume since its context was written counts.
+    wanted = dataclasses.replace(wanted, capacity_bytes=max([wanted.capacity_bytes, *(o.capacity_bytes for o in others)]))
     mounter.make_target(path)
-    records.put(wanted)
+    try:
+        records.put(wanted, admit)
+    except FailedPrecondition:
+        _forget_failed(mounter, records, path, forget_record=existing is None)
+        raise
     try:
         mount()
     except DeadlineExceeded:
@@ -133,10 +160,11 @@ def mount_recorded(
     return recovered
 
 
-def _forget_failed(mounter: Mounter, records: PublicationStore, path: str) -> None:
+def _forget_failed(mounter: Mounter, records: PublicationStore, path: str, forget_record: bool = True) -> None:
     try:
         if not mounter.is_mount_point(path):
-            records.remove(path)
+            if forget_record:
+                records.remove(path)
             mounter.remove_target(path)
     except Exception:  # noqa: BLE001 - the mount's own error is the one to report
         log.warning("could not clean up %s after a failed mount", path, exc_info=True)
@@ -147,6 +175,7 @@ class NodePublishVolume:
 
     With ``stagings`` (the node stages volumes, --node-stage), a volume is bind-mounted from its staging mount
     instead, read-only when the publish is; inline ephemeral volumes are never staged, so they mount directly.
+    A single-writer volume (SINGLE_NODE_SINGLE_WRITER) held at another target of this node is FAILED_PRECONDITION.
     """
 
     def __init__(
@@ -182,17 +211,22 @@ class NodePublishVolume:
         check_capability(command.capability, self._mount_options)
         source, context_options = volume_source(command.volume_id, command.context, self._mount_options, inline)
         readonly = command.readonly or command.capability.access_mode.read_only
+        alone = command.capability.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
+        capacity = context_capacity(command.context)
         staged: Publication | None = None
         if self._stagings is not None and not inline:
             staged = self._staged(command, self._stagings)
             staging = staged.target
-            wanted = Publication(command.volume_id, target, staging, (BIND, "ro") if readonly else (BIND,))
+            wanted = Publication(
+                command.volume_id, target, staging, (BIND, "ro") if readonly else (BIND,), alone,
+                max(capacity, staged.capacity_bytes),
+            )
             mount = lambda: self._mounter.bind_mount(staging, target, readonly)  # noqa: E731
         else:
             options = [*command.capability.mount_flags, *context_options]
             if readonly:
                 options.append("ro")
-            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(options)))
+            wanted = Publication(command.volume_id, target, source, tuple(dict.fromkeys(options)), alone, capacity)
             mount = lambda: self._mounter.mount(wanted.source, target, wanted.options)  # noqa: E731
         with self._locks.hold(*lock_keys(command.volume_id, target)):
             if staged is not None:

@@ -11,7 +11,14 @@ from domain.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, 
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import ShareRef, VolumeId, VolumeRecord, check_volume_name
-from domain.snapshot_model import SnapshotId, SnapshotParameters, SnapshotRecord, check_starting_token, snapshot_leaf
+from domain.snapshot_model import (
+    PackedSnapshot,
+    SnapshotId,
+    SnapshotParameters,
+    SnapshotRecord,
+    check_starting_token,
+    snapshot_leaf,
+)
 from ports.clock import Clock
 from ports.events import EventSink, NoEvents
 from ports.storage import ShareStorage
@@ -43,6 +50,14 @@ class CreateSnapshotCommand:
     name: str
     source_volume_id: str
     parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+def restore_size(capacity_bytes: int, packed: PackedSnapshot) -> int:
+    """The snapshot's size_bytes: what a volume restored from it needs. The spec says the restored volume MUST NOT be
+    smaller than the snapshot, and a volume is its nominal capacity: so the source's capacity, as a clone of the
+    volume would need. NFS enforces no quota, so the content may outgrow that capacity; then the content, or the
+    restored volume would start over its size. Never the archive's size, which compression makes meaningless."""
+    return max(capacity_bytes, packed.content_bytes)
 
 
 def _created_ns(now: datetime.datetime) -> int:
@@ -83,11 +98,17 @@ class CreateSnapshot:
             ):
                 raise NotFound(f"source volume {command.source_volume_id!r} does not exist")
             created = _created_ns(self._clock.now())
-            size = self._storage.pack_snapshot(volume_id.share, volume_id.subdir, share, snapshot_id.leaf, params.format)
-            record = SnapshotRecord(command.name, command.source_volume_id, size, created, params.format)
+            packed = self._storage.pack_snapshot(volume_id.share, volume_id.subdir, share, snapshot_id.leaf, params.format)
+            size = restore_size(source.capacity_bytes, packed)
+            record = SnapshotRecord(
+                command.name, command.source_volume_id, size, created, params.format, archive_bytes=packed.archive_bytes
+            )
             self._storage.write_snapshot_record(share, snapshot_id.leaf, record)
         self._events.emit(Event.SNAPSHOT_CREATED)
-        log.info("snapshot %s of %s: %d bytes (%s)", snapshot_id, command.source_volume_id, size, params.format)
+        log.info(
+            "snapshot %s of %s: restore size %d bytes (content %d), archive %d bytes (%s)",
+            snapshot_id, command.source_volume_id, size, packed.content_bytes, packed.archive_bytes, params.format,
+        )
         return Snapshot.of(snapshot_id, record)
 
     def _existing(self, share: ShareRef, snapshot_id: SnapshotId, named: bool) -> SnapshotRecord | None:
@@ -282,7 +303,7 @@ def resolve_source(storage: ShareStorage, source: ContentSource) -> ResolvedSour
         record = None if snapshot_id is None else _read(storage, snapshot_id)
         if snapshot_id is None or record is None:
             raise NotFound(f"source snapshot {source.source_id!r} does not exist")
-        return ResolvedSource(source, 0, snapshot=(snapshot_id, record))
+        return ResolvedSource(source, record.size_bytes, snapshot=(snapshot_id, record))
     volume_id = VolumeId.parse(source.source_id)
     volume: VolumeRecord | None = None
     if volume_id is not None:
@@ -293,9 +314,11 @@ def resolve_source(storage: ShareStorage, source: ContentSource) -> ResolvedSour
 
 
 def check_source_capacity(resolved: ResolvedSource, limit_bytes: int) -> None:
+    """A volume made from a source is never smaller than it (a snapshot's size_bytes, a volume's capacity)."""
     if limit_bytes and resolved.capacity_bytes > limit_bytes:
         raise OutOfRange(
-            f"source volume has {resolved.capacity_bytes} bytes, more than the limit of {limit_bytes} bytes"
+            f"source {resolved.source.kind} needs {resolved.capacity_bytes} bytes, more than the limit of "
+            f"{limit_bytes} bytes"
         )
 
 

@@ -10,13 +10,14 @@ from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
     DEFAULT_ALLOWLIST,
+    AccessMode,
     MountOptionAllowlist,
     Publication,
     VolumeCapability,
     check_capability,
     source_named_by,
 )
-from domain.static import is_ephemeral
+from domain.static import context_capacity, is_ephemeral
 from domain.usecases.node import (
     checked_path,
     lock_keys,
@@ -43,7 +44,9 @@ class NodeStageVolume:
     checks as a direct publish; a stale staging mount is mounted again. NodePublishVolume then bind-mounts it.
 
     Read-only is a property of each publish (a bind remounted ro), except for a reader-only access mode, which
-    makes the staging mount itself read-only.
+    makes the staging mount itself read-only. A single-writer volume (SINGLE_NODE_SINGLE_WRITER) is staged at one
+    path of the node: a second staging path is FAILED_PRECONDITION. The staging mount is the node's, not a pod's,
+    so the rule that counts is NodePublishVolume's, which refuses a second target whatever the staging path.
     """
 
     def __init__(
@@ -73,7 +76,9 @@ class NodeStageVolume:
         options = [*command.capability.mount_flags, *context_options]
         if command.capability.access_mode.read_only:
             options.append("ro")
-        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)))
+        alone = command.capability.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
+        capacity = context_capacity(command.context)
+        wanted = Publication(command.volume_id, staging, source, tuple(dict.fromkeys(options)), alone, capacity)
         with self._locks.hold(*lock_keys(command.volume_id, staging)):
             recovered = mount_recorded(
                 self._mounter,

@@ -27,13 +27,24 @@ from domain.model import (
     ListPosition,
     MountOptionAllowlist,
     OnDelete,
+    Owner,
     ShareRef,
     VolumeCapability,
     VolumeId,
     VolumeRecord,
     check_capability,
 )
-from domain.parameters import MOUNT_PERMISSIONS, ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
+from domain.parameters import (
+    GID,
+    MOUNT_PERMISSIONS,
+    UID,
+    ProvisionDefaults,
+    VolumeParameters,
+    effective_mode,
+    effective_owner,
+    parse_mode,
+    parse_mutable,
+)
 from domain.usecases.controller import volume_context
 from domain.usecases.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
 from ports.storage import ShareStorage
@@ -138,7 +149,7 @@ class ListVolumes:
         return VolumeView(
             volume_id,
             volume.record.capacity_bytes,
-            volume_context(volume_id.share, volume.subdir, _recorded_mode(volume.record)),
+            volume_context(volume_id.share, volume.subdir, _recorded_mode(volume.record), volume.record.capacity_bytes),
             condition_of(self._storage, share, volume.subdir, volume.record),
         )
 
@@ -197,7 +208,7 @@ class ControllerGetVolume:
         return VolumeView(
             volume_id,
             record.capacity_bytes,
-            volume_context(share, subdir, _recorded_mode(record)),
+            volume_context(share, subdir, _recorded_mode(record), record.capacity_bytes),
             condition_of(self._storage, share, subdir, record),
         )
 
@@ -258,11 +269,14 @@ class ControllerExpandVolumeCommand:
 @dataclass(frozen=True)
 class ControllerExpandVolumeResult:
     capacity_bytes: int
-    node_expansion_required: bool = False  # an NFS mount sees the new size at once: nothing to do on the node
+    # Nothing changes on an NFS mount, but the nodes measure the volume's use against its capacity, which they
+    # learned from the volume context (which never changes): NodeExpandVolume tells them the new one.
+    node_expansion_required: bool = True
 
 
 class ControllerExpandVolume:
-    """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it)."""
+    """ControllerExpandVolume: record the new nominal size (NFS has no quota, so nothing enforces it); the nodes
+    are asked to expand too, which tells them the size their usage figures count against."""
 
     def __init__(
         self, storage: ShareStorage, locks: VolumeLocks, mount_options: MountOptionAllowlist = DEFAULT_ALLOWLIST
@@ -297,7 +311,8 @@ class ControllerExpandVolume:
 
     def _expand_theirs(self, raw_volume_id: str, capacity: CapacityRange) -> ControllerExpandVolumeResult:
         """A volume csi-driver-nfs provisioned: the size asked for, with nothing recorded, as csi-driver-nfs answers
-        (NFS has no quota); NOT_FOUND when its directory is gone."""
+        (NFS has no quota); NOT_FOUND when its directory is gone. No node expansion: its volume context carries no
+        capacity, so its usage figures are its share's and a node has nothing to learn."""
         theirs = CsiDriverNfsVolumeId.parse(raw_volume_id)
         present = (
             theirs is not None
@@ -306,7 +321,7 @@ class ControllerExpandVolume:
         )
         if not present:
             raise NotFound(f"volume {raw_volume_id!r} does not exist")
-        return ControllerExpandVolumeResult(capacity.capacity_bytes)
+        return ControllerExpandVolumeResult(capacity.capacity_bytes, node_expansion_required=False)
 
 
 def _existing(storage: ShareStorage, volume_id: VolumeId, raw_volume_id: str) -> VolumeRecord:
@@ -324,7 +339,10 @@ class ControllerModifyVolumeCommand:
 
 
 class ControllerModifyVolume:
-    """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing."""
+    """ControllerModifyVolume: validate every mutable parameter, then apply and record them; else change nothing.
+
+    The mode and owner are the volume's directory's, applied at once; an owner the server refuses (root squashing)
+    is FAILED_PRECONDITION, with nothing recorded."""
 
     def __init__(self, storage: ShareStorage, locks: VolumeLocks) -> None:
         self._storage = storage
@@ -342,9 +360,11 @@ class ControllerModifyVolume:
         with self._locks.hold(str(volume_id)):
             record = _existing(self._storage, volume_id, raw_volume_id)
             merged = {**record.mutable_parameters, **wanted}
-            if MOUNT_PERMISSIONS in wanted:
+            if wanted:
                 if not self._storage.exists(share, subdir):
                     raise FailedPrecondition(f"the volume's directory {subdir!r} is missing on {share.source()}")
-                self._storage.create_volume_dir(share, subdir, effective_mode(record.parameters, merged))
+                mode = effective_mode(record.parameters, merged) or None  # again after a chown, which may clear set-id
+                owner = effective_owner(record.parameters, merged) if {UID, GID} & set(wanted) else Owner()
+                self._storage.create_volume_dir(share, subdir, mode, owner)
             if merged != dict(record.mutable_parameters):
                 self._storage.write_record(share, subdir, dataclasses.replace(record, mutable_parameters=merged))

@@ -114,6 +114,14 @@ PROVEN_BY: dict[Capability, tuple[str, ...]] = {
         "Controller Service [Controller Server] CreateVolume should create volume with a volume attribute class",
         "Controller Service [Controller Server] CreateVolume should not create volume with an invalid volume attribute",
     ),
+    # The one spec: a volume created SINGLE_NODE_SINGLE_WRITER (by the controller), published at one target, is
+    # refused FAILED_PRECONDITION at a second (by the node), in stage mode from the same staging path.
+    ("controller", "SINGLE_NODE_MULTI_WRITER"): (
+        "Node Service NodePublishVolume with single node multi writer capability",
+    ),
+    ("node", "SINGLE_NODE_MULTI_WRITER"): ("Node Service NodePublishVolume with single node multi writer capability",),
+    # NodeExpandVolume grows nothing on NFS: it tells the node the capacity its per-volume usage counts against.
+    ("node", "EXPAND_VOLUME"): ("Node Service NodeExpandVolume",),
     # csi-sanity v5.6.0 has no spec that calls ControllerGetVolume or reads a VolumeCondition: its only check is that
     # ControllerGetCapabilities knows the names. PROVEN_ELSEWHERE names our own tests that prove them as well.
     ("controller", "GET_VOLUME"): ("Controller Service [Controller Server] ControllerGetCapabilities",),

@@ -48,6 +48,10 @@ class ExportView(abc.ABC):
         """Permission bits of a directory, or None where the implementation keeps none."""
 
     @abc.abstractmethod
+    def owner(self, path: str) -> tuple[int, int]:
+        """(uid, gid) of a directory (the fake's: (0, 0) until given one)."""
+
+    @abc.abstractmethod
     def plant_dir(self, path: str) -> None:
         """Make a directory (and parents) behind the storage's back."""
 
@@ -106,6 +110,10 @@ class DiskExport(ExportView):
     def mode(self, path: str) -> int | None:
         return stat.S_IMODE(os.lstat(self.root / path).st_mode)
 
+    def owner(self, path: str) -> tuple[int, int]:
+        info = os.lstat(self.root / path)
+        return info.st_uid, info.st_gid
+
     def plant_dir(self, path: str) -> None:
         (self.root / path).mkdir(parents=True, exist_ok=True)
 
@@ -159,6 +167,9 @@ class FakeExport(ExportView):
 
     def mode(self, path: str) -> int | None:
         return self.fake.dirs[(self.share, path)]
+
+    def owner(self, path: str) -> tuple[int, int]:
+        return self.fake.owners.get((self.share, path), (0, 0))
 
     def plant_dir(self, path: str) -> None:
         parts = path.split("/")

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.storage.archive import copy_tree
 from domain.errors import DomainError, FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
-from domain.model import ShareRef, VolumeRecord
+from domain.model import Owner, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
 from tests.contract.conftest import Subject
 from tests.contract.exports import DIR, FILE, SYMLINK, DiskExport, record_path
@@ -69,6 +69,15 @@ class TestCreateVolumeDir:
         subject.storage.create_volume_dir(subject.share, "v", 0o700)
         subject.storage.create_volume_dir(subject.share, "v", None)
         assert subject.export.mode("v") == 0o700
+
+    def test_gives_the_owner_before_the_mode_so_set_id_bits_stay(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", 0o2770, Owner(1234, 5678))
+        assert subject.export.owner("v") == (1234, 5678) and subject.export.mode("v") == 0o2770
+
+    def test_an_owner_given_in_part_changes_only_that_part(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None, Owner(1234, 5678))
+        subject.storage.create_volume_dir(subject.share, "v", None, Owner(gid=42))
+        assert subject.export.owner("v") == (1234, 42)
 
     def test_creates_nothing_beside_the_directory(self, subject: Subject) -> None:
         subject.storage.create_volume_dir(subject.share, "v", None)
@@ -512,8 +521,8 @@ class TestSnapshots:
         storage, share = subject.storage, subject.share
         storage.create_volume_dir(share, "v", None)
         storage.create_volume_dir(share, "v/sub", None)
-        size = storage.pack_snapshot(share, "v", share, "snap-1", "tar")
-        assert size > 0
+        packed = storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        assert packed.archive_bytes > 0 and packed.content_bytes == 0
         storage.create_volume_dir(share, "w", None)
         storage.restore_snapshot(share, "snap-1", "tar", share, "w")
         assert storage.exists(share, "w/sub")
@@ -525,8 +534,9 @@ class TestSnapshots:
         storage.create_volume_dir(share, "v", None)
         subject.export.plant_file("v/a/file", b"content")
         _plant_relative_link(subject, "v/out", "a")
-        size = storage.pack_snapshot(share, "v", share, "snap-1", fmt)
-        assert (_disk(subject).root / f".nfs-csi/snapshots/snap-1.{fmt}").is_file() and size > 0
+        packed = storage.pack_snapshot(share, "v", share, "snap-1", fmt)
+        archive = _disk(subject).root / f".nfs-csi/snapshots/snap-1.{fmt}"
+        assert archive.stat().st_size == packed.archive_bytes and packed.content_bytes == len(b"content")
         storage.create_volume_dir(share, "w", None)
         storage.restore_snapshot(share, "snap-1", fmt, share, "w")
         tree = subject.export.tree()

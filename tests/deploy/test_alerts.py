@@ -35,7 +35,7 @@ def test_promtool_checks_the_alert_rules(built: dict[str, Built], tools: Tools, 
     result = m.run([str(tools.promtool), "check", "rules", str(rules)])
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert "SUCCESS: 5 rules found" in result.stdout
 
 
 def test_alerts_fire_and_stay_quiet_as_their_unit_tests_expect(
@@ -111,7 +111,8 @@ def test_every_metric_the_alerts_use_is_exported_by_the_driver(built: dict[str, 
                 if kind == "histogram":
                     exported |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
         used = m.alert_metrics(built["prod"].objs) - {"up"}
-        assert {"csi_calls_total", "csi_call_duration_seconds_bucket", "nfs_csi_mount_timeouts_total"} <= used
+        assert {"csi_calls_total", "csi_call_duration_seconds_bucket", "nfs_csi_mount_timeouts_total",
+                "nfs_csi_volumes_filled"} <= used  # fmt: skip
         assert used - exported == set()
         # And the paths the pods' probes ask are served there
         assert get(f"http://127.0.0.1:{port}/readyz")[0] in (200, 503)

@@ -53,6 +53,34 @@ class TestStatsOfAHungMount:
         assert driver.stop() == 0
 
 
+    def test_a_volume_measured_against_its_capacity_is_abnormal_the_same_way_and_is_never_walked(self, lab: Lab) -> None:
+        # Given a volume whose context gives its capacity (its usage is its own, from walks), on a hung server
+        driver = lab.start("--fs-timeout", "1", mount_command="mount.nfs-hungfs", mode="node")
+        (lab.export / "pvc-1").mkdir()
+        lab.mark(f"{SERVER}.hung")
+        target, volume = lab.tmp / "target", volume_id_for("pvc-1")
+        sized = publish_request(volume, target, volume_context={"capacityBytes": str(1 << 30)})
+        driver.node.NodePublishVolume(sized, timeout=20)
+        # When kubelet polls it, then the answers are the stat's, abnormal in bounded time, as for any volume
+        for bound in (3, 0.5, 0.5):
+            response, took = stats(driver, volume, str(target))
+            assert response.volume_condition.abnormal and took < bound, (took, response.volume_condition.message)
+        # and no walk of its tree was started to block on the dead server (the stat comes first); a healthy volume's
+        # is (the same debug line, so its absence above means something)
+        kill_all(fuse_pids(lab.root))
+        assert "volume usage: walking" not in driver.log_text()
+        (lab.root / f"{SERVER}.hung").unlink()
+        (lab.export / "pvc-2").mkdir()
+        healthy = lab.tmp / "healthy"
+        driver.node.NodePublishVolume(
+            publish_request(volume_id_for("pvc-2"), healthy, volume_context={"capacityBytes": str(1 << 30)}), timeout=20
+        )
+        response, _ = stats(driver, volume_id_for("pvc-2"), str(healthy))
+        assert not response.volume_condition.abnormal and "measured" in response.volume_condition.message
+        assert f"volume usage: walking {healthy}" in driver.log_text()
+        assert driver.stop() == 0
+
+
 class TestStatsOfOneHungServerSpareTheOthers:
     def test_a_hung_servers_volumes_do_not_crowd_out_a_healthy_servers(self, lab: Lab) -> None:
         # Given more volumes of a hung server than its stat threads (4), each poll leaving a stat stuck

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +15,8 @@ import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
 from adapters.mount.mountinfo import read_mountinfo
-from tests.integration.conftest import SERVER, SHARE, STANDIN, Driver, mount_capability, start_driver
+from tests.integration.conftest import SERVER, SHARE, STANDIN, Driver, create_request, mount_capability, start_driver
+from tests.integration.prometheus_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -92,9 +95,125 @@ class TestVolumeStats:
             assert code_of(lambda: driver.node.NodeGetVolumeStats(request, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+MIB = 1 << 20
+
+
+def own_usage(driver: Driver, volume: str, target: Path) -> tuple[dict[int, csi.VolumeUsage], str]:
+    response = driver.node.NodeGetVolumeStats(csi.NodeGetVolumeStatsRequest(volume_id=volume, volume_path=str(target)), timeout=10)
+    assert not response.volume_condition.abnormal, response.volume_condition.message
+    return {u.unit: u for u in response.usage}, response.volume_condition.message
+
+
+def scrape(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+class TestPerVolumeUsage:
+    def test_bytes_written_into_one_volume_show_in_its_usage_and_not_in_the_others_of_the_same_share(
+        self, tmp_path: Path, export_root: Path
+    ) -> None:
+        address = f"127.0.0.1:{free_port()}"
+        running = start_driver(tmp_path / "driver", "--volume-usage-interval", "1", "--metrics-address", address)
+        try:
+            # Given two volumes of one share, each published with the context CreateVolume returned
+            volumes, targets = {}, {}
+            for name, capacity in (("pvc-a", 8 * MIB), ("pvc-b", 64 * MIB)):
+                made = running.controller.CreateVolume(create_request(name, capacity=capacity), timeout=30).volume
+                assert made.volume_context["capacityBytes"] == str(capacity)
+                targets[name] = tmp_path / f"target-{name}"
+                running.node.NodePublishVolume(
+                    csi.NodePublishVolumeRequest(
+                        volume_id=made.volume_id, target_path=str(targets[name]), volume_capability=mount_capability(),
+                        volume_context=made.volume_context,
+                    ),
+                    timeout=20,
+                )
+                volumes[name] = made.volume_id
+            # When 8 MiB are written into one
+            (targets["pvc-a"] / "data").write_bytes(os.urandom(8 * MIB))
+            # Then its own usage shows them, against its capacity, and the other's does not
+            a, message = own_usage(running, volumes["pvc-a"], targets["pvc-a"])
+            b, _ = own_usage(running, volumes["pvc-b"], targets["pvc-b"])
+            assert 8 * MIB <= a[csi.VolumeUsage.BYTES].used < 9 * MIB and "measured" in message
+            assert (a[csi.VolumeUsage.BYTES].total, a[csi.VolumeUsage.BYTES].available) == (8 * MIB, 0)
+            assert a[csi.VolumeUsage.INODES].used == 2
+            assert b[csi.VolumeUsage.BYTES].used < MIB and b[csi.VolumeUsage.BYTES].total == 64 * MIB
+            assert b[csi.VolumeUsage.BYTES].available == 64 * MIB - b[csi.VolumeUsage.BYTES].used
+            # and the node counts the full one, with no volume named
+            metrics = scrape(address)
+            assert 'nfs_csi_volumes_filled{at_least="1"} 1.0' in metrics
+            assert 'nfs_csi_volumes_filled{at_least="0.8"} 1.0' in metrics and volumes["pvc-a"] not in metrics
+
+            # When the other fills too, then once its figures are older than --volume-usage-interval, they follow
+            (targets["pvc-b"] / "data").write_bytes(os.urandom(8 * MIB))
+            deadline = time.monotonic() + 20
+            while own_usage(running, volumes["pvc-b"], targets["pvc-b"])[0][csi.VolumeUsage.BYTES].used < 8 * MIB:
+                assert time.monotonic() < deadline, "the second volume's usage never followed"
+                time.sleep(0.2)
+
+            # When the full one is expanded, then the node learns the new capacity from NodeExpandVolume
+            expanded = running.controller.ControllerExpandVolume(
+                csi.ControllerExpandVolumeRequest(
+                    volume_id=volumes["pvc-a"], capacity_range=csi.CapacityRange(required_bytes=32 * MIB)
+                ),
+                timeout=20,
+            )
+            assert expanded.node_expansion_required
+            running.node.NodeExpandVolume(
+                csi.NodeExpandVolumeRequest(
+                    volume_id=volumes["pvc-a"], volume_path=str(targets["pvc-a"]),
+                    capacity_range=csi.CapacityRange(required_bytes=32 * MIB),
+                ),
+                timeout=20,
+            )
+            a, _ = own_usage(running, volumes["pvc-a"], targets["pvc-a"])
+            assert a[csi.VolumeUsage.BYTES].total == 32 * MIB
+            assert a[csi.VolumeUsage.BYTES].available == 32 * MIB - a[csi.VolumeUsage.BYTES].used
+            for name, volume in volumes.items():
+                running.node.NodeUnpublishVolume(
+                    csi.NodeUnpublishVolumeRequest(volume_id=volume, target_path=str(targets[name]))
+                )
+        finally:
+            assert running.stop() == 0, running.log.read_text()
+
+
+class TestSingleWriter:
+    def test_a_restarted_node_still_refuses_a_second_target_of_a_single_writer_volume(
+        self, tmp_path: Path, export_root: Path, export_dir: Path
+    ) -> None:
+        # Given a ReadWriteOncePod volume published at one target, and the node plugin restarted since
+        (export_dir / "pvc-1").mkdir()
+        volume, first, second = volume_id_for("pvc-1"), tmp_path / "first", tmp_path / "second"
+        single = mount_capability(csi.VolumeCapability.AccessMode.SINGLE_NODE_SINGLE_WRITER)
+        running = start_driver(tmp_path / "driver", mode="node")
+        try:
+            running.node.NodePublishVolume(
+                csi.NodePublishVolumeRequest(volume_id=volume, target_path=str(first), volume_capability=single),
+                timeout=20,
+            )
+        finally:
+            assert running.stop() == 0
+        running = start_driver(tmp_path / "driver", mode="node")
+        try:
+            # When a second pod asks for it at another target, then it waits: FAILED_PRECONDITION, nothing made
+            request = csi.NodePublishVolumeRequest(volume_id=volume, target_path=str(second), volume_capability=single)
+            with pytest.raises(grpc.RpcError) as refused:
+                running.node.NodePublishVolume(request, timeout=20)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert str(first) in (refused.value.details() or "") and not second.exists()
+            # And once the first target is unpublished, the second gets it
+            running.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(volume_id=volume, target_path=str(first)))
+            running.node.NodePublishVolume(request, timeout=20)
+            assert mounts_at(second) == 1
+            running.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(volume_id=volume, target_path=str(second)))
+        finally:
+            assert running.stop() == 0
+
+
 class TestNodeInfoAndCapabilities:
     def test_direct_mode_reports_stats_and_condition_no_staging_and_no_volume_limit(self, driver: Driver) -> None:
-        assert capabilities(driver) == {"GET_VOLUME_STATS", "VOLUME_CONDITION"}
+        assert capabilities(driver) == {"GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "EXPAND_VOLUME"}
         info = driver.node.NodeGetInfo(csi.NodeGetInfoRequest(), timeout=5)
         assert info.node_id == "node-1" and info.max_volumes_per_node == 0
         request = csi.NodeStageVolumeRequest(
@@ -105,7 +224,9 @@ class TestNodeInfoAndCapabilities:
     def test_stage_mode_adds_staging_and_the_configured_volume_limit(self, tmp_path: Path, export_root: Path) -> None:
         running = start_driver(tmp_path / "driver", "--node-stage", "--max-volumes-per-node", "17", mode="node")
         try:
-            assert capabilities(running) == {"GET_VOLUME_STATS", "VOLUME_CONDITION", "STAGE_UNSTAGE_VOLUME"}
+            assert capabilities(running) == {
+                "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "EXPAND_VOLUME", "STAGE_UNSTAGE_VOLUME"
+            }
             info = running.node.NodeGetInfo(csi.NodeGetInfoRequest(), timeout=5)
             assert info.node_id == "node-1" and info.max_volumes_per_node == 17
         finally:

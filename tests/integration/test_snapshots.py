@@ -74,6 +74,35 @@ def code_of(call: object) -> grpc.StatusCode:
     return err.value.code()  # type: ignore[no-any-return]
 
 
+class TestRestoreSize:
+    def test_size_bytes_is_what_a_restore_needs_and_a_smaller_volume_is_out_of_range(
+        self, driver: Driver, export_dir: Path
+    ) -> None:
+        # Given a 1 MiB volume that holds 3 MiB (NFS enforces no quota) and one that holds 64 KiB of a 16 MiB capacity
+        full = driver.controller.CreateVolume(create_request("pvc-full", capacity=1 << 20), timeout=30).volume
+        (export_dir / "pvc-full" / "data").write_bytes(os.urandom(3 << 20))
+        roomy = driver.controller.CreateVolume(create_request("pvc-roomy", capacity=16 << 20), timeout=30).volume
+        (export_dir / "pvc-roomy" / "data").write_bytes(os.urandom(64 << 10))
+        # When they are snapshotted (compressed archives)
+        of_full = snapshot(driver, "snap-full", full.volume_id)
+        of_roomy = snapshot(driver, "snap-roomy", roomy.volume_id)
+        # Then each snapshot's size is the larger of the source's capacity and its content
+        assert of_full.size_bytes == 3 << 20 and of_roomy.size_bytes == 16 << 20
+        fetched = driver.controller.ListSnapshots(csi.ListSnapshotsRequest(snapshot_id=of_full.snapshot_id), timeout=10)
+        assert [e.snapshot.size_bytes for e in fetched.entries] == [3 << 20]
+        # And a restore is never smaller than it: a range below it is OUT_OF_RANGE, with nothing made
+        too_small = from_source("pvc-small", snapshot_id=of_full.snapshot_id)
+        too_small.capacity_range.CopyFrom(csi.CapacityRange(required_bytes=1 << 20, limit_bytes=2 << 20))
+        assert code_of(lambda: driver.controller.CreateVolume(too_small, timeout=60)) == grpc.StatusCode.OUT_OF_RANGE
+        assert not (export_dir / "pvc-small").exists() and not (export_dir / ".pvc-small.nfs-csi.json").exists()
+        # and a restore asking for less with no limit gets the snapshot's size, holding all of the content
+        asks_less = from_source("pvc-restored", snapshot_id=of_full.snapshot_id)
+        asks_less.capacity_range.CopyFrom(csi.CapacityRange(required_bytes=1 << 20))
+        restored = driver.controller.CreateVolume(asks_less, timeout=60).volume
+        assert restored.capacity_bytes == of_full.size_bytes
+        assert (export_dir / "pvc-restored" / "data").read_bytes() == (export_dir / "pvc-full" / "data").read_bytes()
+
+
 class TestSnapshotAndRestore:
     @pytest.mark.parametrize("fmt", ["tar.gz", "tar"])
     def test_modes_owners_times_and_links_survive_snapshot_and_restore(
@@ -84,11 +113,12 @@ class TestSnapshotAndRestore:
         data = contents(export_dir / "pvc-1")
 
         taken = snapshot(driver, "snap-1", source.volume_id, format=fmt)
-        assert taken.ready_to_use and taken.source_volume_id == source.volume_id and taken.size_bytes > 0
+        assert taken.ready_to_use and taken.source_volume_id == source.volume_id
+        assert taken.size_bytes == source.capacity_bytes  # the restore size: the source's capacity, not the archive's
         archive = export_dir / ".nfs-csi" / "snapshots" / f"snap-1.{fmt}"
-        assert archive.stat().st_size == taken.size_bytes
         record = json.loads((export_dir / ".nfs-csi" / "snapshots" / "snap-1.json").read_bytes())
         assert record["format"] == fmt and record["ready_to_use"] is True
+        assert record["archive_bytes"] == archive.stat().st_size < taken.size_bytes
         (export_dir / "pvc-1" / "secret").write_bytes(b"changed after the snapshot")
 
         restored = driver.controller.CreateVolume(from_source("pvc-2", snapshot_id=taken.snapshot_id), timeout=60)

@@ -137,6 +137,59 @@ class TestUnprivilegedController:
         assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert (on_disk / "pvc-1" / "precious").read_text() == "not yours"
 
+    def test_the_owner_is_given_on_create_and_modify_and_a_refusal_leaves_nothing(
+        self, controller: Driver, ganesha: Ganesha, share: tuple[str, Path], tmp_path: Path
+    ) -> None:
+        path, on_disk = share
+        # Given the controller's AUTH_SYS identity is root and the export does not squash it: the owner is given
+        volume = create(controller, path, uid="1000", gid="2000").volume
+        assert ((on_disk / "pvc-1").stat().st_uid, (on_disk / "pvc-1").stat().st_gid) == (1000, 2000)
+        controller.controller.ControllerModifyVolume(
+            csi.ControllerModifyVolumeRequest(volume_id=volume.volume_id, mutable_parameters={"uid": "3000"}), timeout=30
+        )
+        assert ((on_disk / "pvc-1").stat().st_uid, (on_disk / "pvc-1").stat().st_gid) == (3000, 2000)
+        # Given a controller whose identity is uid 1000 (what a squashed root becomes), on a share open to it
+        other, other_on_disk = ganesha.new_share("csi")
+        other_on_disk.chmod(0o777)
+        unprivileged = start_userspace_controller(tmp_path / "as-1000", ganesha, "--nfs-uid", "1000", "--nfs-gid", "1000")
+        try:
+            create(unprivileged, other.share, "pvc-2")  # it may make volumes
+            before = sorted(str(p.relative_to(other_on_disk)) for p in other_on_disk.rglob("*"))
+            # When a volume asks for another owner, then the server refuses it, the call says how to allow it,
+            # and the half-made volume is removed
+            with pytest.raises(grpc.RpcError) as refused:
+                create(unprivileged, other.share, "pvc-3", uid="2000")
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "--nfs-uid 0" in (refused.value.details() or "")
+            assert sorted(str(p.relative_to(other_on_disk)) for p in other_on_disk.rglob("*")) == before
+        finally:
+            assert unprivileged.stop() == 0, unprivileged.log.read_text()
+
+    def test_a_shares_own_port_and_version_override_the_flags_as_a_mounts_would(
+        self, ganesha: Ganesha, share: tuple[str, Path], tmp_path: Path
+    ) -> None:
+        # Given flags that reach no server (port 1), and the share's own options naming ganesha's port and NFSv4.0
+        path, on_disk = share
+        driver = start_userspace_controller(
+            tmp_path / "per-share", ganesha, "--nfs-port", "1",
+            "--share-mount-options", f"127.0.0.1:{path}=vers=4.0,port={ganesha.port},hard",
+        )  # fmt: skip
+        try:
+            # When a volume is made and deleted there, then both reach the server with the share's options
+            volume = create(driver, path).volume
+            assert (on_disk / "pvc-1").is_dir()
+            driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=30)
+            assert not (on_disk / "pvc-1").exists()
+            assert f"share 127.0.0.1:{path}: userspace NFS 4.0, port {ganesha.port}" in driver.log.read_text()
+            # and a share without options of its own keeps the flags' (port 1): the failure says how it tried
+            with pytest.raises(grpc.RpcError) as unreachable:
+                create(driver, ganesha.new_share("csi")[0].share, "pvc-2")
+            assert "port 1" in (unreachable.value.details() or "") and "--share-mount-options" in (
+                unreachable.value.details() or ""
+            )
+        finally:
+            assert driver.stop() == 0, driver.log.read_text()
+
     def test_a_share_the_server_does_not_export_is_not_found(self, controller: Driver) -> None:
         with pytest.raises(grpc.RpcError) as err:
             create(controller, "/exports/no-such-share")
@@ -245,7 +298,7 @@ class TestVolumeSurfaceFromUserSpace:
                 csi.ControllerExpandVolumeRequest(volume_id=volume_id, capacity_range=csi.CapacityRange(required_bytes=5 << 30)),
                 timeout=30,
             )
-            assert (expanded.capacity_bytes, expanded.node_expansion_required) == (5 << 30, False)
+            assert (expanded.capacity_bytes, expanded.node_expansion_required) == (5 << 30, True)
             driver.controller.ControllerModifyVolume(
                 csi.ControllerModifyVolumeRequest(volume_id=volume_id, mutable_parameters={"mountPermissions": "0700"}),
                 timeout=30,

@@ -142,7 +142,7 @@ class TestControllerExpandVolume:
             return response
 
         grown = expand(3 * GIB)
-        assert (grown.capacity_bytes, grown.node_expansion_required) == (3 * GIB, False)
+        assert (grown.capacity_bytes, grown.node_expansion_required) == (3 * GIB, True)
         assert json.loads((export_dir / ".pvc-1.nfs-csi.json").read_bytes())["capacity_bytes"] == 3 * GIB
         assert expand(2 * GIB).capacity_bytes == 3 * GIB
         assert code_of(lambda: expand(0, 2 * GIB)) == grpc.StatusCode.OUT_OF_RANGE
@@ -168,6 +168,27 @@ class TestControllerModifyVolume:
         record = json.loads((export_dir / ".pvc-1.nfs-csi.json").read_bytes())
         assert record["mutable_parameters"] == {"mountPermissions": "0750"}
         assert record["parameters"]["mountPermissions"] == "0777"
+
+    def test_the_owner_is_given_on_create_and_changed_on_modify(self, driver: Driver, export_dir: Path) -> None:
+        # Given a StorageClass asking for uid 1000, gid 2000 and a set-gid group directory
+        volume = driver.controller.CreateVolume(
+            create_request("pvc-1", uid="1000", gid="2000", mountPermissions="2770")
+        ).volume
+        info = (export_dir / "pvc-1").stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1000, 2000, 0o2770)
+        # When a VolumeAttributesClass changes the group, then at once, the rest kept, and it is recorded
+        driver.controller.ControllerModifyVolume(
+            csi.ControllerModifyVolumeRequest(volume_id=volume.volume_id, mutable_parameters={"gid": "3000"})
+        )
+        info = (export_dir / "pvc-1").stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1000, 3000, 0o2770)
+        record = json.loads((export_dir / ".pvc-1.nfs-csi.json").read_bytes())
+        assert record["mutable_parameters"] == {"gid": "3000"} and record["parameters"]["gid"] == "2000"
+        # and a bad value is INVALID_ARGUMENT with nothing changed
+        before = on_disk(export_dir)
+        bad = csi.ControllerModifyVolumeRequest(volume_id=volume.volume_id, mutable_parameters={"uid": "5", "gid": "-1"})
+        assert code_of(lambda: driver.controller.ControllerModifyVolume(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert on_disk(export_dir) == before and (export_dir / "pvc-1").stat().st_uid == 1000
 
     @pytest.mark.parametrize("params", [{"XXX_FakeKey": "XXX_FakeValue"}, {"mountPermissions": "0750", "mountOptions": "hard"}])
     def test_an_unsupported_key_is_invalid_and_nothing_changes_on_disk(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
@@ -41,7 +43,9 @@ class TestProvision:
         assert (SHARE, "pvc-1") in storage.dirs
         record = storage.records[(SHARE, "pvc-1")]
         assert (record.name, record.capacity_bytes, record.parameters["subDir"]) == ("pvc-1", GIB, "pvc-1")
-        assert volume.context == {"server": "nfs.example", "share": "/exports", "subDir": "pvc-1"}
+        assert volume.context == {
+            "server": "nfs.example", "share": "/exports", "subDir": "pvc-1", "capacityBytes": str(GIB)
+        }
 
     def test_second_create_with_same_arguments_returns_the_same_volume(self, provision: CreateVolume) -> None:
         assert provision(create()) == provision(create())
@@ -221,6 +225,16 @@ class TestValidateVolumeCapabilities:
         volume = provision(create())
         context = {**volume.context, "storage.kubernetes.io/csiProvisionerIdentity": "1767225600000-9216-x"}
         assert validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, context=context)).confirmed
+
+    def test_a_context_from_before_an_expansion_is_confirmed_and_one_claiming_more_is_not(
+        self, provision: CreateVolume, validate: ValidateVolumeCapabilities, storage: FakeShareStorage
+    ) -> None:
+        volume = provision(create())
+        record = storage.records[(SHARE, "pvc-1")]
+        storage.records[(SHARE, "pvc-1")] = dataclasses.replace(record, capacity_bytes=2 * record.capacity_bytes)
+        assert validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, context=volume.context)).confirmed
+        more = {**volume.context, "capacityBytes": str(4 * record.capacity_bytes)}
+        assert not validate(ValidateVolumeCapabilitiesCommand(str(volume.volume_id), RWX, context=more)).confirmed
 
     def test_block_is_not_confirmed_and_says_why(self, provision: CreateVolume, validate: ValidateVolumeCapabilities) -> None:
         volume = provision(create())

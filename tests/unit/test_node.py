@@ -194,6 +194,66 @@ class TestPublish:
         strict(request(capability=VolumeCapability(AccessMode.MULTI_NODE_MULTI_WRITER, mount_flags=("hard",))))
 
 
+RWOP = VolumeCapability(AccessMode.SINGLE_NODE_SINGLE_WRITER)
+RWO = VolumeCapability(AccessMode.SINGLE_NODE_MULTI_WRITER)
+TARGET_2 = "/var/lib/kubelet/pods/uid2/volumes/kubernetes.io~csi/pv/mount"
+
+
+class TestSingleWriter:
+    def test_a_single_writer_volume_at_a_second_target_is_failed_precondition_with_nothing_made(
+        self, publish: NodePublishVolume, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        publish(request(capability=RWOP))
+        with pytest.raises(FailedPrecondition, match=f"single-writer.*already published at {TARGET}"):
+            publish(request(capability=RWOP, target_path=TARGET_2))
+        assert list(mounter.mounts) == [TARGET] and TARGET_2 not in mounter.targets and list(store.publications) == [TARGET]
+
+    def test_a_repeat_at_the_same_target_is_ok(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
+        publish(request(capability=RWOP))
+        publish(request(capability=RWOP))
+        assert list(mounter.mounts) == [TARGET]
+
+    @pytest.mark.parametrize(("first", "second"), [(RWOP, RWO), (RWO, RWOP), (RWOP, RWX)])
+    def test_either_side_being_single_writer_refuses_the_second(
+        self, publish: NodePublishVolume, mounter: FakeMounter, first: VolumeCapability, second: VolumeCapability
+    ) -> None:
+        publish(request(capability=first))
+        with pytest.raises(FailedPrecondition):
+            publish(request(capability=second, target_path=TARGET_2))
+        assert list(mounter.mounts) == [TARGET]
+
+    def test_a_single_node_multi_writer_volume_is_published_at_many_targets(
+        self, publish: NodePublishVolume, mounter: FakeMounter
+    ) -> None:
+        publish(request(capability=RWO))
+        publish(request(capability=RWO, target_path=TARGET_2))
+        assert sorted(mounter.mounts) == sorted([TARGET, TARGET_2])
+
+    def test_once_unpublished_it_may_be_published_elsewhere(
+        self, publish: NodePublishVolume, unpublish: NodeUnpublishVolume, mounter: FakeMounter
+    ) -> None:
+        publish(request(capability=RWOP))
+        unpublish(NodeUnpublishVolumeCommand(VOLUME, TARGET))
+        publish(request(capability=RWOP, target_path=TARGET_2))
+        assert list(mounter.mounts) == [TARGET_2]
+
+    def test_other_volumes_do_not_count(self, publish: NodePublishVolume, mounter: FakeMounter) -> None:
+        other = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-2", OnDelete.DELETE))
+        publish(request(capability=RWOP))
+        publish(request(capability=RWOP, volume_id=other, target_path=TARGET_2))
+        assert sorted(mounter.mounts) == sorted([TARGET, TARGET_2])
+
+    def test_the_record_keeps_the_single_writer_mark_and_an_unmarked_record_is_the_same_mount(
+        self, publish: NodePublishVolume, mounter: FakeMounter, store: FakePublicationStore
+    ) -> None:
+        publish(request(capability=RWOP))
+        assert store.publications[TARGET].single_writer
+        # Given a record written before the mark was kept, when the CO repeats the publish, then it is the same
+        store.publications[TARGET] = Publication(VOLUME, TARGET, "nfs.example:/exports/team/pvc-1", ())
+        publish(request(capability=RWOP))
+        assert list(mounter.mounts) == [TARGET]
+
+
 class TestUnpublish:
     def test_unmounts_and_removes_the_target(
         self, publish: NodePublishVolume, unpublish: NodeUnpublishVolume, mounter: FakeMounter, store: FakePublicationStore

@@ -12,12 +12,13 @@ from domain.errors import (
     InvalidToken,
     NotFound,
     OperationInFlight,
+    OutOfRange,
     Unavailable,
 )
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, ShareRef, VolumeCapability
-from domain.snapshot_model import SnapshotId, SnapshotParameters, SnapshotRecord, snapshot_leaf
+from domain.snapshot_model import PackedSnapshot, SnapshotId, SnapshotParameters, SnapshotRecord, snapshot_leaf
 from domain.usecases.controller import CreateVolume, CreateVolumeCommand, DeleteVolume, DeleteVolumeCommand
 from domain.usecases.snapshots import (
     PENDING_KEY,
@@ -30,6 +31,7 @@ from domain.usecases.snapshots import (
     GetSnapshotCommand,
     ListSnapshots,
     ListSnapshotsCommand,
+    restore_size,
 )
 from tests.fakes import FakeClock, FakeShareStorage
 
@@ -106,7 +108,7 @@ class TestCreateSnapshot:
         snapshot = snap(CreateSnapshotCommand("snap-1", source))
         assert str(snapshot.snapshot_id) == "nfs1snap#nfs.example#/exports#snap-1"
         assert snapshot.ready_to_use and snapshot.source_volume_id == source
-        assert snapshot.size_bytes == storage.snapshot_records[(SHARE, "snap-1")].size_bytes > 0
+        assert snapshot.size_bytes == storage.snapshot_records[(SHARE, "snap-1")].size_bytes == GIB
         assert storage.archives[(SHARE, "snap-1")] == {"data": b"hello"}
         assert snapshot.created == FakeClock().now()
         assert events.events == [Event.SNAPSHOT_CREATED]
@@ -243,6 +245,36 @@ class TestDeleteGetList:
         assert unlisted(ListSnapshotsCommand(snapshot_id="none-exist-id")).entries == ()
         assert unlisted(ListSnapshotsCommand(source_volume_id="fake-vol-id")).entries == ()
         assert len(ListSnapshots(storage, (SHARE,))(ListSnapshotsCommand()).entries) == 2
+
+
+class TestRestoreSize:
+    def test_is_the_sources_capacity_or_its_content_when_that_is_larger(self) -> None:
+        assert restore_size(GIB, PackedSnapshot(archive_bytes=200, content_bytes=5)) == GIB
+        assert restore_size(1 << 20, PackedSnapshot(archive_bytes=1 << 20, content_bytes=3 << 20)) == 3 << 20
+        assert restore_size(0, PackedSnapshot(archive_bytes=700, content_bytes=500)) == 500
+
+    def test_the_record_keeps_the_restore_size_and_the_archives_apart(
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
+    ) -> None:
+        source = volume(provision, storage, data=b"x" * 100)
+        snap(CreateSnapshotCommand("snap-1", source))
+        record = storage.snapshot_records[(SHARE, "snap-1")]
+        assert (record.size_bytes, record.archive_bytes) == (GIB, 612)
+        assert SnapshotRecord.from_json(record.to_json()) == record
+
+    def test_a_volume_from_a_snapshot_is_never_smaller_than_it(
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
+    ) -> None:
+        snapshot = snap(CreateSnapshotCommand("snap-1", volume(provision, storage, data=b"hello")))
+        source = ContentSource("snapshot", str(snapshot.snapshot_id))
+        # a range below it: OUT_OF_RANGE, with nothing made
+        with pytest.raises(OutOfRange):
+            provision(CreateVolumeCommand("small", RWX, CapacityRange(1 << 20, GIB - 1), PARAMS, content_source=source))
+        assert (SHARE, "small") not in storage.dirs and (SHARE, "small") not in storage.records
+        # asking for less with no limit: the snapshot's size; no size at all: the same
+        less = provision(CreateVolumeCommand("less", RWX, CapacityRange(1 << 20), PARAMS, content_source=source))
+        unsized = provision(CreateVolumeCommand("unsized", RWX, CapacityRange(), PARAMS, content_source=source))
+        assert less.capacity_bytes == unsized.capacity_bytes == snapshot.size_bytes == GIB
 
 
 class TestClones:

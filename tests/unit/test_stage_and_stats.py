@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from domain.identity import node_capabilities
 from domain.locks import VolumeLocks
-from domain.model import AccessMode, FilesystemUsage, OnDelete, Publication, ShareRef, VolumeCapability, VolumeId
+from domain.model import (
+    AccessMode,
+    CapacityRange,
+    FilesystemUsage,
+    OnDelete,
+    Publication,
+    ShareRef,
+    TreeUsage,
+    VolumeCapability,
+    VolumeId,
+)
 from domain.usecases.node import NodePublishVolume, NodePublishVolumeCommand, NodeUnpublishVolume, NodeUnpublishVolumeCommand
 from domain.usecases.stage import NodeStageVolume, NodeStageVolumeCommand, NodeUnstageVolume, NodeUnstageVolumeCommand
-from domain.usecases.stats import NodeGetVolumeStats, NodeGetVolumeStatsCommand
-from tests.fakes import FakeMounter, FakePublicationStore
+from domain.usecases.stats import NodeExpandVolume, NodeExpandVolumeCommand, NodeGetVolumeStats, NodeGetVolumeStatsCommand
+from tests.fakes import FakeMounter, FakePublicationStore, FakeUsageMeter
 
 VOLUME = str(VolumeId(ShareRef("nfs.example", "/exports"), "team/pvc-1", OnDelete.DELETE))
 STAGING = "/var/lib/kubelet/plugins/kubernetes.io/csi/nfs.csi.ownedstorage.dev/abc/globalmount"
@@ -228,6 +238,28 @@ class TestPublishFromStaging:
         assert STAGING in node.mounter.mounts
 
 
+class TestSingleWriterInStageMode:
+    RWOP = VolumeCapability(AccessMode.SINGLE_NODE_SINGLE_WRITER)
+
+    def test_a_second_target_bound_from_the_same_staging_mount_is_failed_precondition(self, node: Node) -> None:
+        node.stage(stage_request(capability=self.RWOP))
+        node.publish(publish_request(capability=self.RWOP))
+        with pytest.raises(FailedPrecondition, match="single-writer"):
+            node.publish(publish_request(capability=self.RWOP, target_path=TARGET_2))
+        assert sorted(node.mounter.mounts) == sorted([STAGING, TARGET]) and TARGET_2 not in node.mounter.targets
+
+    def test_a_second_staging_path_is_failed_precondition(self, node: Node) -> None:
+        node.stage(stage_request(capability=self.RWOP))
+        with pytest.raises(FailedPrecondition, match=f"already staged at {STAGING}"):
+            node.stage(stage_request(capability=self.RWOP, staging_target_path=STAGING + "-2"))
+        assert list(node.mounter.mounts) == [STAGING]
+
+    def test_staging_again_at_the_same_path_is_ok(self, node: Node) -> None:
+        node.stage(stage_request(capability=self.RWOP))
+        node.stage(stage_request(capability=self.RWOP))
+        assert list(node.mounter.mounts) == [STAGING]
+
+
 class TestVolumeStats:
     def test_reports_the_usage_of_a_published_volume_and_a_healthy_condition(self, node: Node) -> None:
         node.stage(stage_request())
@@ -286,7 +318,138 @@ class TestVolumeStats:
         assert stats(NodeGetVolumeStatsCommand(VOLUME, TARGET)).usage == mounter.usage
 
 
+GIB = 1 << 30
+SIZED = {"capacityBytes": str(GIB)}
+
+
+class TestPerVolumeUsage:
+    @pytest.fixture
+    def meter(self) -> FakeUsageMeter:
+        return FakeUsageMeter()
+
+    @pytest.fixture
+    def direct(self, meter: FakeUsageMeter) -> tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats]:
+        mounter, publications = FakeMounter(), FakePublicationStore()
+        publish = NodePublishVolume(mounter, publications, VolumeLocks())
+        return mounter, publish, NodeGetVolumeStats(mounter, publications, meter=meter)
+
+    def test_a_volume_of_known_capacity_reports_its_own_bytes_and_inodes_against_it(
+        self, direct: tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats], meter: FakeUsageMeter
+    ) -> None:
+        mounter, publish, stats = direct
+        publish(publish_request(staging_target_path="", context=SIZED))
+        meter.trees[SOURCE] = TreeUsage(used_bytes=300 << 20, used_inodes=42, age_seconds=17)
+        answer = stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
+        assert answer.usage == FilesystemUsage(GIB, GIB - (300 << 20), 300 << 20, 42 + 900, 900, 42)
+        assert not answer.abnormal and "measured 17 s ago" in answer.message
+        assert meter.asked == [(SOURCE, TARGET, "nfs.example", GIB)]
+
+    def test_a_volume_over_its_capacity_has_nothing_available_and_a_limited_walk_says_at_least(
+        self, direct: tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats], meter: FakeUsageMeter
+    ) -> None:
+        _, publish, stats = direct
+        publish(publish_request(staging_target_path="", context=SIZED))
+        meter.trees[SOURCE] = TreeUsage(used_bytes=3 * GIB, used_inodes=7, age_seconds=1, complete=False)
+        answer = stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
+        assert answer.usage is not None and (answer.usage.total_bytes, answer.usage.available_bytes) == (GIB, 0)
+        assert answer.message.startswith("at least")
+
+    def test_until_a_first_walk_finishes_the_figures_are_the_shares_and_say_so(
+        self, direct: tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats]
+    ) -> None:
+        mounter, publish, stats = direct
+        publish(publish_request(staging_target_path="", context=SIZED))
+        answer = stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
+        assert answer.usage == mounter.usage and "not measured yet" in answer.message and not answer.abnormal
+
+    def test_a_volume_of_unknown_capacity_reports_its_shares_figures_and_is_not_walked(
+        self, direct: tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats], meter: FakeUsageMeter
+    ) -> None:
+        mounter, publish, stats = direct
+        publish(publish_request(staging_target_path=""))
+        assert stats(NodeGetVolumeStatsCommand(VOLUME, TARGET)).usage == mounter.usage and meter.asked == []
+
+    def test_a_hung_mount_is_abnormal_as_before_and_no_walk_is_asked_for(
+        self, direct: tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats], meter: FakeUsageMeter
+    ) -> None:
+        mounter, publish, stats = direct
+        publish(publish_request(staging_target_path="", context=SIZED))
+        meter.trees[SOURCE] = TreeUsage(1 << 20, 3, 0)
+        healthy = stats(NodeGetVolumeStatsCommand(VOLUME, TARGET)).usage
+        mounter.hung.add(TARGET)
+        answer = stats(NodeGetVolumeStatsCommand(VOLUME, TARGET))
+        assert answer.abnormal and answer.usage == healthy and len(meter.asked) == 1
+
+    def test_in_stage_mode_targets_of_one_volume_share_one_tree_on_the_staging_mounts_server(
+        self, meter: FakeUsageMeter
+    ) -> None:
+        node = Node()
+        stats = NodeGetVolumeStats(node.mounter, node.publications, node.stagings, meter)
+        node.stage(stage_request(context=SIZED))
+        node.publish(publish_request(context=SIZED))
+        node.publish(publish_request(target_path=TARGET_2, context=SIZED))
+        for target in (TARGET, TARGET_2):
+            stats(NodeGetVolumeStatsCommand(VOLUME, target))
+        assert meter.asked == [(STAGING, TARGET, "nfs.example", GIB), (STAGING, TARGET_2, "nfs.example", GIB)]
+
+    @pytest.mark.parametrize("value", ["-1", "1e9", "12 ", "0x10", "9" * 20])
+    def test_a_malformed_capacity_in_the_context_is_invalid_and_mounts_nothing(
+        self, direct: tuple[FakeMounter, NodePublishVolume, NodeGetVolumeStats], value: str
+    ) -> None:
+        mounter, publish, _ = direct
+        with pytest.raises(InvalidArgument, match="capacityBytes"):
+            publish(publish_request(staging_target_path="", context={"capacityBytes": value}))
+        assert mounter.mounts == {} and mounter.targets == set()
+
+
+class TestNodeExpandVolume:
+    def test_every_record_of_the_volume_learns_the_new_capacity_and_a_later_publish_keeps_it(self) -> None:
+        node = Node()
+        expand = NodeExpandVolume(node.publications, node.locks, node.stagings)
+        node.stage(stage_request(context=SIZED))
+        node.publish(publish_request(context=SIZED))
+        assert expand(NodeExpandVolumeCommand(VOLUME, TARGET, CapacityRange(3 * GIB))) == 3 * GIB
+        assert node.stagings.publications[STAGING].capacity_bytes == 3 * GIB
+        assert node.publications.publications[TARGET].capacity_bytes == 3 * GIB
+        # a pod started later brings the PersistentVolume's context, written at creation: the larger one stays
+        node.publish(publish_request(target_path=TARGET_2, context=SIZED))
+        assert node.publications.publications[TARGET_2].capacity_bytes == 3 * GIB
+
+    def test_a_capacity_never_shrinks_and_a_limit_below_it_is_out_of_range(self) -> None:
+        node = Node()
+        expand = NodeExpandVolume(node.publications, node.locks, node.stagings)
+        node.stage(stage_request(context=SIZED))
+        assert expand(NodeExpandVolumeCommand(VOLUME, STAGING, CapacityRange(GIB // 2))) == GIB
+        assert expand(NodeExpandVolumeCommand(VOLUME, STAGING)) == GIB
+        with pytest.raises(OutOfRange):
+            expand(NodeExpandVolumeCommand(VOLUME, STAGING, CapacityRange(GIB // 2, GIB // 2)))
+        assert node.stagings.publications[STAGING].capacity_bytes == GIB
+
+    @pytest.mark.parametrize(("volume_id", "path"), [("", TARGET), (VOLUME, "")])
+    def test_missing_fields_are_invalid_argument(self, volume_id: str, path: str) -> None:
+        node = Node()
+        with pytest.raises(InvalidArgument):
+            NodeExpandVolume(node.publications, node.locks)(NodeExpandVolumeCommand(volume_id, path))
+
+    @pytest.mark.parametrize(("volume_id", "path"), [(VOLUME, "some/path"), (VOLUME, TARGET_2), ("fake-vol-id", TARGET)])
+    def test_a_volume_not_published_there_is_not_found(self, volume_id: str, path: str) -> None:
+        node = Node()
+        node.stage(stage_request())
+        node.publish(publish_request())
+        with pytest.raises(NotFound):
+            NodeExpandVolume(node.publications, node.locks, node.stagings)(NodeExpandVolumeCommand(volume_id, path))
+
+    def test_a_block_capability_is_invalid(self) -> None:
+        node = Node()
+        node.stage(stage_request())
+        node.publish(publish_request())
+        command = NodeExpandVolumeCommand(VOLUME, TARGET, capability=VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True))
+        with pytest.raises(InvalidArgument):
+            NodeExpandVolume(node.publications, node.locks, node.stagings)(command)
+
+
 class TestNodeCapabilities:
     def test_stats_and_condition_always_and_staging_only_in_stage_mode(self) -> None:
-        assert node_capabilities(False) == ("GET_VOLUME_STATS", "VOLUME_CONDITION")
-        assert node_capabilities(True) == ("GET_VOLUME_STATS", "VOLUME_CONDITION", "STAGE_UNSTAGE_VOLUME")
+        always = ("GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "EXPAND_VOLUME")
+        assert node_capabilities(False) == always
+        assert node_capabilities(True) == (*always, "STAGE_UNSTAGE_VOLUME")

@@ -12,6 +12,7 @@ from adapters.grpc.servicers import (
     capability_from,
     condition_message,
     controller_capability,
+    expansion_from,
     node_capability,
     plugin_capability,
     stats_message,
@@ -19,7 +20,7 @@ from adapters.grpc.servicers import (
 )
 from adapters.grpc.snapshots import content_source_from, snapshot_message
 from domain.errors import InvalidArgument
-from domain.model import AccessMode, FilesystemUsage, OnDelete, ShareRef, VolumeCapability, VolumeId
+from domain.model import AccessMode, CapacityRange, FilesystemUsage, OnDelete, ShareRef, VolumeCapability, VolumeId
 from domain.snapshot_model import SnapshotId
 from domain.usecases.snapshots import ContentSource, Snapshot
 from domain.usecases.stats import NodeGetVolumeStatsResult
@@ -58,6 +59,18 @@ class TestCapabilityFrom:
         messages = [mount(Mode.SINGLE_NODE_READER_ONLY), mount(Mode.MULTI_NODE_READER_ONLY)]
         modes = [c.access_mode for c in capabilities_from(messages)]
         assert modes == [AccessMode.SINGLE_NODE_READER_ONLY, AccessMode.MULTI_NODE_READER_ONLY]
+
+
+class TestExpansionFrom:
+    def test_a_node_expansion_carries_its_range_and_capability_when_set(self) -> None:
+        request = csi.NodeExpandVolumeRequest(
+            volume_id="v", volume_path="/p", capacity_range=csi.CapacityRange(required_bytes=5, limit_bytes=9),
+            volume_capability=mount(Mode.SINGLE_NODE_SINGLE_WRITER),
+        )  # fmt: skip
+        assert expansion_from(request) == (CapacityRange(5, 9), VolumeCapability(AccessMode.SINGLE_NODE_SINGLE_WRITER))
+
+    def test_unset_fields_are_none_not_zero(self) -> None:
+        assert expansion_from(csi.ControllerExpandVolumeRequest(volume_id="v")) == (None, None)
 
 
 class TestContentSourceFrom:

@@ -7,6 +7,7 @@ from typing import Mapping
 import pytest
 
 from domain.errors import (
+    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -78,7 +79,7 @@ class TestListVolumes:
         assert page.next_token == ""
         first = page.volumes[0]
         assert first.capacity_bytes == GIB
-        assert first.context == {"server": "nfs.example", "share": "/exports", "subDir": "a"}
+        assert first.context == {"server": "nfs.example", "share": "/exports", "subDir": "a", "capacityBytes": str(GIB)}
         assert not first.condition.abnormal
 
     def test_a_share_not_configured_is_not_listed(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
@@ -248,12 +249,12 @@ class TestExpandVolume:
     def expand(self, storage: FakeShareStorage, locks: VolumeLocks) -> ControllerExpandVolume:
         return ControllerExpandVolume(storage, locks)
 
-    def test_records_the_new_size_and_needs_nothing_on_the_node(
+    def test_records_the_new_size_and_asks_the_nodes_to_learn_it(
         self, expand: ControllerExpandVolume, storage: FakeShareStorage, provision: CreateVolume
     ) -> None:
         volume_id = make(provision, "a")
         expanded = expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB)))
-        assert (expanded.capacity_bytes, expanded.node_expansion_required) == (3 * GIB, False)
+        assert (expanded.capacity_bytes, expanded.node_expansion_required) == (3 * GIB, True)
         assert storage.records[(SHARE, "a")].capacity_bytes == 3 * GIB
         assert expand(ControllerExpandVolumeCommand(volume_id, CapacityRange(3 * GIB))).capacity_bytes == 3 * GIB
 
@@ -357,6 +358,98 @@ class TestModifyVolume:
         before = dict(storage.records)
         modify(ControllerModifyVolumeCommand(volume_id, {}))
         assert storage.records == before
+
+
+class TestOwner:
+    @pytest.fixture
+    def modify(self, storage: FakeShareStorage, locks: VolumeLocks) -> ControllerModifyVolume:
+        return ControllerModifyVolume(storage, locks)
+
+    def test_create_gives_the_directory_the_owner_and_records_it(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
+        provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, "uid": "1000", "GID": "2000"}))
+        assert storage.owners[(SHARE, "a")] == (1000, 2000)
+        assert (storage.records[(SHARE, "a")].parameters["uid"], storage.records[(SHARE, "a")].parameters["gid"]) == (
+            "1000", "2000"
+        )
+
+    def test_one_part_alone_leaves_the_other_as_it_is(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
+        provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, "gid": "65534"}))
+        assert storage.owners[(SHARE, "a")] == (0, 65534) and "uid" not in storage.records[(SHARE, "a")].parameters
+
+    def test_no_owner_asked_is_no_chown_and_the_record_is_as_before(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
+        make(provision, "a")
+        assert storage.owners == {} and set(storage.records[(SHARE, "a")].parameters) == {
+            "server", "share", "subDir", "onDelete", "mountPermissions"
+        }
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"uid": "-1"}, {"uid": "2147483648"}, {"gid": "1e3"}, {"uid": "0x10"}, {"uid": "1 000"},
+         {"uid": "12345678901"}, {"uid": "1", "UID": "2"}, {"gid": "٣"}],
+    )  # fmt: skip
+    def test_a_bad_owner_is_invalid_and_makes_nothing(
+        self, storage: FakeShareStorage, provision: CreateVolume, params: dict[str, str]
+    ) -> None:
+        with pytest.raises(InvalidArgument):
+            provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, **params}))
+        assert storage.dirs == {} and storage.records == {} and storage.owners == {}
+
+    def test_an_empty_owner_is_not_given_as_every_empty_parameter(
+        self, storage: FakeShareStorage, provision: CreateVolume
+    ) -> None:
+        # csi-driver-nfs's StorageClasses leave keys empty; an empty value is no value, for uid and gid too.
+        provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, "gid": ""}))
+        assert storage.owners == {} and "gid" not in storage.records[(SHARE, "a")].parameters
+
+    def test_a_refused_owner_fails_the_create_and_leaves_nothing(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
+        storage.refuse_chown = True
+        with pytest.raises(FailedPrecondition, match="no_root_squash.*--nfs-uid 0"):
+            provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, "uid": "1000"}))
+        assert storage.dirs == {} and storage.records == {} and storage.index == {}
+
+    def test_a_retry_with_another_owner_is_already_exists(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
+        provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, "uid": "1000"}))
+        with pytest.raises(AlreadyExists):
+            provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), {**PARAMS, "uid": "1001"}))
+        assert storage.owners[(SHARE, "a")] == (1000, 0)
+
+    def test_modify_changes_the_owner_at_once_keeping_the_mode_and_a_create_retry_keeps_it(
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
+    ) -> None:
+        params = {**PARAMS, "uid": "1000", "gid": "1000", "mountPermissions": "2770"}
+        volume_id = str(provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), params)).volume_id)
+        modify(ControllerModifyVolumeCommand(volume_id, {"gid": "3000"}))
+        assert storage.owners[(SHARE, "a")] == (1000, 3000) and storage.dirs[(SHARE, "a")] == 0o2770
+        assert storage.records[(SHARE, "a")].mutable_parameters == {"gid": "3000"}
+        provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), params))
+        assert storage.owners[(SHARE, "a")] == (1000, 3000)
+
+    def test_every_key_is_checked_before_any_is_applied(
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        with pytest.raises(InvalidArgument):
+            modify(ControllerModifyVolumeCommand(volume_id, {"uid": "1000", "mountPermissions": "0775", "gid": "x"}))
+        assert storage.owners == {} and storage.dirs[(SHARE, "a")] is None
+        assert storage.records[(SHARE, "a")].mutable_parameters == {}
+
+    def test_a_refused_owner_on_modify_is_failed_precondition_and_nothing_is_recorded(
+        self, modify: ControllerModifyVolume, storage: FakeShareStorage, provision: CreateVolume
+    ) -> None:
+        volume_id = make(provision, "a")
+        storage.refuse_chown = True
+        with pytest.raises(FailedPrecondition):
+            modify(ControllerModifyVolumeCommand(volume_id, {"uid": "1000"}))
+        assert storage.records[(SHARE, "a")].mutable_parameters == {}
+
+    def test_validate_confirms_the_same_owner_and_not_another(self, storage: FakeShareStorage, provision: CreateVolume) -> None:
+        validate = ValidateVolumeCapabilities(storage, ProvisionDefaults())
+        params = {**PARAMS, "uid": "1000"}
+        volume_id = str(provision(CreateVolumeCommand("a", RWX, CapacityRange(GIB), params)).volume_id)
+        assert validate(ValidateVolumeCapabilitiesCommand(volume_id, RWX, parameters=params)).confirmed
+        other = validate(ValidateVolumeCapabilitiesCommand(volume_id, RWX, parameters={**params, "uid": "1001"}))
+        assert not other.confirmed and "owner" in other.message
+        assert validate(ValidateVolumeCapabilitiesCommand(volume_id, RWX, mutable_parameters={"gid": "5"})).confirmed
 
 
 class TestMutableParametersAtCreation:
