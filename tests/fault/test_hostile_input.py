@@ -85,6 +85,10 @@ class TestInvalidArgument:
             ({"onDelete": "shred"}, "onDelete 'shred' is not one of"),
             ({"mountPermissions": "u+rwx"}, "must be an octal mode"),
             ({"nfsvers": "4.1"}, "unknown parameter 'nfsvers'"),
+            # a trailing newline (or another control character) is refused, not trimmed into validity
+            ({"server": "127.0.0.1\n"}, "must be a host name"),
+            ({"mountPermissions": "0770\n"}, "must be an octal mode"),
+            ({"onDelete": "retain\n"}, "onDelete 'retain\\n' is not one of"),
         ],
     )
     def test_create_volume_names_what_is_wrong(self, driver: FaultDriver, lab: Lab, changes: dict[str, str], says: str) -> None:
@@ -99,6 +103,7 @@ class TestInvalidArgument:
             (("noexec",), "'noexec' is not on this driver's allowlist (--allowed-mount-options)"),
             (("hard,exec",), "one option per flag"),
             (("rsize=1 -o bind",), "malformed"),
+            (("nfsvers=4.1\n",), "malformed"),
             (("nfsvers=4.1",), ""),
         ],
     )
@@ -113,6 +118,14 @@ class TestInvalidArgument:
             invalid(lambda: driver.node.NodePublishVolume(publish, timeout=10), says)
         else:
             driver.controller.CreateVolume(request, timeout=10)
+
+    def test_a_mount_flag_with_a_trailing_newline_is_never_confirmed(self, driver: FaultDriver) -> None:
+        volume = driver.controller.CreateVolume(create_request("pvc-newline"), timeout=10).volume
+        answer = driver.controller.ValidateVolumeCapabilities(
+            csi.ValidateVolumeCapabilitiesRequest(volume_id=volume.volume_id, volume_capabilities=[mount_capability(5, "nfsvers=4.1\n")]),
+            timeout=10,
+        )
+        assert not answer.HasField("confirmed") and "malformed" in answer.message
 
     @pytest.mark.parametrize(
         ("target", "says"),
