@@ -36,7 +36,7 @@ from domain.needs import Storage
 from domain.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
 from domain.parameters import MOUNT_PERMISSIONS, ProvisionDefaults, VolumeParameters, effective_mode, parse_mode, parse_mutable
 
-_TOKEN = re.compile(r"^(\d{1,4})\.(\d{1,20})\.([0-9A-Za-z_-]{1,255})$")
+_TOKEN = re.compile(r"([0-9]{1,4})\.([0-9]{1,20})\.([0-9A-Za-z_-]{1,255})")  # fullmatch; \d is any Unicode digit
 _UNREACHABLE = (Unavailable, DeadlineExceeded)
 
 
@@ -113,7 +113,7 @@ class ListVolumes:
     def _parse_token(self, token: str) -> tuple[int, ListPosition | None]:
         if not token:
             return 0, None
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)
         if match is None or int(match.group(1)) >= len(self._shares):
             raise InvalidToken(f"starting_token {token[:80]!r} is not one ListVolumes returned for these shares")
         return int(match.group(1)), ListPosition(int(match.group(2)), match.group(3))

@@ -100,7 +100,11 @@ class TestListVolumes:
         rest = listing(max_entries=2, starting_token=first.next_token)
         assert listed_ids(rest.volumes) == [ids[2], added]
 
-    @pytest.mark.parametrize("token", ["invalid-token", "9.1.abc", "0.x.abc", "0.1.", "0.1.a/b", "0.1.a.b"])
+    @pytest.mark.parametrize(
+        "token",
+        # "$" matched before a final newline, and \d matched any Unicode digit (int() reads "\u0660" as 0)
+        ["invalid-token", "9.1.abc", "0.x.abc", "0.1.", "0.1.a/b", "0.1.a.b", "0.1.abc\n", "\u0660.1.abc", "0.\u0661.abc"],
+    )
     def test_a_token_it_did_not_hand_out_is_invalid(self, storage: FakeShareStorage, token: str) -> None:
         with pytest.raises(InvalidToken):
             ListVolumes(storage, (SHARE,))(starting_token=token)
