@@ -67,10 +67,10 @@ class TestInvalidArgument:
         [
             ({"name": ""}, "name is required"),
             ({"name": "a\x00b"}, "control or invisible character"),
-            ({"name": "x" * 300}, "longer than 255 bytes"),
+            ({"name": "x" * 129}, "name is longer than 128 bytes (129 bytes): the CSI spec's limit for a string"),
             ({"name": "a/b"}, "must not contain '/'"),
             ({"name": ".hidden"}, "must not start with '.'"),
-            ({"name": "x" * 220}, "longer than 200 bytes"),
+            ({"subDir": "x" * 220}, "longer than 200 bytes"),
             ({"subDir": "../victim"}, "'.' or '..' components"),
             ({"subDir": "/etc"}, "must be relative"),
             ({"subDir": "a\\..\\b"}, "a backslash"),
@@ -157,6 +157,36 @@ class TestInvalidArgument:
             error = error_of(lambda: driver.node.NodePublishVolume(publish_request(volume_id_for("pvc-1"), target), timeout=10))
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and says in error.details()
         assert (full / "data").read_text() == "keep" and mounts_under(full) == mounts_under(link) == []
+
+    def test_a_megabyte_volume_id_with_a_static_context_is_refused_before_anything_is_written(self, driver: FaultDriver, lab: Lab) -> None:
+        target = lab.tmp / "big-id-target"
+        records = driver.workdir / "state" / "publications"
+        before = sorted(os.listdir(records)) if records.exists() else []
+        request = publish_request("v" * (1 << 20), target, volume_context={"server": SERVER, "share": SHARE})
+        invalid(lambda: driver.node.NodePublishVolume(request, timeout=10), "volume_id is longer than 16384 bytes (1048576 bytes)")
+        assert not target.exists() and mounts_under(target) == []
+        assert (sorted(os.listdir(records)) if records.exists() else []) == before
+
+    @pytest.mark.parametrize(
+        ("rpc", "request_message", "says"),
+        [
+            ("CreateVolume", create_request("pvc-big", subDir="s" * 5000), "parameters is longer than 4096 bytes"),
+            ("CreateVolume", csi.CreateVolumeRequest(name="pvc-1", secrets={"k": "s" * 5000}), "secrets is longer than 4096 bytes"),
+            ("DeleteVolume", csi.DeleteVolumeRequest(volume_id="v" * 20000), "volume_id is longer than 16384 bytes"),
+            ("ListVolumes", csi.ListVolumesRequest(starting_token="t" * 20000), "starting_token is longer than 16384 bytes"),
+            ("ValidateVolumeCapabilities", csi.ValidateVolumeCapabilitiesRequest(volume_id="v", volume_context={"k": "c" * 20000}), "volume_context is longer than 16384 bytes"),
+            ("NodeUnpublishVolume", csi.NodeUnpublishVolumeRequest(volume_id="v", target_path="/t" * 3000), "target_path is longer than 4095 bytes"),
+            ("NodeGetVolumeStats", csi.NodeGetVolumeStatsRequest(volume_id="v", volume_path="/t", staging_target_path="/s" * 3000), "staging_target_path is longer than 4095 bytes"),
+            ("NodePublishVolume", publish_request("v", Path("/t"), volume_capability=mount_capability(5, *(["hard"] * 1250))), "volume_capability.mount.mount_flags is longer than 4096 bytes (5000 bytes)"),
+        ],
+    )  # fmt: skip
+    def test_every_oversized_field_is_invalid_argument_naming_the_field_and_the_limit(
+        self, driver: FaultDriver, lab: Lab, rpc: str, request_message: Message, says: str
+    ) -> None:
+        before = lab.volume_dirs()
+        service = driver.node if rpc.startswith("Node") else driver.controller
+        invalid(lambda: getattr(service, rpc)(request_message, timeout=10), says)
+        assert lab.volume_dirs() == before
 
     def test_inline_ephemeral_volumes_are_refused(self, driver: FaultDriver, lab: Lab) -> None:
         request = publish_request(
