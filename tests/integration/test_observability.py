@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+import grpc
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
@@ -127,3 +128,17 @@ class TestStructuredLogs:
         refused = next(c for c in calls if c["code"] == "INVALID_ARGUMENT")
         assert refused["level"] == "warning" and "unknown parameter" in refused["error"]
         assert len({c["request_id"] for c in calls}) == len(calls)
+
+    def test_a_hostile_value_is_logged_cut_to_a_bound_with_its_length(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
+        driver, _ = observed
+        huge = "v" * (1 << 20)
+        with pytest.raises(grpc.RpcError):
+            driver.node.NodePublishVolume(
+                csi.NodePublishVolumeRequest(
+                    volume_id=huge, target_path=str(tmp_path / "t"), volume_capability=mount_capability(), volume_context={"k": huge}
+                )
+            )
+        lines = driver.log.read_text().splitlines()
+        assert max(len(line) for line in lines) < 16 * 1024  # today's --log-level debug, request dump included
+        refused = next(json.loads(line) for line in lines if '"method": "NodePublishVolume"' in line and '"code"' in line)
+        assert refused["code"] == "INVALID_ARGUMENT" and refused["volume_id"].endswith(f"[truncated, {1 << 20} chars in all]")
