@@ -129,6 +129,27 @@ class TestStructuredLogs:
         assert refused["level"] == "warning" and "unknown parameter" in refused["error"]
         assert len({c["request_id"] for c in calls}) == len(calls)
 
+    def test_create_volume_logs_the_id_it_made(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
+        driver, _ = observed
+        volume = driver.controller.CreateVolume(create_request("pvc-traced")).volume
+        lines = [json.loads(line) for line in driver.log.read_text().splitlines() if line.startswith("{")]
+        created = next(line for line in lines if line.get("method") == "CreateVolume" and line.get("code") == "OK")
+        assert created["volume_id"] == volume.volume_id and created["volume_name"] == "pvc-traced"
+
+    def test_an_rpc_this_driver_does_not_offer_is_logged_without_a_traceback(self, observed: tuple[Driver, str]) -> None:
+        driver, _ = observed
+        for call in (
+            lambda: driver.controller.ControllerPublishVolume(csi.ControllerPublishVolumeRequest(volume_id="v", node_id="n")),
+            lambda: driver.node.NodeExpandVolume(csi.NodeExpandVolumeRequest(volume_id="v", volume_path="/p")),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED and "not offered" in (caught.value.details() or "")
+        text = driver.log.read_text()
+        assert "Traceback" not in text and '"level": "error"' not in text
+        calls = [json.loads(line) for line in text.splitlines() if '"code": "UNIMPLEMENTED"' in line]
+        assert [c["method"] for c in calls] == ["ControllerPublishVolume", "NodeExpandVolume"]
+
     def test_a_hostile_value_is_logged_cut_to_a_bound_with_its_length(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
         driver, _ = observed
         huge = "v" * (1 << 20)
