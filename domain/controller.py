@@ -244,8 +244,8 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument as err:
             return Validation(False, str(err))
-        if command.mutable_parameters:
-            return Validation(False, "a volume this driver did not create has no mutable parameters")
+        if command.parameters or command.mutable_parameters:
+            return Validation(False, "a volume this driver did not create has no parameters or mutable parameters")
         return Validation(True)
 
     @staticmethod
