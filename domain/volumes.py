@@ -194,14 +194,14 @@ class GetCapacity:
         self._mount_options = mount_options
 
     def __call__(self, capabilities: tuple[VolumeCapability, ...], parameters: Mapping[str, str]) -> int:
+        share = VolumeParameters.parse(parameters, self._defaults).share if parameters else None  # bad ones: refused
         try:
             for capability in capabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument:
             return 0  # the spec asks for capacity usable by volumes with ALL these capabilities: none can be made
-        if not parameters:
+        if share is None:
             return 0
-        share = VolumeParameters.parse(parameters, self._defaults).share
         return self._storage.available_bytes(share)
 
 

@@ -196,6 +196,8 @@ class TestGetCapacity:
     ) -> None:
         with pytest.raises(InvalidArgument):
             GetCapacity(storage, ProvisionDefaults())(RWX, params)
+        with pytest.raises(InvalidArgument):  # even with a capability no volume can have: every field is checked
+            GetCapacity(storage, ProvisionDefaults())((BLOCK,), params)
 
     def test_no_capacity_for_a_block_capability(self, storage: FakeShareStorage) -> None:
         """The spec asks for capacity usable by volumes with ALL the capabilities given: none can be block here."""
