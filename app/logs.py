@@ -48,7 +48,7 @@ def _message(record: logging.LogRecord) -> str:
             message = record.getMessage()
     else:
         message = str(record.msg)
-    return bounded(message, MAX_MESSAGE_CHARS)  # type: ignore[no-any-return]
+    return str(bounded(message, MAX_MESSAGE_CHARS))
 
 
 class JsonFormatter(logging.Formatter):
