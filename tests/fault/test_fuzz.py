@@ -451,7 +451,7 @@ class Resources:
         return f"threads {self.threads}, RSS {self.rss_bytes / (1 << 20):.1f} MiB, fds {self.fds}, share mounts {self.share_mounts}"
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """One mode's fuzz, undone, with what each test judges."""
 
@@ -475,6 +475,9 @@ class Run:
     longest_log_line: int
     error_lines: list[str]
     tmp: str
+
+    def __repr__(self) -> str:  # pytest prints it beside every failure: the seed, not the whole ledger
+        return f"Run({self.mode} mode, seed {self.seed}, {self.requests} requests)"
 
     def findings(self, oracle: str) -> list[Finding]:
         return [f for f in self.ledger.findings if f.oracle == oracle]
