@@ -22,9 +22,9 @@ HOSTILE = [
 _ALPHABET = "/.\\%#,:;$ {}-_\x00\n\t\u200b\uff0eaZ9é"
 _INTS = [0, 1, -1, 2, 1 << 20, 1 << 30, 1 << 62, (1 << 63) - 1, -(1 << 63)]
 
-# Characters a validator must not let through at either end of a value: Python's '$' matches before a final "\n",
-# and strip() quietly removes most of the others.
-EDGES = ["\n", "\r\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", " ", "\x85", "\u2028", "\ufeff", "\u200b"]
+# Characters a validator must not let through at either end of a value: Python's '$' matches before a final "\n"
+# (so it comes up most), and strip() quietly removes most of the others.
+EDGES = ["\n", "\n", "\n", "\r\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", " ", "\x85", "\u2028", "\ufeff", "\u200b"]
 # Just over the CSI spec's limits (128 bytes a string, 4 KiB a map), over the larger ones a driver may document
 # (ids, paths, contexts), and far over all of them. 1 MiB is rare: one is enough to show a value kept whole.
 SIZES = [129, 256, 4097, 4097, 16385, 65537, 1 << 20]
