@@ -6,12 +6,17 @@ import hashlib
 import os
 import threading
 
-from domain.errors import StorageFailed
+from domain.errors import InvalidArgument, StorageFailed
 from domain.model import Publication
 from ports.publications import PublicationStore
 
 _SUFFIX = ".json"
 _WRITER_LOCKS = 64
+MAX_RECORD_BYTES = 1 << 20
+"""The most a record may take, and the most get() reads. A request within the gRPC size limits makes a record of
+about 150 KiB at most (a 16 KiB id of control characters, which JSON escapes to 6 bytes each; a target of PATH_MAX
+and a source of about 5 KiB, escaped to 3 bytes a byte; 20 KiB of mount options); put() refuses anything larger
+rather than write what it could not read back, which would leave the target's mount impossible to remove."""
 
 
 class JsonFilePublicationStore(PublicationStore):
@@ -45,22 +50,30 @@ class JsonFilePublicationStore(PublicationStore):
     def get(self, target: str) -> Publication | None:
         try:
             with open(self._path(target), "rb") as handle:
-                raw = handle.read(1 << 20)
+                raw = handle.read(MAX_RECORD_BYTES + 1)
         except FileNotFoundError:
             return None
         try:
+            if len(raw) > MAX_RECORD_BYTES:
+                raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
             publication = Publication.from_json(raw)
         except (ValueError, KeyError, TypeError) as err:
             raise StorageFailed(f"the publication record of {target} in {self._dir} is unreadable") from err
         return publication if publication.target == target else None
 
     def put(self, publication: Publication) -> None:
+        raw = publication.to_json()
+        if len(raw) > MAX_RECORD_BYTES:
+            raise InvalidArgument(
+                f"the record of what is published at {publication.target[:200]!r} would take {len(raw)} bytes, "
+                f"more than the {MAX_RECORD_BYTES} this driver reads back; nothing was written"
+            )
         os.makedirs(self._dir, mode=0o700, exist_ok=True)
         path = self._path(publication.target)
         temporary = f"{path}.tmp"
         with self._writer(path):
             with open(temporary, "wb") as handle:
-                handle.write(publication.to_json())
+                handle.write(raw)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)

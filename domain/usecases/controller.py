@@ -279,8 +279,10 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument as err:
             return ValidateVolumeCapabilitiesResult(False, str(err))
-        if command.mutable_parameters:
-            return ValidateVolumeCapabilitiesResult(False, "a volume this driver did not create has no mutable parameters")
+        if command.parameters or command.mutable_parameters:
+            return ValidateVolumeCapabilitiesResult(
+                False, "a volume this driver did not create has no parameters or mutable parameters"
+            )
         return ValidateVolumeCapabilitiesResult(True)
 
     @staticmethod

@@ -248,6 +248,14 @@ class TestValidateStaticVolumes:
         storage.create_volume_dir(SHARE, "legacy", None)
         assert validate(ValidateVolumeCapabilitiesCommand("admin-handle", RWX, context=self.CONTEXT)).confirmed
 
+    @pytest.mark.parametrize("given", [{"parameters": {"\u2025": "\x7f"}}, {"parameters": PARAMS}, {"mutable_parameters": {"mountPermissions": "0775"}}])
+    def test_parameters_it_never_saw_are_not_confirmed(
+        self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage, given: dict[str, dict[str, str]]
+    ) -> None:
+        storage.create_volume_dir(SHARE, "legacy", None)
+        result = validate(ValidateVolumeCapabilitiesCommand("admin-handle", RWX, context=self.CONTEXT, **given))  # type: ignore[arg-type]
+        assert not result.confirmed and "did not create has no parameters" in result.message
+
     def test_block_is_still_not_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "legacy", None)
         block = (VolumeCapability(AccessMode.SINGLE_NODE_WRITER, block=True),)
