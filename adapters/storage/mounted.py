@@ -7,17 +7,16 @@ import hashlib
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import threading
-from contextlib import closing
-from typing import Any, BinaryIO, Callable, Sequence, TypeVar
+from contextlib import closing, contextmanager
+from typing import BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, SourceFailed
 from adapters.storage.files import OTHER, ShareFiles, ShareFileSystem
-from domain.errors import DomainError, FailedPrecondition, ResourceExhausted, StorageFailed, Unavailable
+from domain.errors import DomainError, FailedPrecondition, Obstructed, ResourceExhausted, StorageFailed, Unavailable
 from domain.model import ShareRef
 from domain.paths import join_inside
 from ports.mounter import Mounter
@@ -26,7 +25,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # O_DIRECTORY: a FIFO fails, never opened
+_NOT_A_DIRECTORY = (errno.ENOTDIR, errno.ELOOP)  # what opening a file, a FIFO or (O_NOFOLLOW) a link as a directory gives
+# ... and what opening one as a regular file gives: a link (O_NOFOLLOW), a directory, a FIFO without a reader or a
+# socket (O_NONBLOCK | O_WRONLY), a device without its driver.
+_NOT_A_FILE = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV)
 _KINDS = {stat.S_IFDIR: DIRECTORY, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
 
 
@@ -221,7 +224,8 @@ class FdShareFiles(ShareFiles):
 
     def chmod(self, path: str, mode: int) -> None:
         fd, leaf = self._parent(path)
-        opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        with _refused(path, _NOT_A_FILE, "a symbolic link"):
+            opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
         try:
             os.fchmod(opened, mode)
         finally:
@@ -235,8 +239,9 @@ class FdShareFiles(ShareFiles):
                 os.chown(leaf, entry.uid, entry.gid, dir_fd=fd, follow_symlinks=False)
             os.utime(leaf, ns=times, dir_fd=fd, follow_symlinks=False)
             return
-        flags = _OPEN_DIR if entry.kind == DIRECTORY else os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        target = os.open(leaf, flags, dir_fd=fd)
+        flags = _OPEN_DIR if entry.kind == DIRECTORY else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        with _refused(path, (*_NOT_A_DIRECTORY, *_NOT_A_FILE), f"no {entry.kind}"):
+            target = os.open(leaf, flags, dir_fd=fd)
         try:
             if may_chown:
                 os.fchown(target, entry.uid, entry.gid)  # before the mode: a chown clears set-id bits
@@ -248,7 +253,8 @@ class FdShareFiles(ShareFiles):
     def rename(self, path: str, name: str) -> None:
         fd, leaf = self._parent(path)
         self._forget(path)
-        os.rename(leaf, name, src_dir_fd=fd, dst_dir_fd=fd)
+        with _refused(path, (errno.ENOTDIR, errno.EISDIR), f"not to be renamed over {name!r}, which is another kind"):
+            os.rename(leaf, name, src_dir_fd=fd, dst_dir_fd=fd)
 
     def read(self, path: str, limit: int) -> bytes | None:
         opened = self.open(path)
@@ -268,8 +274,14 @@ class FdShareFiles(ShareFiles):
         self, path: str, fill: Callable[[BinaryIO], object], mode: int, exclusive: bool = False, durable: bool = True
     ) -> int:
         fd, leaf = self._parent(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-        with os.fdopen(os.open(leaf, flags, mode, dir_fd=fd), "wb", buffering=CHUNK) as handle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        flags |= os.O_EXCL if exclusive else os.O_TRUNC
+        with _refused(path, _NOT_A_FILE, "not a regular file"):
+            opened = os.open(leaf, flags, mode, dir_fd=fd)
+        if not stat.S_ISREG(os.fstat(opened).st_mode):  # a device, or a FIFO with a reader, opens: never written to
+            os.close(opened)
+            raise Obstructed(f"{path!r} is not a regular file; refusing to write to it")
+        with os.fdopen(opened, "wb", buffering=CHUNK) as handle:
             fill(handle)
             handle.flush()
             if durable:
@@ -288,21 +300,24 @@ class FdShareFiles(ShareFiles):
     def remove(self, path: str) -> None:
         try:
             fd, leaf = self._parent(path)
-            os.unlink(leaf, dir_fd=fd)
+            with _refused(path, (errno.EISDIR,), "a directory; refusing to remove it"):
+                os.unlink(leaf, dir_fd=fd)
         except FileNotFoundError:
             pass
-        except IsADirectoryError as err:
-            raise StorageFailed(f"{path!r} is a directory") from err
 
     def remove_tree(self, path: str) -> None:
         try:
             fd, leaf = self._parent(path)
             self._forget(path)
-            shutil.rmtree(leaf, dir_fd=fd, onerror=_ignore_missing)
+            with _refused(path, _NOT_A_DIRECTORY, "not a directory (a file, a link or a FIFO); refusing to remove it"):
+                top = os.open(leaf, _OPEN_DIR, dir_fd=fd)
+            try:
+                _empty(top)
+            finally:
+                os.close(top)
+            os.rmdir(leaf, dir_fd=fd)
         except FileNotFoundError:
-            pass
-        except NotADirectoryError as err:
-            raise StorageFailed(f"{path!r} is not a directory; refusing to remove it") from err
+            pass  # missing, or gone meanwhile (a retry racing an earlier, timed-out removal)
 
     def free_bytes(self) -> int:
         info = os.fstatvfs(self._directory(""))
@@ -315,18 +330,31 @@ def _entry(dir_fd: int, name: str, info: os.stat_result) -> Entry:
     return Entry(name, kind, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns, size, target)
 
 
+@contextmanager
+def _refused(path: str, errnos: Sequence[int], what: str) -> Iterator[None]:
+    """An OSError with one of errnos, raised as Obstructed: path is what its name says, not what the call needs."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in errnos:
+            raise Obstructed(f"{path!r} is {what}") from err
+        raise
+
+
 def _descend(root: str, names: Sequence[str], path: str) -> int:
-    """An fd of root/names..., each opened with O_NOFOLLOW; FileNotFoundError when one is missing. A link or a file
-    on the way is refused (StorageFailed), never followed."""
+    """An fd of root/names..., each opened with O_NOFOLLOW; FileNotFoundError when one is missing. Anything but a
+    directory on the way (a file, a link, a FIFO) is Obstructed, never followed or opened."""
     fd = os.open(root, _OPEN_DIR)
     try:
         for name in names:
             try:
                 child = os.open(name, _OPEN_DIR, dir_fd=fd)
             except OSError as err:
-                if err.errno == errno.ENOENT or err.errno in STALE_ERRNOS:
+                if err.errno in _NOT_A_DIRECTORY:
+                    raise Obstructed(f"{name!r} on the way to {path!r} is not a plain directory") from err
+                if err.errno in (errno.ENOENT, errno.EACCES, errno.EPERM) or err.errno in STALE_ERRNOS:
                     raise
-                raise StorageFailed(f"{name!r} on the way to {path!r} is not a plain directory") from err
+                raise StorageFailed(f"{name!r} on the way to {path!r} cannot be opened: {err.strerror}") from err
             os.close(fd)
             fd = child
     except BaseException:
@@ -335,22 +363,64 @@ def _descend(root: str, names: Sequence[str], path: str) -> int:
     return fd
 
 
-def _ignore_missing(function: Any, path: str, excinfo: Any) -> None:
-    """rmtree: an entry already gone (a retry racing an earlier, timed-out removal) is fine."""
-    if not issubclass(excinfo[0], FileNotFoundError):
-        raise excinfo[1]
+def _empty(top: int) -> None:
+    """Remove everything below the directory open at top, links as links. Nothing but a directory is ever opened
+    (O_DIRECTORY | O_NOFOLLOW: a FIFO, a device or a link in a directory's place fails before it is opened), and
+    the walk keeps its own stack, so a tree of any depth is removed. What is already gone is fine; what changed
+    kind since it was listed is removed as what it is now."""
+    stack: list[tuple[int, str, list[str]]] = [(top, "", _names(top))]  # (fd, its name in its parent, names to do)
+    try:
+        while stack:
+            fd, emptied, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                if stack:  # a directory emptied: close it, then remove it from its parent
+                    os.close(fd)
+                    with _missing_ok():
+                        os.rmdir(emptied, dir_fd=stack[-1][0])
+                continue
+            name = pending.pop()
+            try:
+                with _missing_ok():
+                    os.unlink(name, dir_fd=fd)  # a file, a link, a FIFO, a device: removed without being opened
+                continue
+            except IsADirectoryError:
+                pass
+            try:
+                child = os.open(name, _OPEN_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                if err.errno not in _NOT_A_DIRECTORY:
+                    raise
+                with _missing_ok():
+                    os.unlink(name, dir_fd=fd)  # swapped for a non-directory since: removed as one
+                continue
+            stack.append((child, name, _names(child)))
+    finally:
+        for fd, _, _ in stack[1:]:
+            os.close(fd)
+
+
+def _names(fd: int) -> list[str]:
+    with os.scandir(fd) as found:
+        return [entry.name for entry in found]
+
+
+@contextmanager
+def _missing_ok() -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        pass
 
 
 def _open_regular(dir_fd: int, name: str) -> int:
     """The one way a file on a share is opened for reading: never through a link, and anything but a regular
-    file refused (StorageFailed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
-    try:
+    file refused (Obstructed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
+    with _refused(name, _NOT_A_FILE, "not a regular file (a link, a directory or a device)"):
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise StorageFailed(f"{name!r} is a symbolic link, not a regular file") from err
-        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise StorageFailed(f"{name!r} is not a regular file")
+        raise Obstructed(f"{name!r} is not a regular file")
     return fd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import logging
 import os
@@ -11,7 +12,7 @@ import posixpath
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Callable, Concatenate, ParamSpec, TypeVar
 
 import tenacity
 
@@ -23,6 +24,7 @@ from domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Obstructed,
     ResourceExhausted,
     StorageFailed,
     Unavailable,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # nfs-rs is an optional extra; it ships its own type stubs, w
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 NFS_VERSIONS = ("4.1", "4.0", "3")
 # Over NFS the server applies the mode it is sent, with no umask: send what a 022 umask leaves of 0777,
@@ -48,6 +51,16 @@ _STATE_LOST = frozenset(
 )
 _NO_SPACE = frozenset({"NFS4ERR_NOSPC", "NFS3ERR_NOSPC", "NFS4ERR_DQUOT", "NFS3ERR_DQUOT"})
 _KINDS = {"directory": DIRECTORY, "file": FILE, "symlink": SYMLINK}
+# How a server says a path is not of the kind a call needs: a link or a file on the way (LOOKUP never follows a
+# link), or an OPEN of what is no regular file (a link, a FIFO, a device: refused, never opened).
+_OBSTACLES = frozenset(
+    {"NFS4ERR_SYMLINK", "NFS4ERR_NOTDIR", "NFS3ERR_NOTDIR", "NFS4ERR_WRONG_TYPE", "NFS4ERR_ISDIR", "NFS3ERR_ISDIR"}
+)
+
+
+def _is_obstacle(err: Exception) -> bool:
+    code = str(getattr(err, "code_name", "") or "")
+    return code in _OBSTACLES or isinstance(err, (NotADirectoryError, IsADirectoryError))
 
 
 @dataclass(frozen=True)
@@ -222,8 +235,8 @@ class NfsRsFileSystem(ShareFileSystem):
             return DeadlineExceeded(f"{where} took longer than {self._options.timeout} s")
         if code in _NO_SPACE or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
             return ResourceExhausted(f"{where}: no space left on the share ({err})")
-        if code in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
-            return StorageFailed(f"{where}: a component on the way is not a plain directory ({err})")
+        if _is_obstacle(err):
+            return Obstructed(f"{where}: a path on the way is not a plain directory, or not a regular file ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
         # error that the same client keeps returning): start again with a new client. Every operation here is
         # idempotent, so repeating one whose outcome was uncertain is safe.
@@ -252,6 +265,25 @@ class NfsRsFileSystem(ShareFileSystem):
                 log.exception("could not close the NFS client of share %s", share.source())
 
 
+def _obstacles_refused(
+    method: Callable[Concatenate[NfsShareFiles, str, P], T],
+) -> Callable[Concatenate[NfsShareFiles, str, P], T]:
+    """What the server refuses for a path's kind (a link or a file on the way, a FIFO opened), raised as Obstructed
+    from the method itself, so the storage core can tell "not here" from a failure inside its work."""
+
+    def refusing(self: NfsShareFiles, path: str, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, path, *args, **kwargs)
+        except Exception as err:
+            if isinstance(err, DomainError) or not _is_obstacle(err):
+                raise
+            raise Obstructed(f"{path!r} on {self._share.source()}: not a plain directory on the way, or not the kind "
+                             f"of file needed ({err})") from err
+
+    functools.update_wrapper(refusing, method)
+    return refusing
+
+
 class NfsShareFiles(ShareFiles):
     """A share's files through its NFS client; the server never follows a link on the way (LOOKUP does not). Owners
     are set where the server lets the AUTH_SYS identity chown (uid 0 on an export without root squashing): after
@@ -270,12 +302,15 @@ class NfsShareFiles(ShareFiles):
         size, target = info.size if kind == FILE else 0, self._client.readlink(path) if kind == SYMLINK else ""
         return Entry(posixpath.basename(path), kind, info.mode & 0o7777, info.uid, info.gid, info.mtime, size, target)
 
+    @_obstacles_refused
     def make_dir(self, path: str, mode: int | None = None) -> None:
         self._client.mkdir(self._path(path), _NEW_DIR_MODE if mode is None else mode)
 
+    @_obstacles_refused
     def stat(self, path: str) -> Entry:
         return self._entry(path, self._client.stat(self._path(path)))
 
+    @_obstacles_refused
     def list(self, path: str) -> list[Entry]:
         try:
             found = list(self._client.scandir(self._path(path)))
@@ -283,9 +318,11 @@ class NfsShareFiles(ShareFiles):
             return []
         return [self._entry(posixpath.join(path, e.name), e.info) for e in found if e.name not in (".", "..")]
 
+    @_obstacles_refused
     def chmod(self, path: str, mode: int) -> None:
         self._client.chmod(self._path(path), mode)  # SETATTR on what LOOKUP found: a link is not followed
 
+    @_obstacles_refused
     def set_attributes(self, path: str, entry: Entry) -> None:
         remote = self._path(path)
         if self._may_chown:
@@ -302,21 +339,27 @@ class NfsShareFiles(ShareFiles):
             if entry.kind != SYMLINK:
                 raise
 
+    @_obstacles_refused
     def rename(self, path: str, name: str) -> None:
         self._client.rename(self._path(path), self._path(posixpath.join(posixpath.dirname(path), name)))
 
+    @_obstacles_refused
     def read(self, path: str, limit: int) -> bytes | None:
         try:  # LOOKUP never follows a link: a link (or a FIFO) is seen as one, and refused before any OPEN
             kind = self.stat(path).kind
         except FileNotFoundError:
             return None
         if kind != FILE:
-            raise StorageFailed(f"{path!r} is a {kind}, not a regular file")
+            raise Obstructed(f"{path!r} is a {kind}, not a regular file")
         with self._client.open(path, "rb") as handle:
             return handle.read(limit)
 
+    @_obstacles_refused
     def open(self, path: str) -> BinaryIO | None:
-        try:  # OPEN refuses what is no regular file (NFS4ERR_SYMLINK, ISDIR), as a FIFO cannot block over NFS
+        try:  # looked at first, as read does: what is no regular file is never opened (over NFSv3 too)
+            kind = self.stat(path).kind
+            if kind != FILE:
+                raise Obstructed(f"{path!r} is a {kind}, not a regular file")
             return io.BufferedReader(self._client.open(self._path(path), "rb"), CHUNK)
         except FileNotFoundError:
             return None
@@ -346,25 +389,28 @@ class NfsShareFiles(ShareFiles):
                     self._client.remove(temporary, missing_ok=True)
             raise
 
+    @_obstacles_refused
     def symlink(self, path: str, target: str) -> None:
         self._client.symlink(target, self._path(path))
 
+    @_obstacles_refused
     def remove(self, path: str) -> None:
         try:
             self._client.remove(self._path(path), missing_ok=True)
         except FileNotFoundError:
             pass
         except IsADirectoryError as err:
-            raise StorageFailed(f"{path!r} is a directory") from err
+            raise Obstructed(f"{path!r} is a directory; refusing to remove it") from err
 
+    @_obstacles_refused
     def remove_tree(self, path: str) -> None:
         try:
             kind = self.stat(path).kind
         except FileNotFoundError:
             return
         if kind != DIRECTORY:
-            raise StorageFailed(f"{path!r} is not a directory; refusing to remove it")
-        pending: list[tuple[str, bool]] = [(path, False)]  # depth first; a link inside goes as a link
+            raise Obstructed(f"{path!r} is a {kind}, not a directory; refusing to remove it")
+        pending: list[tuple[str, bool]] = [(path, False)]  # depth first; a link, a FIFO inside go by REMOVE, unopened
         while pending:
             directory, listed = pending.pop()
             if listed:
@@ -373,8 +419,15 @@ class NfsShareFiles(ShareFiles):
                 except FileNotFoundError:
                     pass
                 continue
+            try:
+                entries = self.list(directory)
+            except Obstructed:
+                if directory == path:
+                    raise
+                self._client.remove(directory, missing_ok=True)  # swapped for a non-directory since it was listed
+                continue
             pending.append((directory, True))
-            for entry in self.list(directory):
+            for entry in entries:
                 child = posixpath.join(directory, entry.path)
                 if entry.kind == DIRECTORY:
                     pending.append((child, False))
