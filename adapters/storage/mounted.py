@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # O_DIRECTORY: a FIFO fails, never opened
-_NOT_A_DIRECTORY = (errno.ENOTDIR, errno.ELOOP)  # what opening a file, a FIFO or (O_NOFOLLOW) a link as a directory gives
+_NOT_A_DIRECTORY = (errno.ENOTDIR, errno.ELOOP)  # opening a file, a FIFO or (O_NOFOLLOW) a link as a directory
 # ... and what opening one as a regular file gives: a link (O_NOFOLLOW), a directory, a FIFO without a reader or a
 # socket (O_NONBLOCK | O_WRONLY), a device without its driver.
 _NOT_A_FILE = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV)
