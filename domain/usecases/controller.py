@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Obstructed
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
@@ -107,7 +108,12 @@ class CreateVolume:
             mode = effective_mode(record.parameters, record.mutable_parameters) or None
             if PENDING_KEY in record.parameters and source is not None:
                 record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=created)
-            self._storage.create_volume_dir(share, subdir, mode)
+            try:
+                self._storage.create_volume_dir(share, subdir, mode)
+            except Obstructed:
+                if created:  # planted since the first look: the record this call wrote goes, the place stays free
+                    self._storage.remove_record(share, subdir)
+                raise
         if created:
             self._events.emit(Event.VOLUME_CREATED)
         context = volume_context(share, subdir, checked.mount_permissions)
@@ -130,8 +136,7 @@ class CreateVolume:
         command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
         resolved = resolve_source(self._storage, source) if source is not None else None
-        if self._storage.exists(share, subdir):
-            raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
+        self._refuse_taken(checked.volume_id)
         self._refuse_nesting(checked.volume_id)
         capacity = command.capacity.capacity_bytes
         if resolved is not None:
@@ -141,7 +146,11 @@ class CreateVolume:
         pending = {PENDING_KEY: "true"} if resolved is not None else {}
         parameters = {**checked.parameters, **pending}
         record = VolumeRecord(command.name, capacity, parameters, mutable_parameters=checked.mutable_parameters)
-        self._storage.write_record(share, subdir, record)
+        try:
+            self._storage.write_record(share, subdir, record)
+        except Obstructed:  # planted since the look above: its index entry, if made already, goes too
+            self._storage.remove_record(share, subdir)
+            raise
         return record, resolved
 
     def _complete_clone(
@@ -158,8 +167,8 @@ class CreateVolume:
                 raise
         if not fresh:
             self._storage.remove_volume_dir(share, subdir)  # what an interrupted try left half copied
-        self._storage.create_volume_dir(share, subdir, mode)
         try:
+            self._storage.create_volume_dir(share, subdir, mode)
             populate(self._storage, resolved, share, subdir)
         except _REFUSALS:
             # A source refused (unsafe, unrestorable, gone) will be refused again: leave nothing behind.
@@ -172,9 +181,27 @@ class CreateVolume:
         return complete
 
     def _discard(self, share: ShareRef, subdir: str) -> None:
-        """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it."""
-        self._storage.remove_volume_dir(share, subdir)
+        """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it.
+        Anything but a directory in its place is not the driver's: left as it is."""
+        with contextlib.suppress(Obstructed):
+            self._storage.remove_volume_dir(share, subdir)
         self._storage.remove_record(share, subdir)
+
+    def _refuse_taken(self, volume_id: VolumeId) -> None:
+        """Before anything is written: the directory must be the driver's to make. A directory already there is
+        another's (ALREADY_EXISTS, for good); anything else in the way (a file, a link, a FIFO at subDir, on the way
+        to it or in its record's place) is FAILED_PRECONDITION: never followed or replaced, and a retry succeeds
+        once it is moved."""
+        share, subdir = volume_id.share, volume_id.subdir
+        obstacle = self._storage.in_the_way(share, subdir)
+        if obstacle is None:
+            return
+        if obstacle.path == subdir and obstacle.kind == "directory":
+            raise AlreadyExists(f"directory {subdir!r} exists on {share.source()} and is not a volume of this driver")
+        raise FailedPrecondition(
+            f"{obstacle.path!r} on {share.source()} is a {obstacle.kind}, in the way of the volume directory "
+            f"{subdir!r}; nothing was written: move it, or choose another subDir"
+        )
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
         parent = posixpath.dirname(volume_id.subdir)
@@ -316,7 +343,8 @@ class DeleteVolumeCommand:
 
 
 class DeleteVolume:
-    """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched."""
+    """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched, and nothing that
+    is not a directory (a file, a link, a FIFO put in its place) is followed."""
 
     def __init__(self, storage: ShareStorage, locks: VolumeLocks, clock: Clock, events: EventSink = NoEvents()) -> None:
         self._storage = storage
@@ -332,23 +360,34 @@ class DeleteVolume:
             return  # Not one of ours: it does not exist, and deleting nothing is OK.
         share, subdir = volume_id.share, volume_id.subdir
         with self._locks.hold(str(volume_id)):
-            if self._storage.read_record(share, subdir) is None:
+            record = self._storage.read_record(share, subdir)
+            if record is None:
                 if self._storage.exists(share, subdir):
                     log.warning("volume directory %s has no record of this driver; left untouched", subdir)
                 return
-            if volume_id.on_delete is OnDelete.DELETE:
-                self._storage.remove_volume_dir(share, subdir)
-            elif volume_id.on_delete is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
+            policy = volume_id.on_delete
+            if policy is OnDelete.DELETE:
+                self._remove(volume_id)
+            elif policy is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
                 self._storage.rename_volume_dir(share, subdir, self._archive_name(share, subdir))
             self._storage.remove_record(share, subdir)
-        self._events.emit(_DELETE_EVENT[volume_id.on_delete])
+        self._events.emit(_DELETE_EVENT[policy])
+
+    def _remove(self, volume_id: VolumeId) -> None:
+        """Remove the volume's directory. A file, a link or a FIFO in its place is not what the driver made: it is
+        left as it is, never followed or opened, and the record goes all the same (the directory it describes is
+        gone; kept, it would fail every retry and the volume could never be deleted)."""
+        try:
+            self._storage.remove_volume_dir(volume_id.share, volume_id.subdir)
+        except Obstructed as err:
+            log.warning("volume %s: its directory was replaced (%s); left as it is, record removed", volume_id, err)
 
     def _archive_name(self, share: ShareRef, subdir: str) -> str:
-        """Beside the volume, in its own parent; never onto an existing directory (a rename would replace it)."""
+        """Beside the volume, in its own parent; never onto anything already there (a rename would replace it)."""
         parent, leaf = posixpath.split(subdir)
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%SZ")
         name = posixpath.join(parent, f"archived-{leaf}-{stamp}")
         candidate, n = name, 1
-        while self._storage.exists(share, candidate):
+        while self._storage.in_the_way(share, candidate) is not None:
             candidate, n = f"{name}-{n}", n + 1
         return candidate

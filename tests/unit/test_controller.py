@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OperationInFlight, OutOfRange
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
 from domain.parameters import ProvisionDefaults
@@ -16,6 +16,7 @@ from domain.usecases.controller import (
     ValidateVolumeCapabilities,
     ValidateVolumeCapabilitiesCommand,
 )
+from ports.storage import Obstacle
 from tests.fakes import FakeClock, FakeShareStorage
 
 SHARE = ShareRef("nfs.example", "/exports")
@@ -73,6 +74,29 @@ class TestProvision:
         with pytest.raises(AlreadyExists, match="not a volume of this driver"):
             provision(create(subDir="data"))
         assert (SHARE, "data") not in storage.records
+
+    @pytest.mark.parametrize("planted", ["notes", "notes/a/pvc-1", "notes/a/.pvc-1.nfs-csi.json"])
+    def test_anything_but_a_directory_in_the_way_is_failed_precondition_and_nothing_is_written(
+        self, provision: CreateVolume, storage: FakeShareStorage, planted: str
+    ) -> None:
+        storage.planted[(SHARE, planted)] = "FIFO, socket or device"
+        with pytest.raises(FailedPrecondition, match=f"'{planted}' on nfs.example:/exports is a FIFO"):
+            provision(create(subDir="notes/a/pvc-1"))
+        assert (storage.dirs, storage.records, storage.index) == ({}, {}, {})
+        del storage.planted[(SHARE, planted)]  # moved away: the same request now succeeds
+        assert provision(create(subDir="notes/a/pvc-1")).context["subDir"] == "notes/a/pvc-1"
+
+    def test_something_planted_after_the_look_leaves_no_record_behind(self, locks: VolumeLocks) -> None:
+        class PlantedMeanwhile(FakeShareStorage):
+            def in_the_way(self, share: ShareRef, subdir: str) -> Obstacle | None:
+                found = super().in_the_way(share, subdir)
+                self.planted[(share, subdir)] = "symbolic link"
+                return found
+
+        storage = PlantedMeanwhile()
+        with pytest.raises(FailedPrecondition):
+            CreateVolume(storage, locks, ProvisionDefaults())(create())
+        assert (storage.dirs, storage.records, storage.index) == ({}, {}, {})
 
     def test_a_volume_inside_another_volume_is_refused(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
         provision(create("outer", subDir="team"))
@@ -191,6 +215,25 @@ class TestDelete:
         volume = provision(create(onDelete="retain"))
         delete(DeleteVolumeCommand(str(volume.volume_id)))
         assert (SHARE, "pvc-1") in storage.dirs and storage.records == {}
+
+    @pytest.mark.parametrize("policy", ["delete", "archive", "retain"])
+    def test_a_volume_whose_directory_was_replaced_is_forgotten_and_what_is_there_left_alone(
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage, policy: str
+    ) -> None:
+        volume = provision(create(onDelete=policy))
+        del storage.dirs[(SHARE, "pvc-1")]
+        storage.planted[(SHARE, "pvc-1")] = "symbolic link"
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        assert (storage.records, storage.index, storage.dirs) == ({}, {}, {})
+        assert storage.planted == {(SHARE, "pvc-1"): "symbolic link"}
+
+    def test_archive_never_renames_onto_anything_already_there(
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage
+    ) -> None:
+        volume = provision(create(onDelete="archive"))
+        storage.planted[(SHARE, "archived-pvc-1-20261124T120000Z")] = "regular file"
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        assert (SHARE, "archived-pvc-1-20261124T120000Z-1") in storage.dirs
 
     def test_empty_id_is_invalid_argument(self, delete: DeleteVolume) -> None:
         with pytest.raises(InvalidArgument):
