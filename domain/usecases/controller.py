@@ -343,8 +343,8 @@ class DeleteVolumeCommand:
 
 
 class DeleteVolume:
-    """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched, and nothing that
-    is not a directory (a file, a link, a FIFO put in its place) is followed."""
+    """DeleteVolume: delete, archive or retain, as the volume's record says; only a directory this driver recorded
+    is touched, and nothing that is not a directory (a file, a link, a FIFO put in its place) is followed."""
 
     def __init__(self, storage: ShareStorage, locks: VolumeLocks, clock: Clock, events: EventSink = NoEvents()) -> None:
         self._storage = storage
@@ -365,7 +365,7 @@ class DeleteVolume:
                 if self._storage.exists(share, subdir):
                     log.warning("volume directory %s has no record of this driver; left untouched", subdir)
                 return
-            policy = volume_id.on_delete
+            policy = _recorded_policy(volume_id, record)
             if policy is OnDelete.DELETE:
                 self._remove(volume_id)
             elif policy is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
@@ -391,3 +391,22 @@ class DeleteVolume:
         while self._storage.in_the_way(share, candidate) is not None:
             candidate, n = f"{name}-{n}", n + 1
         return candidate
+
+
+def _recorded_policy(volume_id: VolumeId, record: VolumeRecord) -> OnDelete:
+    """The onDelete policy the record was written with, which decides. An id saying otherwise is not the one
+    CreateVolume returned for this directory (an id edited from retain to delete, or a handle made up for it), so
+    which volume's deletion it asks for cannot be known: refused, with nothing touched."""
+    try:
+        recorded = OnDelete(record.parameters.get("onDelete", ""))
+    except ValueError:
+        raise FailedPrecondition(
+            f"the record of {volume_id.subdir!r} names no valid onDelete policy; nothing was deleted"
+        ) from None
+    if recorded is not volume_id.on_delete:
+        log.warning("DeleteVolume %s refused: the volume was created with onDelete %s", volume_id, recorded.value)
+        raise FailedPrecondition(
+            f"volume {volume_id.subdir!r} was created with onDelete {recorded.value!r}, and this id says "
+            f"{volume_id.on_delete.value!r}: it is not the id CreateVolume returned; nothing was deleted"
+        )
+    return recorded

@@ -158,3 +158,19 @@ class TestARecordedVolumeWhoseDirectoryWasReplaced:
         assert code_of(lambda: driver.controller.CreateSnapshot(snapshot, timeout=30)) == grpc.StatusCode.NOT_FOUND
         assert code_of(lambda: driver.controller.CreateVolume(clone_of(volume_id, "clone"), timeout=30)) == grpc.StatusCode.NOT_FOUND
         assert tree(lab.root) == before  # no clone directory, no clone record, no archive
+
+
+class TestDeleteVolumeTrustsTheRecord:
+    @pytest.mark.parametrize("recorded, sent", [("retain", "delete"), ("archive", "delete"), ("delete", "retain")])
+    def test_an_id_with_another_on_delete_policy_is_refused_and_changes_nothing(
+        self, driver: FaultDriver, lab: Lab, recorded: str, sent: str
+    ) -> None:
+        volume_id = driver.controller.CreateVolume(create_request("pvc-1", onDelete=recorded), timeout=30).volume.volume_id
+        (lab.export / "pvc-1" / "data").write_text("a pod's data")
+        edited = volume_id.removesuffix(f"#{recorded}") + f"#{sent}"
+        before = tree(lab.root)
+        error = error_of(lambda: driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=edited), timeout=30))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and f"onDelete '{recorded}'" in (error.details() or "")
+        assert tree(lab.root) == before
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=volume_id), timeout=30)  # the real id: as recorded
+        assert not (lab.export / ".pvc-1.nfs-csi.json").exists()

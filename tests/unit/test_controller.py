@@ -227,6 +227,18 @@ class TestDelete:
         assert (storage.records, storage.index, storage.dirs) == ({}, {}, {})
         assert storage.planted == {(SHARE, "pvc-1"): "symbolic link"}
 
+    @pytest.mark.parametrize("recorded, sent", [("retain", "delete"), ("archive", "delete"), ("delete", "archive")])
+    def test_an_id_with_another_policy_than_its_record_is_refused_and_touches_nothing(
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage, recorded: str, sent: str
+    ) -> None:
+        volume = provision(create(onDelete=recorded))
+        edited = VolumeId(SHARE, "pvc-1", OnDelete(sent))
+        with pytest.raises(FailedPrecondition, match=f"created with onDelete '{recorded}'"):
+            delete(DeleteVolumeCommand(str(edited)))
+        assert (SHARE, "pvc-1") in storage.dirs and (SHARE, "pvc-1") in storage.records
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        assert storage.records == {}
+
     def test_archive_never_renames_onto_anything_already_there(
         self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage
     ) -> None:
