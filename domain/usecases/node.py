@@ -67,13 +67,20 @@ def volume_source(
 
 
 def mount_recorded(
-    mounter: Mounter, records: PublicationStore, wanted: Publication, mount: Callable[[], None], what: str
+    mounter: Mounter,
+    records: PublicationStore,
+    wanted: Publication,
+    mount: Callable[[], None],
+    what: str,
+    owns_path: bool = True,
 ) -> bool | None:
     """Mount ``wanted`` at its path once, recording it first; None when it is already there, else whether a
     stale mount was replaced.
 
     The record is written before the mount, so a restart finds what may be mounted there; a mount that failed
     for sure is forgotten, one that timed out is kept (it may still land) so a retry or an unmount cleans up.
+    A failed mount's path is removed too when the plugin made it (``owns_path``: a publish target); a staging
+    path is the CO's, made before NodeStageVolume, and stays.
     """
     path = wanted.target
     existing = records.get(path)
@@ -96,16 +103,17 @@ def mount_recorded(
     except DeadlineExceeded:
         raise
     except BaseException:
-        _forget_failed(mounter, records, path)
+        _forget_failed(mounter, records, path, owns_path)
         raise
     return recovered
 
 
-def _forget_failed(mounter: Mounter, records: PublicationStore, path: str) -> None:
+def _forget_failed(mounter: Mounter, records: PublicationStore, path: str, owns_path: bool) -> None:
     try:
         if not mounter.is_mount_point(path):
             records.remove(path)
-            mounter.remove_target(path)
+            if owns_path:
+                mounter.remove_target(path)
     except Exception:  # noqa: BLE001 - the mount's own error is the one to report
         log.warning("could not clean up %s after a failed mount", path, exc_info=True)
 
