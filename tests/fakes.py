@@ -250,8 +250,10 @@ class FakeMounter(Mounter):
             raise Unavailable(f"cannot stat {path}: Stale file handle")
         return self.usage
 
-    def make_target(self, path: str) -> None:
+    def make_target(self, path: str) -> bool:
+        made = path not in self.targets
         self.targets.add(path)
+        return made
 
     def remove_target(self, path: str) -> bool:
         present = path in self.targets

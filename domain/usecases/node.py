@@ -79,8 +79,8 @@ def mount_recorded(
 
     The record is written before the mount, so a restart finds what may be mounted there; a mount that failed
     for sure is forgotten, one that timed out is kept (it may still land) so a retry or an unmount cleans up.
-    A failed mount's path is removed too when the plugin made it (``owns_path``: a publish target); a staging
-    path is the CO's, made before NodeStageVolume, and stays.
+    A failed mount's path is removed too when the plugin owns it (``owns_path``: a publish target) or made it just
+    now; a staging path is the CO's, made before NodeStageVolume, and stays.
     """
     path = wanted.target
     existing = records.get(path)
@@ -96,14 +96,14 @@ def mount_recorded(
         log.warning("%s answers 'stale file handle': unmounting it and mounting %s again", path, wanted.source)
         mounter.unmount(path)
         recovered = True
-    mounter.make_target(path)
+    made = mounter.make_target(path)
     records.put(wanted)
     try:
         mount()
     except DeadlineExceeded:
         raise
     except BaseException:
-        _forget_failed(mounter, records, path, owns_path)
+        _forget_failed(mounter, records, path, owns_path or made)
         raise
     return recovered
 

@@ -105,6 +105,12 @@ class TestStage:
         assert node.stagings.publications == {} and node.mounter.mounts == {}
         assert STAGING in node.mounter.targets
 
+    def test_a_failed_mount_at_a_staging_path_it_had_to_make_leaves_nothing(self, node: Node) -> None:
+        node.mounter.fail_next_mount = NotFound("no such export")
+        with pytest.raises(NotFound):
+            node.stage(stage_request())
+        assert node.stagings.publications == {} and node.mounter.targets == set()
+
     def test_a_timed_out_mount_keeps_its_record_for_the_retry(self, node: Node) -> None:
         node.mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish")
         with pytest.raises(DeadlineExceeded):
