@@ -48,6 +48,9 @@ class Container(containers.DeclarativeContainer):
         working_dir=config.working_mount_dir,
         fs_timeout=config.fs_timeout,
         snapshot_timeout=config.snapshot_timeout,
+        clock=clock,
+        share_idle_timeout=config.share_idle_timeout,
+        max_shares_held=config.max_shares_held,
     )
     userspace_files = providers.ThreadSafeSingleton(
         NfsRsFileSystem,
@@ -62,6 +65,9 @@ class Container(containers.DeclarativeContainer):
             timeout=config.storage.nfs_timeout,
         ),
         snapshot_timeout=config.snapshot_timeout,
+        clock=clock,
+        share_idle_timeout=config.share_idle_timeout,
+        max_shares_held=config.max_shares_held,
     )
     # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller); the
     # driver's rules on a share are the same over either.

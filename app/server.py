@@ -72,6 +72,8 @@ def build_container(settings: Settings) -> Container:
             "mount_attempts": settings.mount_attempts,
             "fs_timeout": settings.fs_timeout,
             "snapshot_timeout": settings.snapshot_timeout,
+            "share_idle_timeout": settings.share_idle_timeout,
+            "max_shares_held": settings.max_shares_held,
             "max_concurrent_mounts": settings.max_concurrent_mounts,
             "allowed_mount_options": settings.allowed_mount_options,
             "inline_volumes": settings.inline_volumes,

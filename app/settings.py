@@ -48,6 +48,8 @@ class Settings:
     node_stage: bool = False
     max_volumes_per_node: int = 0
     snapshot_timeout: float = 600.0
+    share_idle_timeout: float = 300.0
+    max_shares_held: int = 32
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -139,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
         help="seconds for packing a snapshot, restoring one or cloning a volume, as a whole, counted from the call; "
         "a retry while one runs is ABORTED",
     )
+    p.add_argument(
+        "--share-idle-timeout", type=float, default=300.0,
+        help="seconds a share no call uses stays mounted (or its userspace client connected) before it is let go",
+    )
+    p.add_argument(
+        "--max-shares-held", type=int, default=32,
+        help="most idle shares the controller keeps mounted (or connected); past it the least recently used go",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -153,6 +163,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--snapshot-timeout must be positive")
     if args.fs_timeout <= 0 or args.max_concurrent_mounts < 1:
         parser().error("--fs-timeout must be positive, --max-concurrent-mounts at least 1")
+    if args.share_idle_timeout < 0 or args.max_shares_held < 1:
+        parser().error("--share-idle-timeout must not be negative, --max-shares-held at least 1")
     try:
         mount_option_allowlist(args.allowed_mount_options)
     except InvalidArgument as err:
@@ -201,4 +213,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         node_stage=args.node_stage,
         max_volumes_per_node=args.max_volumes_per_node,
         snapshot_timeout=args.snapshot_timeout,
+        share_idle_timeout=args.share_idle_timeout,
+        max_shares_held=args.max_shares_held,
     )

@@ -285,6 +285,15 @@ class FakePublicationStore(PublicationStore):
 class FakeClock(Clock):
     def __init__(self, now: datetime.datetime | None = None) -> None:
         self.current = now or datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.timezone.utc)
+        self.elapsed = 0.0
 
     def now(self) -> datetime.datetime:
         return self.current
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        """Time passes, on both clocks."""
+        self.elapsed += seconds
+        self.current += datetime.timedelta(seconds=seconds)

@@ -9,16 +9,19 @@ import os
 import posixpath
 import stat
 import threading
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from typing import BinaryIO, Callable, Iterator, Sequence, TypeVar
 
+from adapters.clock import SystemClock
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, SourceFailed
 from adapters.storage.files import OTHER, ShareFiles, ShareFileSystem
+from adapters.storage.held import HeldShares
 from domain.errors import DomainError, FailedPrecondition, Obstructed, ResourceExhausted, StorageFailed, Unavailable
 from domain.model import ShareRef
 from domain.paths import join_inside
+from ports.clock import Clock
 from ports.mounter import Mounter
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,9 @@ _KINDS = {stat.S_IFDIR: DIRECTORY, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
 
 class MountedFileSystem(ShareFileSystem):
     """Every filesystem call on a share runs on that share's few bounded threads (a hung server costs no more):
-    quick calls within --fs-timeout, long work on threads of its own within --snapshot-timeout."""
+    quick calls within --fs-timeout, long work on threads of its own within --snapshot-timeout. A share no call has
+    used for ``share_idle_timeout`` is unmounted and its threads end (see HeldShares), and at most
+    ``max_shares_held`` idle ones stay mounted."""
 
     def __init__(
         self,
@@ -45,6 +50,9 @@ class MountedFileSystem(ShareFileSystem):
         fs_timeout: float = 30.0,
         fs_workers: int = 4,
         snapshot_timeout: float = 600.0,
+        clock: Clock = SystemClock(),
+        share_idle_timeout: float = 300.0,
+        max_shares_held: int = 32,
     ) -> None:
         self._mounter = mounter
         self._working_dir = os.path.abspath(working_dir)
@@ -53,41 +61,55 @@ class MountedFileSystem(ShareFileSystem):
         self._fs_workers = fs_workers
         self._snapshot_timeout = snapshot_timeout
         self._guard = threading.Lock()
-        self._share_locks: dict[ShareRef, threading.Lock] = {}
-        self._mounted: dict[ShareRef, str] = {}
+        self._held: HeldShares[str] = HeldShares(clock, self._unmount, share_idle_timeout, max_shares_held, "share mount")
         self._calls: dict[tuple[ShareRef, bool], BoundedCalls] = {}  # (share, long work?) -> its threads
 
     def reach(self, share: ShareRef) -> None:
-        self._root(share)
+        with self._held.using(share):
+            self._root(share)
 
     def held(self) -> int:
-        return len(self._mounted)
+        return self._held.held()
+
+    def release_idle(self) -> int:
+        """Unmount the shares idle for too long, or beyond the most held (the background thread does it too)."""
+        return self._held.release_idle()
 
     def mount_point(self, share: ShareRef) -> str:
         digest = hashlib.sha256(share.source().encode()).hexdigest()[:20]
         return os.path.join(self._working_dir, digest)
 
     def _root(self, share: ShareRef) -> str:
-        """The local path of the share, mounted on first use; the mount table, not memory, says whether it is."""
+        """The local path of the share, mounted on first use, by a call using it; the mount table, not memory, says
+        whether it still is (a restarted driver finds its share mounts there)."""
         path = self.mount_point(share)
-        if self._mounter.is_mount_point(path):
-            self._mounted[share] = path
+        if self._held.handle(share) == path and self._mounter.is_mount_point(path):
             return path
-        with self._guard:
-            lock = self._share_locks.setdefault(share, threading.Lock())
+        lock = self._held.lock(share)
         if not lock.acquire(timeout=self._fs_timeout):
-            raise Unavailable(f"share {share.source()} is being mounted by another call; try again")
+            raise Unavailable(f"share {share.source()} is being mounted or unmounted by another call; try again")
         try:
             if not self._mounter.is_mount_point(path):
-                if self._mounted.pop(share, None) is not None:
+                if self._held.handle(share) is not None:
                     log.warning("share %s is no longer mounted at %s; mounting it again", share.source(), path)
                 os.makedirs(path, mode=0o700, exist_ok=True)
                 self._mounter.mount(share.source(), path, self._options)
                 log.info("mounted share %s at %s", share.source(), path)
-            self._mounted[share] = path
+            self._held.hold(share, path)
             return path
         finally:
             lock.release()
+
+    def _unmount(self, share: ShareRef, path: str) -> None:
+        """Let go of a share no call uses: its threads end, and it is unmounted."""
+        with self._guard:
+            pools = [self._calls.pop((share, long), None) for long in (False, True)]
+        for pool in pools:
+            if pool is not None:
+                pool.close()
+        self._mounter.unmount(path)
+        with suppress(OSError):
+            os.rmdir(path)
 
     def _bounded(self, share: ShareRef, long: bool = False) -> BoundedCalls:
         with self._guard:
@@ -98,15 +120,51 @@ class MountedFileSystem(ShareFileSystem):
                 calls = self._calls[(share, long)] = BoundedCalls(name, self._fs_workers, timeout)
             return calls
 
+    def _reached(self, shares: tuple[ShareRef, ...]) -> list[str]:
+        """Each share's root, mounted if need be, now used by this call (so never released under it): the caller
+        hands that use to ``_call``, or it is given back here if a share cannot be reached."""
+        for share in shares:
+            self._held.acquire(share)
+        try:
+            return [self._root(share) for share in shares]
+        except BaseException:
+            for share in shares:
+                self._held.release(share)
+            raise
+
+    def _call(self, pool: BoundedCalls, what: str, shares: tuple[ShareRef, ...], work: Callable[[], T]) -> T:
+        """work on the pool, using the shares until it ends: once queued it may outlive this call (stuck in the
+        kernel, or long work its caller stopped waiting for), so the job gives the use back; if it never ran, this
+        call does."""
+        handed = False
+
+        def queued() -> None:
+            nonlocal handed
+            handed = True
+
+        def job() -> T:
+            try:
+                return work()
+            finally:
+                for share in shares:
+                    self._held.release(share)
+
+        try:
+            return pool.call(what, job, queued)
+        finally:
+            if not handed:
+                for share in shares:
+                    self._held.release(share)
+
     def run(self, share: ShareRef, what: str, work: Callable[[ShareFiles], T]) -> T:
-        root = self._root(share)
+        (root,) = self._reached((share,))
 
         def job() -> T:
             with closing(FdShareFiles(root)) as files:
                 return work(files)
 
         try:
-            return self._bounded(share).call(f"{what} on {share.source()}", job)
+            return self._call(self._bounded(share), f"{what} on {share.source()}", (share,), job)
         except OSError as err:
             known = self._share_error(share, root, what, err)
             if known is None:
@@ -116,7 +174,7 @@ class MountedFileSystem(ShareFileSystem):
     def run_long(
         self, share: ShareRef, what: str, work: Callable[[ShareFiles, ShareFiles, Deadline], T], source: ShareRef
     ) -> T:
-        root, source_root = self._root(share), self._root(source)  # mounted (or refused) before the work is queued
+        root, source_root = self._reached((share, source))  # mounted (or refused) before the work is queued
         deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
 
         def job() -> T:
@@ -124,7 +182,7 @@ class MountedFileSystem(ShareFileSystem):
                 return work(files, source_files, deadline)
 
         try:
-            return self._bounded(share, long=True).call(f"{what} on {share.source()}", job)
+            return self._call(self._bounded(share, long=True), f"{what} on {share.source()}", (share, source), job)
         except SourceFailed as failed:
             raise self._long_error(source, what, failed.error) from failed.error
         except OSError as err:
@@ -140,7 +198,7 @@ class MountedFileSystem(ShareFileSystem):
         reason = f"{what} on {share.source()}: {err.strerror or err}"
         if err.errno in STALE_ERRNOS:
             log.warning("share %s at %s answers %r: unmounting it", share.source(), root, err.strerror)
-            self._mounted.pop(share, None)
+            self._held.forget(share, root)
             try:
                 self._mounter.unmount(root)
             except DomainError as unmount_error:
@@ -153,10 +211,10 @@ class MountedFileSystem(ShareFileSystem):
         return None
 
     def close(self) -> None:
+        mounted = self._held.close()
         with self._guard:
-            mounted, self._mounted = dict(self._mounted), {}
             calls, self._calls = list(self._calls.values()), {}
-        for share, path in mounted.items():
+        for share, path in mounted:
             try:
                 self._mounter.unmount(path)
                 os.rmdir(path)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Concatenate, ParamSpec, Ty
 
 import tenacity
 
+from adapters.clock import SystemClock
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, SourceFailed
 from adapters.storage.files import OTHER, ShareFiles, ShareFileSystem
+from adapters.storage.held import HeldShares
 from domain.errors import (
     DeadlineExceeded,
     DomainError,
@@ -31,6 +33,7 @@ from domain.errors import (
 )
 from domain.model import ShareRef
 from domain.paths import join_inside
+from ports.clock import Clock
 
 if TYPE_CHECKING:  # nfs-rs is an optional extra; it ships its own type stubs, which type this adapter
     from nfs_rs import Client as NfsClient
@@ -113,20 +116,26 @@ class NfsRsFileSystem(ShareFileSystem):
     """One NFS client per share, opened on first use and reused; nothing is mounted. LOOKUP never follows a link, so
     a link on the way fails the call (NFS4ERR_SYMLINK). Every NFS call is bounded by --nfs-timeout; long work runs
     on the caller's thread within its deadline. A call whose connection was lost is tried again on a new one (all
-    are idempotent); long work then starts over (a half archive is a temporary, a half fill is emptied first)."""
+    are idempotent); long work then starts over (a half archive is a temporary, a half fill is emptied first). A
+    client no call has used for ``share_idle_timeout`` is closed, with its threads (see HeldShares), and at most
+    ``max_shares_held`` idle ones stay open."""
 
     def __init__(
         self,
         options: NfsClientOptions = NfsClientOptions(),
         connect: Connector = connect_with_nfs_rs,
         snapshot_timeout: float = 600.0,
+        clock: Clock = SystemClock(),
+        share_idle_timeout: float = 300.0,
+        max_shares_held: int = 32,
     ) -> None:
         self._options = options
         self._connect = connect
         self._snapshot_timeout = snapshot_timeout
         self._guard = threading.Lock()
-        self._share_locks: dict[ShareRef, threading.Lock] = {}
-        self._clients: dict[ShareRef, NfsClient] = {}
+        self._clients: HeldShares[NfsClient] = HeldShares(
+            clock, self._close_aside, share_idle_timeout, max_shares_held, "NFS client"
+        )
         self._closers: list[threading.Thread] = []
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(options.attempts),
@@ -141,21 +150,25 @@ class NfsRsFileSystem(ShareFileSystem):
         )
 
     def reach(self, share: ShareRef) -> None:
-        self._client(share)
+        with self._clients.using(share):
+            self._client(share)
 
     def held(self) -> int:
-        return len(self._clients)
+        return self._clients.held()
+
+    def release_idle(self) -> int:
+        """Close the clients idle for too long, or beyond the most held (the background thread does it too)."""
+        return self._clients.release_idle()
 
     def _client(self, share: ShareRef) -> NfsClient:
-        client = self._clients.get(share)
+        """The share's client, connected on first use, by a call using it (so never closed under that call)."""
+        client = self._clients.handle(share)
         if client is not None:
             return client
         if "?" in share.share or "#" in share.share:
             raise InvalidArgument(f"share {share.share!r}: the userspace NFS client cannot reach a path with '?' or '#'")
-        with self._guard:
-            lock = self._share_locks.setdefault(share, threading.Lock())
-        with lock:
-            client = self._clients.get(share)
+        with self._clients.lock(share):
+            client = self._clients.handle(share)
             if client is None:
                 try:
                     client = self._connect(share, self._options)
@@ -163,7 +176,7 @@ class NfsRsFileSystem(ShareFileSystem):
                     raise
                 except Exception as err:  # noqa: BLE001 - every nfs-rs failure becomes a domain error
                     raise self._connect_error(share, err) from err
-                self._clients[share] = client
+                self._clients.hold(share, client)
                 log.info("connected to share %s over NFS %s from user space", share.source(), self._options.versions)
             return client
 
@@ -180,16 +193,19 @@ class NfsRsFileSystem(ShareFileSystem):
         return StorageFailed(f"cannot connect to {where}: {err}")
 
     def _drop(self, share: ShareRef, client: NfsClient) -> None:
-        """Forget a broken client; close it aside, since closing waits up to a timeout on a dead server."""
-        with self._guard:
-            if self._clients.get(share) is client:
-                del self._clients[share]
+        """Forget a broken client, and close it aside."""
+        if self._clients.forget(share, client):
+            self._close_aside(share, client)
+
+    def _close_aside(self, share: ShareRef, client: NfsClient) -> None:
+        """Close a client no call uses (broken, or idle) on a thread of its own, since closing waits up to a timeout
+        on a dead server; the client's own threads end once nothing refers to it."""
 
         def close() -> None:
             try:
                 client.close()
             except Exception:  # noqa: BLE001 - the connection is already gone
-                log.debug("closing a broken client of %s failed", share.source(), exc_info=True)
+                log.debug("closing a client of %s failed", share.source(), exc_info=True)
 
         closer = threading.Thread(target=close, name="nfs-close", daemon=True)
         with self._guard:
@@ -197,7 +213,8 @@ class NfsRsFileSystem(ShareFileSystem):
         closer.start()
 
     def run(self, share: ShareRef, what: str, work: Callable[[ShareFiles], T]) -> T:
-        return self._retried(share, what, lambda client: work(NfsShareFiles(client, share)))
+        with self._clients.using(share):
+            return self._retried(share, what, lambda client: work(NfsShareFiles(client, share)))
 
     def run_long(
         self, share: ShareRef, what: str, work: Callable[[ShareFiles, ShareFiles, Deadline], T], source: ShareRef
@@ -211,7 +228,8 @@ class NfsRsFileSystem(ShareFileSystem):
             except SourceFailed as failed:
                 raise self._operation_error(source, reader, what, failed.error) from failed.error
 
-        return self._retried(share, what, attempt)
+        with self._clients.using(share, source):
+            return self._retried(share, what, attempt)
 
     def _retried(self, share: ShareRef, what: str, operation: Callable[[NfsClient], T]) -> T:
         """operation with the share's client, again on a new one when it was lost; NFS failures as domain errors."""
@@ -250,14 +268,14 @@ class NfsRsFileSystem(ShareFileSystem):
         return StorageFailed(f"{where} failed: {err}")
 
     def close(self) -> None:
+        clients = self._clients.close()
         with self._guard:
-            clients, self._clients = dict(self._clients), {}
             closers, self._closers = self._closers, []
         # No thread may still be inside nfs-rs when the interpreter ends: a daemon thread unwound there at exit
         # crashes the process. Each closer is itself bounded by the client's timeout.
         for closer in closers:
             closer.join(self._options.timeout + 1.0)
-        for share, client in clients.items():
+        for share, client in clients:
             try:
                 client.close()
                 log.info("disconnected from share %s", share.source())
