@@ -192,24 +192,6 @@ class TestRemoveVolumeDir:
         storage.remove_volume_dir(share, "w")  # once the copy ended
         assert not storage.exists(share, "w")
 
-
-def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    """Make every implementation's copy wait, once started, until released: (started, release)."""
-    entered, release = threading.Event(), threading.Event()
-
-    def holding(original: Callable[..., Any]) -> Callable[..., Any]:
-        def held(*args: Any, **kwargs: Any) -> Any:
-            entered.set()
-            release.wait(30)
-            return original(*args, **kwargs)
-
-        return held
-
-    monkeypatch.setattr("adapters.storage.share_storage.copy_tree", holding(copy_tree))
-    monkeypatch.setattr(FakeShareStorage, "_fill_now", holding(FakeShareStorage._fill_now))
-    return entered, release
-
-
     @on_disk_only
     @pytest.mark.parametrize("kind", ["file", "link", "fifo"])
     def test_below_a_file_a_link_or_a_fifo_nothing_is_removed(self, subject: Subject, kind: str) -> None:
@@ -233,6 +215,23 @@ def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Even
             _disk(subject).plant_fifo(path)
         subject.storage.remove_volume_dir(subject.share, "v")
         assert subject.export.tree() == {}
+
+
+def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make every implementation's copy wait, once started, until released: (started, release)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def holding(original: Callable[..., Any]) -> Callable[..., Any]:
+        def held(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            release.wait(30)
+            return original(*args, **kwargs)
+
+        return held
+
+    monkeypatch.setattr("adapters.storage.share_storage.copy_tree", holding(copy_tree))
+    monkeypatch.setattr(FakeShareStorage, "_fill_now", holding(FakeShareStorage._fill_now))
+    return entered, release
 
 
 class TestInTheWay:
