@@ -282,7 +282,7 @@ class FdShareFiles(ShareFiles):
 
     def chmod(self, path: str, mode: int) -> None:
         fd, leaf = self._parent(path)
-        with _refused(path, _NOT_A_FILE, "a symbolic link"):
+        with _refused(path, _NOT_A_FILE, "a symbolic link, never followed"):
             opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
         try:
             os.fchmod(opened, mode)
@@ -434,12 +434,12 @@ def _empty(top: int) -> None:
                 stack.pop()
                 if stack:  # a directory emptied: close it, then remove it from its parent
                     os.close(fd)
-                    with _missing_ok():
+                    with suppress(FileNotFoundError):
                         os.rmdir(emptied, dir_fd=stack[-1][0])
                 continue
             name = pending.pop()
             try:
-                with _missing_ok():
+                with suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=fd)  # a file, a link, a FIFO, a device: removed without being opened
                 continue
             except IsADirectoryError:
@@ -451,7 +451,7 @@ def _empty(top: int) -> None:
             except OSError as err:
                 if err.errno not in _NOT_A_DIRECTORY:
                     raise
-                with _missing_ok():
+                with suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=fd)  # swapped for a non-directory since: removed as one
                 continue
             stack.append((child, name, _names(child)))
@@ -463,14 +463,6 @@ def _empty(top: int) -> None:
 def _names(fd: int) -> list[str]:
     with os.scandir(fd) as found:
         return [entry.name for entry in found]
-
-
-@contextmanager
-def _missing_ok() -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        pass
 
 
 def _open_regular(dir_fd: int, name: str) -> int:

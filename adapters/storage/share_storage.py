@@ -36,7 +36,12 @@ DRIVER_DIR_MODE = 0o700  # .nfs-csi and every directory in it, whichever feature
 RECORD_MODE, SNAPSHOT_MODE = 0o644, 0o600  # records and index entries are readable, as volumes are; snapshots not
 INDEX_DIR = f"{METADATA_DIR}/volumes"  # an entry per volume, so listing never walks the share
 ENTRY_LIMIT, RECORD_LIMIT = 4096, 1 << 16  # the most of an index entry (a subdir: 1024 bytes) or a record read
-KIND_NAMES = {DIRECTORY: "directory", FILE: "regular file", SYMLINK: "symbolic link"}  # else a FIFO, socket or device
+KIND_NAMES = {DIRECTORY: "directory", FILE: "regular file", SYMLINK: "symbolic link"}
+
+
+def kind_name(kind: str) -> str:
+    """What an entry of that kind is, in words (an Obstacle's kind)."""
+    return KIND_NAMES.get(kind, "FIFO, socket or device")
 
 
 def record_path(subdir: str) -> str:
@@ -118,12 +123,12 @@ class FileShareStorage(ShareStorage):
                         return None  # from here down nothing is there: all of it is made fresh
                     break
                 if kind != DIRECTORY or depth == len(parts):
-                    return Obstacle(path, KIND_NAMES.get(kind, "FIFO, socket or device"))
+                    return Obstacle(path, kind_name(kind))
             try:  # subdir is free: so must its record's place be (read_record saw no record there)
                 kind = files.stat(record_path(subdir)).kind
             except FileNotFoundError:
                 return None
-            return None if kind == FILE else Obstacle(record_path(subdir), KIND_NAMES.get(kind, "FIFO, socket or device"))
+            return None if kind == FILE else Obstacle(record_path(subdir), kind_name(kind))
 
         return self._files.run(share, f"looking at where {subdir!r} would be made", work)
 
@@ -139,7 +144,7 @@ class FileShareStorage(ShareStorage):
             try:
                 return files.read(path, limit)
             except Obstructed as err:
-                log.info("no %s on its share: %s", what, err)
+                log.info("%s is not there: %s", what, err)
                 return None
 
         return self._files.run(share, f"reading {what}", work)
@@ -380,7 +385,7 @@ def tree_entries(files: ShareFiles, top: str) -> Iterator[Entry]:
     gone or swapped for a link while walking is skipped; devices, fifos and sockets are left out."""
     entry = files.stat(top)
     if entry.kind != DIRECTORY:
-        raise Obstructed(f"{top!r} is a {KIND_NAMES.get(entry.kind, 'FIFO, socket or device')}, not a directory")
+        raise Obstructed(f"{top!r} is a {kind_name(entry.kind)}, not a directory")
     yield dataclasses.replace(entry, path=".")
     yield from _below(files, top, "")
 
