@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from collections import Counter
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,20 +22,34 @@ from tests.integration.test_userspace_controller import start_userspace_controll
 
 pytestmark = pytest.mark.integration
 
-SHARES, MOST, CALLERS = 50, 8, 4
+SHARES, MOST = 50, 8
+WORKERS, CALLERS = 4, 8  # more callers than workers: every pool the calls share grows to its bound in the first burst
 IDLE = "1"  # --share-idle-timeout: seconds
+FLAGS = ("--share-idle-timeout", IDLE, "--max-shares-held", str(MOST), "--workers", str(WORKERS))
 
 
 def threads(driver: Driver) -> int:
     return len(os.listdir(f"/proc/{driver.process.pid}/task"))
 
 
-def settled(count: Callable[[], int], expected: int, seconds: float = 20.0) -> int:
-    """count() once it reaches expected, or as it is after seconds (release happens in the background)."""
+def settled(count: Callable[[], int], most: int, seconds: float = 20.0) -> int:
+    """count() once it is at most ``most``, or as it is after seconds (release happens in the background)."""
     deadline = time.monotonic() + seconds
-    while count() != expected and time.monotonic() < deadline:
+    while count() > most and time.monotonic() < deadline:
         time.sleep(0.1)
     return count()
+
+
+def steady(count: Callable[[], int], seconds: float = 20.0) -> int:
+    """count() once it holds still for a second (threads told to end take a moment), or as it is after seconds."""
+    deadline, last = time.monotonic() + seconds, count()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = count()
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def ask(driver: Driver, share: str) -> None:
@@ -68,12 +83,12 @@ def ask_fifty_then_idle(driver: Driver, shares: list[str], held: Callable[[], in
     # threads) has grown to what these callers need; the threads per share are what must come and go.
     burst(driver, shares, held)
     assert settled(held, 0) == 0
-    start, at_start = threads(driver), names(driver)
+    start, at_start = steady(lambda: threads(driver)), names(driver)
     peak = burst(driver, shares, held)
     busy = threads(driver)
     print(f"\n{len(shares)} shares: threads {start} at the start, {busy} after the calls; at most {peak} shares held")
     assert settled(held, 0) == 0
-    assert settled(lambda: threads(driver), start) == start, (at_start, names(driver))
+    assert settled(lambda: threads(driver), start) <= start, f"more: {Counter(names(driver)) - Counter(at_start)}"
 
 
 class TestIdleShares:
@@ -81,9 +96,7 @@ class TestIdleShares:
         shares = [f"{SHARE}/s{n}" for n in range(SHARES)]
         for share in shares:
             (export_root / SERVER / share.strip("/")).mkdir()
-        driver = start_driver(
-            tmp_path / "driver", "--share-idle-timeout", IDLE, "--max-shares-held", str(MOST), mode="controller"
-        )
+        driver = start_driver(tmp_path / "driver", *FLAGS, mode="controller")
         try:
             ask_fifty_then_idle(driver, shares, lambda: len(mounts_under(tmp_path / "driver" / "shares")))
         finally:
@@ -91,9 +104,7 @@ class TestIdleShares:
 
     def test_userspace_clients_and_their_threads_are_released(self, tmp_path: Path, ganesha: Ganesha) -> None:
         shares = [ganesha.new_share("idle")[0].share for _ in range(SHARES)]
-        driver = start_userspace_controller(
-            tmp_path / "driver", ganesha, "--share-idle-timeout", IDLE, "--max-shares-held", str(MOST)
-        )
+        driver = start_userspace_controller(tmp_path / "driver", ganesha, *FLAGS)
         log = tmp_path / "driver" / "driver.log"
 
         def connected() -> int:
