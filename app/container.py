@@ -50,6 +50,9 @@ class Container(containers.DeclarativeContainer):
         share_options=config.share_mount_options,
         fs_timeout=config.fs_timeout,
         snapshot_timeout=config.snapshot_timeout,
+        clock=clock,
+        share_idle_timeout=config.share_idle_timeout,
+        max_shares_held=config.max_shares_held,
     )
     userspace_files = providers.ThreadSafeSingleton(
         NfsRsFileSystem,
@@ -65,6 +68,9 @@ class Container(containers.DeclarativeContainer):
         ),
         snapshot_timeout=config.snapshot_timeout,
         share_options=config.share_mount_options,
+        clock=clock,
+        share_idle_timeout=config.share_idle_timeout,
+        max_shares_held=config.max_shares_held,
     )
     # --storage: mount each share (the default), or speak NFS from user space (an unprivileged controller); the
     # driver's rules on a share are the same over either.

@@ -15,6 +15,7 @@ import grpc
 
 from adapters.csi.v1 import csi_pb2_grpc as csi_grpc
 from adapters.grpc.admission import DecodeGuard, ReservedPath
+from adapters.grpc.limits import FieldLimits
 from adapters.grpc.observe import ObservingInterceptor
 from app.container import Container
 from app.settings import VERSION, Settings
@@ -71,6 +72,8 @@ def build_container(settings: Settings) -> Container:
             "mount_attempts": settings.mount_attempts,
             "fs_timeout": settings.fs_timeout,
             "snapshot_timeout": settings.snapshot_timeout,
+            "share_idle_timeout": settings.share_idle_timeout,
+            "max_shares_held": settings.max_shares_held,
             "max_concurrent_mounts": settings.max_concurrent_mounts,
             "allowed_mount_options": settings.allowed_mount_options,
             "inline_volumes": settings.inline_volumes,
@@ -114,8 +117,9 @@ class DriverServer:
         self._serving = False
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="csi"),
-            # Outermost first: quick calls get threads of their own; garbage is refused before it is logged.
-            interceptors=[ReservedPath(), DecodeGuard(), ObservingInterceptor(container.telemetry())],
+            # Outermost first: quick calls get threads of their own; garbage is refused before it is logged; an
+            # oversized field is refused (and logged, and counted) before any use case runs.
+            interceptors=[ReservedPath(), DecodeGuard(), ObservingInterceptor(container.telemetry()), FieldLimits()],
             options=[("grpc.so_reuseport", 0)],
         )
 

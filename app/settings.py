@@ -57,6 +57,8 @@ class Settings:
     volume_usage_timeout: float = 120.0
     volume_usage_max_entries: int = 1_000_000
     volume_usage_rate: float = 10_000.0
+    share_idle_timeout: float = 300.0
+    max_shares_held: int = 32
 
     def storage_config(self) -> dict[str, object]:
         """The container's ``storage`` section: which ShareStorage the controller uses, and how it reaches NFS."""
@@ -186,6 +188,14 @@ def parser() -> argparse.ArgumentParser:
         "--volume-usage-rate", type=float, default=10_000.0,
         help="node: entries a second one walk looks at, at most (each is an lstat, to the NFS server)",
     )
+    p.add_argument(
+        "--share-idle-timeout", type=float, default=300.0,
+        help="seconds a share no call uses stays mounted (or its userspace client connected) before it is let go",
+    )
+    p.add_argument(
+        "--max-shares-held", type=int, default=32,
+        help="most idle shares the controller keeps mounted (or connected); past it the least recently used go",
+    )
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -200,6 +210,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--snapshot-timeout must be positive")
     if args.fs_timeout <= 0 or args.max_concurrent_mounts < 1:
         parser().error("--fs-timeout must be positive, --max-concurrent-mounts at least 1")
+    if args.share_idle_timeout < 0 or args.max_shares_held < 1:
+        parser().error("--share-idle-timeout must not be negative, --max-shares-held at least 1")
     try:
         mount_option_allowlist(args.allowed_mount_options)
     except InvalidArgument as err:
@@ -272,4 +284,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         volume_usage_timeout=args.volume_usage_timeout,
         volume_usage_max_entries=args.volume_usage_max_entries,
         volume_usage_rate=args.volume_usage_rate,
+        share_idle_timeout=args.share_idle_timeout,
+        max_shares_held=args.max_shares_held,
     )

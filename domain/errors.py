@@ -29,6 +29,13 @@ class FailedPrecondition(DomainError):
     """The system is not in a state that allows the call."""
 
 
+class Obstructed(FailedPrecondition):
+    """Something other than what a path needs stands at it or on the way to it on a share: a regular file, a
+    symbolic link, a FIFO or a device where a directory must be, or anything but a regular file where a record is
+    read. It is never followed, opened in a way that could block, or replaced; each use case says what it means
+    (a volume that does not exist, a place that is taken)."""
+
+
 class OutOfRange(DomainError):
     """The capacity range cannot be met."""
 

@@ -14,7 +14,8 @@ from urllib.parse import quote, unquote
 from domain.errors import InvalidArgument, OutOfRange
 from domain.paths import MAX_NAME_BYTES, absolute_path, check_characters, relative_subpath
 
-_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|\[[0-9A-Fa-f:.]+\])$")
+# Patterns are applied with fullmatch: "$" would also match before a final "\n".
+_SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]+\]")
 
 
 class OnDelete(str, enum.Enum):
@@ -25,7 +26,7 @@ class OnDelete(str, enum.Enum):
     @classmethod
     def parse(cls, value: str) -> OnDelete:
         try:
-            return cls(value.strip().lower())
+            return cls(value.lower())
         except ValueError:
             raise InvalidArgument(
                 f"onDelete {value!r} is not one of {', '.join(p.value for p in cls)}"
@@ -61,10 +62,10 @@ class ShareRef:
 
     @classmethod
     def parse(cls, server: str, share: str) -> ShareRef:
-        server = _bracketed(server.strip())
+        server = _bracketed(server)
         if not server:
             raise InvalidArgument("parameter 'server' is required")
-        if not _SERVER.match(server):
+        if not _SERVER.fullmatch(server):
             raise InvalidArgument(
                 f"server {server!r} must be a host name or IP address "
                 "(no commas, whitespace, NUL, slashes or leading '-')"
@@ -128,7 +129,7 @@ class ExportPath:
 def parse_share_list(value: str) -> tuple[ShareRef, ...]:
     """``server:/path[,server:/path...]``: the shares an operator lists (ListVolumes, ListSnapshots look there)."""
     shares: list[ShareRef] = []
-    for item in (part.strip() for part in value.split(",")):
+    for item in (part.strip(" ") for part in value.split(",")):
         if not item:
             continue
         server, sep, path = item.partition(":/")
@@ -313,7 +314,7 @@ def check_capability(capability: VolumeCapability, allowlist: MountOptionAllowli
         (allowlist or DEFAULT_ALLOWLIST).check(flag)
 
 
-_MOUNT_OPTION = re.compile(r"^[A-Za-z0-9_]+(?:=[A-Za-z0-9_.:/+\-]+)?$")
+_MOUNT_OPTION = re.compile(r"[A-Za-z0-9_]+(?:=[A-Za-z0-9_.:/+\-]+)?")
 ALLOWED_MOUNT_OPTIONS = frozenset(
     """
     ro rw sync async noatime atime nodiratime relatime strictatime lazytime nodev dev nosuid suid
@@ -327,7 +328,7 @@ ALLOWED_MOUNT_OPTIONS = frozenset(
 
 
 MAX_MOUNT_OPTIONS = 64
-_OPTION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -339,15 +340,15 @@ class MountOptionAllowlist:
     @classmethod
     def parse(cls, text: str) -> MountOptionAllowlist:
         """Comma-separated option names, such as ``hard,nfsvers,rsize``."""
-        names = frozenset(name.strip() for name in text.split(",") if name.strip())
-        bad = sorted(name for name in names if not _OPTION_NAME.match(name))
+        names = frozenset(name.strip(" ") for name in text.split(",") if name.strip(" "))
+        bad = sorted(name for name in names if not _OPTION_NAME.fullmatch(name))
         if bad:
             raise InvalidArgument(f"allowed mount option names must be letters, digits and '_': {bad[0]!r}")
         return cls(names)
 
     def check(self, option: str) -> str:
         """Accept one mount option only if it is allowlisted and cannot smuggle another option."""
-        if len(option) > 256 or not _MOUNT_OPTION.match(option):
+        if len(option) > 256 or not _MOUNT_OPTION.fullmatch(option):
             raise InvalidArgument(
                 f"mount option {option[:80]!r} is malformed (one option per flag: a name, or name=value; no commas)"
             )

@@ -58,9 +58,9 @@ class CsiDriverNfsVolumes:
 
 
 def parse_mode(value: str, what: str) -> int:
-    if not re.fullmatch(r"[0-7]{1,4}", value.strip()):
+    if not re.fullmatch(r"[0-7]{1,4}", value):
         raise InvalidArgument(f"{what} {value!r} must be an octal mode such as 0777")
-    return int(value.strip(), 8)
+    return int(value, 8)
 
 
 def parse_id(value: str, what: str) -> int:

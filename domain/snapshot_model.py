@@ -139,7 +139,7 @@ class SnapshotParameters:
             if key.lower() in own:
                 raise InvalidArgument(f"snapshot parameter {key!r} is given twice")
             own[key.lower()] = value
-        fmt = own.get("format", "tar.gz").strip().lower()
+        fmt = own.get("format", "tar.gz").lower()
         if fmt not in FORMATS:
             raise InvalidArgument(f"snapshot parameter format {own['format']!r} is not one of {', '.join(FORMATS)}")
         if ("server" in own) != ("share" in own):

@@ -55,7 +55,7 @@ class ContextVolume:
         share = ShareRef.parse(own.get("server", ""), own.get("share", ""))
         subdir = relative_subpath(own["subdir"], "subDir") if own.get("subdir") else ""
         options = tuple(
-            allowlist.check(option.strip()) for option in own.get("mountoptions", "").split(",") if option.strip()
+            allowlist.check(option.strip(" ")) for option in own.get("mountoptions", "").split(",") if option.strip(" ")
         )
         return cls(share, subdir, options)
 

@@ -77,8 +77,8 @@ class Mounter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def make_target(self, path: str) -> None:
-        """Create the directory ``path`` (its parent exists). An existing empty directory is OK.
+    def make_target(self, path: str) -> bool:
+        """Create the directory ``path`` (its parent exists); whether it made it. An existing empty directory is OK.
 
         Never mount over data: an existing non-empty directory, a file or a symbolic link is FailedPrecondition;
         a missing parent is NotFound.

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 from domain.model import ListedVolume, ListPosition, Owner, ShareRef, VolumeRecord
 from domain.snapshot_model import PackedSnapshot, SnapshotRecord
+
+
+@dataclass(frozen=True)
+class Obstacle:
+    """What stands where a volume directory would be made: its path below the share, and what it is ("directory",
+    "regular file", "symbolic link", or "FIFO, socket or device")."""
+
+    path: str
+    kind: str
 
 
 class ShareStorage(abc.ABC):
@@ -23,8 +33,9 @@ class ShareStorage(abc.ABC):
 
     @abc.abstractmethod
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
-        """Remove subdir and everything below it. Missing is OK; OperationInFlight while a restore or copy into it
-        still runs."""
+        """Remove subdir and everything below it, never opening what is no directory. Missing is OK; anything but a
+        directory at subdir (a file, a link, a FIFO) is refused (Obstructed), never followed; OperationInFlight
+        while a restore or copy into it still runs."""
 
     @abc.abstractmethod
     def rename_volume_dir(self, share: ShareRef, subdir: str, new_subdir: str) -> None:
@@ -43,11 +54,19 @@ class ShareStorage(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, share: ShareRef, subdir: str) -> bool:
-        """Whether subdir exists as a directory."""
+        """Whether subdir exists as a directory (not a link to one); False when anything but a directory is on the
+        way."""
+
+    @abc.abstractmethod
+    def in_the_way(self, share: ShareRef, subdir: str) -> Obstacle | None:
+        """What stands where a new volume directory subdir would be made: the first name on the way that is not a
+        plain directory, subdir itself when anything is there, or anything but a regular file in its record's place;
+        None when the place is free (parents that are missing are made). Looks only: nothing is written."""
 
     @abc.abstractmethod
     def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
-        """The record kept beside subdir, or None when there is none."""
+        """The record kept beside subdir, or None when there is none: nothing in its place, anything but a regular
+        file there, or anything but a directory on the way. An unreadable record is an error, never None."""
 
     @abc.abstractmethod
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:

@@ -7,8 +7,16 @@ import hashlib
 import itertools
 from typing import Sequence
 
-from adapters.storage.share_storage import check_rename
-from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound, OperationInFlight, StorageFailed, Unavailable
+from adapters.storage.share_storage import check_rename, record_path
+from domain.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    Obstructed,
+    OperationInFlight,
+    StorageFailed,
+    Unavailable,
+)
 from domain.events import Event
 from domain.model import FilesystemUsage, ListedVolume, ListPosition, Owner, Publication, ShareRef, TreeUsage, VolumeRecord
 from domain.snapshot_model import PackedSnapshot, SnapshotRecord
@@ -17,7 +25,7 @@ from ports.events import EventSink
 from ports.mounter import Mounter
 from ports.publications import Admission, PublicationStore
 from ports.usage import UsageMeter
-from ports.storage import ShareStorage
+from ports.storage import Obstacle, ShareStorage
 
 
 def _ancestors(subdir: str) -> list[str]:
@@ -43,9 +51,23 @@ class FakeShareStorage(ShareStorage):
         self.free: dict[ShareRef, int] = {}  # available_bytes; a share not set here has none free
         self.owners: dict[tuple[ShareRef, str], tuple[int, int]] = {}  # directories given an owner: (uid, gid)
         self.refuse_chown = False  # the server squashes root: every chown is refused
+        # What is neither a directory nor a record, planted by a test: (share, path) -> "regular file",
+        # "symbolic link" or "FIFO, socket or device". Refused in the way of a directory, never followed.
+        self.planted: dict[tuple[ShareRef, str], str] = {}
         self._clock = itertools.count(1)
 
+    def _blocked(self, share: ShareRef, subdir: str, itself: bool = True) -> str | None:
+        """The planted path on the way to subdir (or at it, when itself), if any."""
+        on_the_way = _ancestors(subdir) + ([subdir] if itself else [])
+        return next((path for path in on_the_way if (share, path) in self.planted), None)
+
+    def _refuse_blocked(self, share: ShareRef, subdir: str, itself: bool = True) -> None:
+        blocked = self._blocked(share, subdir, itself)
+        if blocked is not None:
+            raise Obstructed(f"{blocked!r} is a {self.planted[(share, blocked)]}, not a directory")
+
     def create_volume_dir(self, share: ShareRef, subdir: str, mode: int | None, owner: Owner = Owner()) -> None:
+        self._refuse_blocked(share, subdir)
         for parent in _ancestors(subdir):
             self.dirs.setdefault((share, parent), None)
         key = (share, subdir)
@@ -58,6 +80,7 @@ class FakeShareStorage(ShareStorage):
             self.owners[key] = (uid if owner.uid is None else owner.uid, gid if owner.gid is None else owner.gid)
 
     def remove_volume_dir(self, share: ShareRef, subdir: str) -> None:
+        self._refuse_blocked(share, subdir)
         if (share, subdir) in self.filling:
             raise OperationInFlight(f"{subdir!r} on {share.source()} is still being filled; try again later")
         for key in [k for k in self.dirs if k[0] == share and (k[1] == subdir or k[1].startswith(subdir + "/"))]:
@@ -101,11 +124,24 @@ class FakeShareStorage(ShareStorage):
     def exists(self, share: ShareRef, subdir: str) -> bool:
         return (share, subdir) in self.dirs
 
+    def in_the_way(self, share: ShareRef, subdir: str) -> Obstacle | None:
+        blocked = self._blocked(share, subdir)
+        if blocked is not None:
+            return Obstacle(blocked, self.planted[(share, blocked)])
+        if (share, subdir) in self.dirs:
+            return Obstacle(subdir, "directory")
+        if (share, record_path(subdir)) in self.planted:
+            return Obstacle(record_path(subdir), self.planted[(share, record_path(subdir))])
+        return None
+
     def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
+        if self._blocked(share, subdir, itself=False) is not None:
+            return None
         return self.records.get((share, subdir))
 
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
         self._require_reachable(share)
+        self._refuse_blocked(share, subdir, itself=False)
         for parent in _ancestors(subdir):  # the record lives in subdir's parent, made if missing
             self.dirs.setdefault((share, parent), None)
         self.index.setdefault((share, subdir), next(self._clock))
@@ -166,6 +202,7 @@ class FakeShareStorage(ShareStorage):
                 self.files[(share, f"{subdir}/{path}")] = data
 
     def pack_snapshot(self, share: ShareRef, subdir: str, snapshot_share: ShareRef, leaf: str, fmt: str) -> PackedSnapshot:
+        self._refuse_blocked(share, subdir)
         if (share, subdir) not in self.dirs:
             raise StorageFailed(f"{subdir!r} does not exist")
         content = self._content(share, subdir)
@@ -195,6 +232,7 @@ class FakeShareStorage(ShareStorage):
         self._fill(share, subdir, content)
 
     def copy_volume(self, source_share: ShareRef, source_subdir: str, share: ShareRef, subdir: str) -> None:
+        self._refuse_blocked(source_share, source_subdir)
         self._fill(share, subdir, self._content(source_share, source_subdir))
 
     def close(self) -> None:
@@ -248,8 +286,10 @@ class FakeMounter(Mounter):
             raise Unavailable(f"cannot stat {path}: Stale file handle")
         return self.usage
 
-    def make_target(self, path: str) -> None:
+    def make_target(self, path: str) -> bool:
+        made = path not in self.targets
         self.targets.add(path)
+        return made
 
     def remove_target(self, path: str) -> bool:
         present = path in self.targets
@@ -299,9 +339,18 @@ class FakeUsageMeter(UsageMeter):
 class FakeClock(Clock):
     def __init__(self, now: datetime.datetime | None = None) -> None:
         self.current = now or datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.timezone.utc)
+        self.elapsed = 0.0
 
     def now(self) -> datetime.datetime:
         return self.current
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        """Time passes, on both clocks."""
+        self.elapsed += seconds
+        self.current += datetime.timedelta(seconds=seconds)
 
 
 class RecordingEvents(EventSink):

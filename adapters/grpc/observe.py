@@ -24,8 +24,14 @@ class CallObserver(Protocol):
     def call_finished(self, method: str, code: str, seconds: float) -> None: ...
 
 
-def _volume_id(request: Any) -> str:
-    return str(getattr(request, "volume_id", "") or getattr(request, "source_volume_id", "") or "")
+def _volume_id(request: Any, response: Any) -> str:
+    """The volume a call is about; for CreateVolume, the one it made, so a volume can be traced from its first line."""
+    made = getattr(getattr(response, "volume", None), "volume_id", "")
+    return str(getattr(request, "volume_id", "") or made or getattr(request, "source_volume_id", "") or "")
+
+
+def _snapshot_id(request: Any, response: Any) -> str:
+    return str(getattr(request, "snapshot_id", "") or getattr(getattr(response, "snapshot", None), "snapshot_id", "") or "")
 
 
 def _request_id(context: grpc.ServicerContext) -> str:
@@ -53,10 +59,17 @@ class ObservingInterceptor(grpc.ServerInterceptor):
             started = time.perf_counter()
             code = "OK"
             detail = ""
+            response = None
             try:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s request", method, extra={"method": method, "request_id": request_id, "request": redacted(request)})
-                return inner(request, context)
+                response = inner(request, context)
+                return response
+            except NotImplementedError:
+                # The generated servicer's answer for an RPC this driver does not offer: not a fault of the driver,
+                # so answered here, where gRPC would log it as an application error with its traceback.
+                code, detail = "UNIMPLEMENTED", f"{method} is not offered by this driver"
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, detail)
             except BaseException:
                 status = context.code()
                 code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
@@ -69,7 +82,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
                 if log.isEnabledFor(level):
                     fields = {
                         "method": method,
-                        "volume_id": _volume_id(request),
+                        "volume_id": _volume_id(request, response),
                         "duration_seconds": round(seconds, 6),
                         "code": code,
                         "request_id": request_id,
@@ -77,6 +90,9 @@ class ObservingInterceptor(grpc.ServerInterceptor):
                     name = getattr(request, "name", "")
                     if isinstance(name, str) and name:
                         fields["volume_name"] = name
+                    snapshot_id = _snapshot_id(request, response)
+                    if snapshot_id:
+                        fields["snapshot_id"] = snapshot_id
                     if detail:
                         fields["error"] = detail if isinstance(detail, str) else detail.decode(errors="replace")
                     try:

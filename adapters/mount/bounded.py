@@ -56,8 +56,9 @@ class BoundedCalls:
         with self._guard:
             return len(self._threads)
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """fn's result or exception; DeadlineExceeded when it takes longer than the bound."""
+    def call(self, what: str, fn: Callable[[], T], queued: Callable[[], None] | None = None) -> T:
+        """fn's result or exception; DeadlineExceeded when it takes longer than the bound. ``queued`` is called in the
+        caller's thread once fn is sure to run (it may then outlive the call); when this raises before, fn never runs."""
         now = time.monotonic()
         deadline = now + self._timeout
         with self._guard:
@@ -80,6 +81,8 @@ class BoundedCalls:
                 )
                 self._threads.append(thread)
                 thread.start()
+        if queued is not None:
+            queued()
         self._jobs.put(job)
         if not job.done.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeadlineExceeded(

@@ -336,8 +336,8 @@ class SubprocessMounter(Mounter):
         with self._statting_guard:
             self._statting.discard(path)
 
-    def make_target(self, path: str) -> None:
-        self._fs.call(f"creating target {path}", lambda: _make_target(path))
+    def make_target(self, path: str) -> bool:
+        return self._fs.call(f"creating target {path}", lambda: _make_target(path))
 
     def remove_target(self, path: str) -> bool:
         return self._fs.call(f"removing target {path}", lambda: _remove_target(path))
@@ -408,11 +408,12 @@ def _target_error(action: str, path: str, err: OSError) -> DomainError:
     return MountFailed(f"cannot {action} {path}: {err.strerror}")
 
 
-def _make_target(path: str) -> None:
-    """Create the target, or accept an existing empty directory; never mount over data or through a link."""
+def _make_target(path: str) -> bool:
+    """Create the target, or accept an existing empty directory; never mount over data or through a link. Whether
+    it was made here."""
     try:
         os.mkdir(path, 0o750)
-        return
+        return True
     except FileExistsError:
         pass
     except OSError as err:
@@ -432,6 +433,7 @@ def _make_target(path: str) -> None:
             os.close(fd)
     except OSError as err:
         raise _target_error("check target", path, err) from err
+    return False
 
 
 def _remove_target(path: str) -> bool:

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 
-from domain.errors import ResourceExhausted, StorageFailed
+from domain.errors import InvalidArgument, ResourceExhausted, StorageFailed
 from domain.model import Publication
 from ports.publications import Admission, PublicationStore
 
@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
 _WRITER_LOCKS = 64
-_RECORD_LIMIT = 1 << 20  # the most of a record read
+MAX_RECORD_BYTES = 1 << 20
+"""The most a record may take, and the most get() reads. A request within the gRPC size limits makes a record of
+about 150 KiB at most (a 16 KiB id of control characters, which JSON escapes to 6 bytes each; a target of PATH_MAX
+and a source of about 5 KiB, escaped to 3 bytes a byte; 20 KiB of mount options); put() refuses anything larger
+rather than write what it could not read back, which would leave the target's mount impossible to remove."""
 MAX_RECORDS = 65536
 """Publications one store keeps (far above kubelet's pods per node): what bounds the index held in memory."""
 
@@ -65,15 +69,23 @@ class JsonFilePublicationStore(PublicationStore):
     def _read(self, path: str, what: str) -> Publication | None:
         try:
             with open(path, "rb") as handle:
-                raw = handle.read(_RECORD_LIMIT)
+                raw = handle.read(MAX_RECORD_BYTES + 1)
         except FileNotFoundError:
             return None
         try:
+            if len(raw) > MAX_RECORD_BYTES:
+                raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
             return Publication.from_json(raw)
         except (ValueError, KeyError, TypeError) as err:
             raise StorageFailed(f"the publication record of {what} in {self._dir} is unreadable") from err
 
     def put(self, publication: Publication, admit: Admission | None = None) -> None:
+        raw = publication.to_json()
+        if len(raw) > MAX_RECORD_BYTES:
+            raise InvalidArgument(
+                f"the record of what is published at {publication.target[:200]!r} would take {len(raw)} bytes, "
+                f"more than the {MAX_RECORD_BYTES} this driver reads back; nothing was written"
+            )
         self._index()
         with self._admitting[hash(publication.volume_id) % _WRITER_LOCKS]:
             self._check_room(publication.target)
@@ -84,7 +96,7 @@ class JsonFilePublicationStore(PublicationStore):
             temporary = f"{path}.tmp"
             with self._writer(path):
                 with open(temporary, "wb") as handle:
-                    handle.write(publication.to_json())
+                    handle.write(raw)
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(temporary, path)

@@ -15,8 +15,9 @@ OTHER = "other"  # the kind of an entry that is no directory, regular file or li
 
 class ShareFiles(abc.ABC):
     """One share's files, as one piece of work sees them. Paths are relative to the share's root and reached one name
-    at a time, never through a symbolic link: a link or a file on the way is refused (StorageFailed), a directory
-    missing on the way is FileNotFoundError unless a method says otherwise."""
+    at a time, never through a symbolic link: anything but a directory on the way (a file, a link, a FIFO) is
+    refused as Obstructed, a directory missing on the way is FileNotFoundError unless a method says otherwise. No
+    method opens a FIFO, a device or a socket in a way that could block."""
 
     @abc.abstractmethod
     def make_dir(self, path: str, mode: int | None = None) -> None:
@@ -55,7 +56,7 @@ class ShareFiles(abc.ABC):
     @abc.abstractmethod
     def read(self, path: str, limit: int) -> bytes | None:
         """At most limit bytes of the regular file at path; None when it (or a directory on the way) is missing.
-        Anything else there is refused (StorageFailed), a FIFO too, without blocking."""
+        Anything else there is refused (Obstructed), a FIFO too, without blocking."""
 
     @abc.abstractmethod
     def open(self, path: str) -> BinaryIO | None:
@@ -65,7 +66,8 @@ class ShareFiles(abc.ABC):
     def write(self, path: str, fill: Callable[[BinaryIO], object], mode: int, exclusive: bool = False,
               durable: bool = True) -> int:
         """Create (or truncate) the regular file at path with mode (where the technology lets it choose) and fill it;
-        its size. durable: on stable storage when this returns; exclusive: FileExistsError when anything is there."""
+        its size. durable: on stable storage when this returns; exclusive: FileExistsError when anything is there.
+        Anything but a regular file at path (a link, a FIFO, a directory) is refused (Obstructed)."""
 
     @abc.abstractmethod
     def write_atomically(self, path: str, data: bytes, mode: int) -> None:
@@ -77,11 +79,13 @@ class ShareFiles(abc.ABC):
 
     @abc.abstractmethod
     def remove(self, path: str) -> None:
-        """Remove the file or link at path, never what it points to; missing (or its directory missing) is OK."""
+        """Remove the file or link at path, never what it points to; missing (or its directory missing) is OK; a
+        directory there is refused (Obstructed)."""
 
     @abc.abstractmethod
     def remove_tree(self, path: str) -> None:
-        """Remove the directory at path and all below it, links as links; missing is OK, a non-directory refused."""
+        """Remove the directory at path and all below it, links as links, FIFOs and devices never opened; missing is
+        OK, anything but a directory at path refused (Obstructed)."""
 
     @abc.abstractmethod
     def free_bytes(self) -> int:

@@ -7,33 +7,41 @@ import hashlib
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import threading
-from contextlib import closing
-from typing import Any, BinaryIO, Callable, Iterable, Sequence, TypeVar
+from contextlib import closing, contextmanager, suppress
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence, TypeVar
 
+from adapters.clock import SystemClock
 from adapters.mount.bounded import BoundedCalls
 from adapters.mount.subprocess_mounter import STALE_ERRNOS
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, SourceFailed
 from adapters.storage.files import OTHER, ShareFiles, ShareFileSystem
-from domain.errors import DomainError, FailedPrecondition, ResourceExhausted, StorageFailed, Unavailable
+from adapters.storage.held import HeldShares
+from domain.errors import DomainError, FailedPrecondition, Obstructed, ResourceExhausted, StorageFailed, Unavailable
 from domain.model import ShareRef
 from domain.paths import join_inside
+from ports.clock import Clock
 from ports.mounter import Mounter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # O_DIRECTORY: a FIFO fails, never opened
+_NOT_A_DIRECTORY = (errno.ENOTDIR, errno.ELOOP)  # opening a file, a FIFO or (O_NOFOLLOW) a link as a directory
+# ... and what opening one as a regular file gives: a link (O_NOFOLLOW), a directory, a FIFO without a reader or a
+# socket (O_NONBLOCK | O_WRONLY), a device without its driver.
+_NOT_A_FILE = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV)
 _KINDS = {stat.S_IFDIR: DIRECTORY, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
 
 
 class MountedFileSystem(ShareFileSystem):
     """Every filesystem call on a share runs on that share's few bounded threads (a hung server costs no more):
     quick calls within --fs-timeout, long work on threads of its own within --snapshot-timeout. Each share is
-    mounted with the options configured for it (--share-mount-options), none otherwise."""
+    mounted with the options configured for it (--share-mount-options), none otherwise. A share no call has used
+    for ``share_idle_timeout`` is unmounted and its threads end (see HeldShares), and at most ``max_shares_held``
+    idle ones stay mounted."""
 
     def __init__(
         self,
@@ -43,6 +51,9 @@ class MountedFileSystem(ShareFileSystem):
         fs_timeout: float = 30.0,
         fs_workers: int = 4,
         snapshot_timeout: float = 600.0,
+        clock: Clock = SystemClock(),
+        share_idle_timeout: float = 300.0,
+        max_shares_held: int = 32,
     ) -> None:
         self._mounter = mounter
         self._working_dir = os.path.abspath(working_dir)
@@ -51,33 +62,36 @@ class MountedFileSystem(ShareFileSystem):
         self._fs_workers = fs_workers
         self._snapshot_timeout = snapshot_timeout
         self._guard = threading.Lock()
-        self._share_locks: dict[ShareRef, threading.Lock] = {}
-        self._mounted: dict[ShareRef, str] = {}
+        self._held: HeldShares[str] = HeldShares(clock, self._unmount, share_idle_timeout, max_shares_held, "share mount")
         self._calls: dict[tuple[ShareRef, bool], BoundedCalls] = {}  # (share, long work?) -> its threads
 
     def reach(self, share: ShareRef) -> None:
-        self._root(share)
+        with self._held.using(share):
+            self._root(share)
 
     def held(self) -> int:
-        return len(self._mounted)
+        return self._held.held()
+
+    def release_idle(self) -> int:
+        """Unmount the shares idle for too long, or beyond the most held (the background thread does it too)."""
+        return self._held.release_idle()
 
     def mount_point(self, share: ShareRef) -> str:
         digest = hashlib.sha256(share.source().encode()).hexdigest()[:20]
         return os.path.join(self._working_dir, digest)
 
     def _root(self, share: ShareRef) -> str:
-        """The local path of the share, mounted on first use; the mount table, not memory, says whether it is."""
+        """The local path of the share, mounted on first use, by a call using it; the mount table, not memory, says
+        whether it still is (a restarted driver finds its share mounts there)."""
         path = self.mount_point(share)
-        if self._mounter.is_mount_point(path):
-            self._mounted[share] = path
+        if self._held.handle(share) == path and self._mounter.is_mount_point(path):
             return path
-        with self._guard:
-            lock = self._share_locks.setdefault(share, threading.Lock())
+        lock = self._held.lock(share)
         if not lock.acquire(timeout=self._fs_timeout):
-            raise Unavailable(f"share {share.source()} is being mounted by another call; try again")
+            raise Unavailable(f"share {share.source()} is being mounted or unmounted by another call; try again")
         try:
             if not self._mounter.is_mount_point(path):
-                if self._mounted.pop(share, None) is not None:
+                if self._held.handle(share) is not None:
                     log.warning("share %s is no longer mounted at %s; mounting it again", share.source(), path)
                 os.makedirs(path, mode=0o700, exist_ok=True)
                 options = self._share_options.get(share, ())
@@ -86,10 +100,21 @@ class MountedFileSystem(ShareFileSystem):
                 except DomainError as err:
                     raise _with_hint(err, share, options) from err
                 log.info("mounted share %s at %s with options %s", share.source(), path, ",".join(options) or "none")
-            self._mounted[share] = path
+            self._held.hold(share, path)
             return path
         finally:
             lock.release()
+
+    def _unmount(self, share: ShareRef, path: str) -> None:
+        """Let go of a share no call uses: its threads end, and it is unmounted."""
+        with self._guard:
+            pools = [self._calls.pop((share, long), None) for long in (False, True)]
+        for pool in pools:
+            if pool is not None:
+                pool.close()
+        self._mounter.unmount(path)
+        with suppress(OSError):
+            os.rmdir(path)
 
     def _bounded(self, share: ShareRef, long: bool = False) -> BoundedCalls:
         with self._guard:
@@ -100,15 +125,51 @@ class MountedFileSystem(ShareFileSystem):
                 calls = self._calls[(share, long)] = BoundedCalls(name, self._fs_workers, timeout)
             return calls
 
+    def _reached(self, shares: tuple[ShareRef, ...]) -> list[str]:
+        """Each share's root, mounted if need be, now used by this call (so never released under it): the caller
+        hands that use to ``_call``, or it is given back here if a share cannot be reached."""
+        for share in shares:
+            self._held.acquire(share)
+        try:
+            return [self._root(share) for share in shares]
+        except BaseException:
+            for share in shares:
+                self._held.release(share)
+            raise
+
+    def _call(self, pool: BoundedCalls, what: str, shares: tuple[ShareRef, ...], work: Callable[[], T]) -> T:
+        """work on the pool, using the shares until it ends: once queued it may outlive this call (stuck in the
+        kernel, or long work its caller stopped waiting for), so the job gives the use back; if it never ran, this
+        call does."""
+        handed = False
+
+        def queued() -> None:
+            nonlocal handed
+            handed = True
+
+        def job() -> T:
+            try:
+                return work()
+            finally:
+                for share in shares:
+                    self._held.release(share)
+
+        try:
+            return pool.call(what, job, queued)
+        finally:
+            if not handed:
+                for share in shares:
+                    self._held.release(share)
+
     def run(self, share: ShareRef, what: str, work: Callable[[ShareFiles], T]) -> T:
-        root = self._root(share)
+        (root,) = self._reached((share,))
 
         def job() -> T:
             with closing(FdShareFiles(root)) as files:
                 return work(files)
 
         try:
-            return self._bounded(share).call(f"{what} on {share.source()}", job)
+            return self._call(self._bounded(share), f"{what} on {share.source()}", (share,), job)
         except OSError as err:
             known = self._share_error(share, root, what, err)
             if known is None:
@@ -118,7 +179,7 @@ class MountedFileSystem(ShareFileSystem):
     def run_long(
         self, share: ShareRef, what: str, work: Callable[[ShareFiles, ShareFiles, Deadline], T], source: ShareRef
     ) -> T:
-        root, source_root = self._root(share), self._root(source)  # mounted (or refused) before the work is queued
+        root, source_root = self._reached((share, source))  # mounted (or refused) before the work is queued
         deadline = Deadline(self._snapshot_timeout, f"{what} on {share.source()}")
 
         def job() -> T:
@@ -126,7 +187,7 @@ class MountedFileSystem(ShareFileSystem):
                 return work(files, source_files, deadline)
 
         try:
-            return self._bounded(share, long=True).call(f"{what} on {share.source()}", job)
+            return self._call(self._bounded(share, long=True), f"{what} on {share.source()}", (share, source), job)
         except SourceFailed as failed:
             raise self._long_error(source, what, failed.error) from failed.error
         except OSError as err:
@@ -142,7 +203,7 @@ class MountedFileSystem(ShareFileSystem):
         reason = f"{what} on {share.source()}: {err.strerror or err}"
         if err.errno in STALE_ERRNOS:
             log.warning("share %s at %s answers %r: unmounting it", share.source(), root, err.strerror)
-            self._mounted.pop(share, None)
+            self._held.forget(share, root)
             try:
                 self._mounter.unmount(root)
             except DomainError as unmount_error:
@@ -155,10 +216,10 @@ class MountedFileSystem(ShareFileSystem):
         return None
 
     def close(self) -> None:
+        mounted = self._held.close()
         with self._guard:
-            mounted, self._mounted = dict(self._mounted), {}
             calls, self._calls = list(self._calls.values()), {}
-        for share, path in mounted.items():
+        for share, path in mounted:
             try:
                 self._mounter.unmount(path)
                 os.rmdir(path)
@@ -238,7 +299,8 @@ class FdShareFiles(ShareFiles):
 
     def chmod(self, path: str, mode: int) -> None:
         fd, leaf = self._parent(path)
-        opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        with _refused(path, _NOT_A_FILE, "a symbolic link, never followed"):
+            opened = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
         try:
             os.fchmod(opened, mode)
         finally:
@@ -260,8 +322,9 @@ class FdShareFiles(ShareFiles):
                 os.chown(leaf, entry.uid, entry.gid, dir_fd=fd, follow_symlinks=False)
             os.utime(leaf, ns=times, dir_fd=fd, follow_symlinks=False)
             return
-        flags = _OPEN_DIR if entry.kind == DIRECTORY else os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        target = os.open(leaf, flags, dir_fd=fd)
+        flags = _OPEN_DIR if entry.kind == DIRECTORY else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        with _refused(path, (*_NOT_A_DIRECTORY, *_NOT_A_FILE), f"no {entry.kind}"):
+            target = os.open(leaf, flags, dir_fd=fd)
         try:
             if may_chown:
                 os.fchown(target, entry.uid, entry.gid)  # before the mode: a chown clears set-id bits
@@ -273,7 +336,8 @@ class FdShareFiles(ShareFiles):
     def rename(self, path: str, name: str) -> None:
         fd, leaf = self._parent(path)
         self._forget(path)
-        os.rename(leaf, name, src_dir_fd=fd, dst_dir_fd=fd)
+        with _refused(path, (errno.ENOTDIR, errno.EISDIR), f"not to be renamed over {name!r}, which is another kind"):
+            os.rename(leaf, name, src_dir_fd=fd, dst_dir_fd=fd)
 
     def move(self, path: str, new_path: str) -> None:
         join_inside(self._root, new_path)
@@ -304,8 +368,14 @@ class FdShareFiles(ShareFiles):
         self, path: str, fill: Callable[[BinaryIO], object], mode: int, exclusive: bool = False, durable: bool = True
     ) -> int:
         fd, leaf = self._parent(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-        with os.fdopen(os.open(leaf, flags, mode, dir_fd=fd), "wb", buffering=CHUNK) as handle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        flags |= os.O_EXCL if exclusive else os.O_TRUNC
+        with _refused(path, _NOT_A_FILE, "not a regular file"):
+            opened = os.open(leaf, flags, mode, dir_fd=fd)
+        if not stat.S_ISREG(os.fstat(opened).st_mode):  # a device, or a FIFO with a reader, opens: never written to
+            os.close(opened)
+            raise Obstructed(f"{path!r} is not a regular file; refusing to write to it")
+        with os.fdopen(opened, "wb", buffering=CHUNK) as handle:
             fill(handle)
             handle.flush()
             if durable:
@@ -324,21 +394,24 @@ class FdShareFiles(ShareFiles):
     def remove(self, path: str) -> None:
         try:
             fd, leaf = self._parent(path)
-            os.unlink(leaf, dir_fd=fd)
+            with _refused(path, (errno.EISDIR,), "a directory; refusing to remove it"):
+                os.unlink(leaf, dir_fd=fd)
         except FileNotFoundError:
             pass
-        except IsADirectoryError as err:
-            raise StorageFailed(f"{path!r} is a directory") from err
 
     def remove_tree(self, path: str) -> None:
         try:
             fd, leaf = self._parent(path)
             self._forget(path)
-            shutil.rmtree(leaf, dir_fd=fd, onerror=_ignore_missing)
+            with _refused(path, _NOT_A_DIRECTORY, "not a directory (a file, a link or a FIFO); refusing to remove it"):
+                top = os.open(leaf, _OPEN_DIR, dir_fd=fd)
+            try:
+                _empty(top)
+            finally:
+                os.close(top)
+            os.rmdir(leaf, dir_fd=fd)
         except FileNotFoundError:
-            pass
-        except NotADirectoryError as err:
-            raise StorageFailed(f"{path!r} is not a directory; refusing to remove it") from err
+            pass  # missing, or gone meanwhile (a retry racing an earlier, timed-out removal)
 
     def free_bytes(self) -> int:
         info = os.fstatvfs(self._directory(""))
@@ -351,18 +424,31 @@ def _entry(dir_fd: int, name: str, info: os.stat_result) -> Entry:
     return Entry(name, kind, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns, size, target)
 
 
+@contextmanager
+def _refused(path: str, errnos: Sequence[int], what: str) -> Iterator[None]:
+    """An OSError with one of errnos, raised as Obstructed: path is what its name says, not what the call needs."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in errnos:
+            raise Obstructed(f"{path!r} is {what}") from err
+        raise
+
+
 def _descend(root: str, names: Sequence[str], path: str) -> int:
-    """An fd of root/names..., each opened with O_NOFOLLOW; FileNotFoundError when one is missing. A link or a file
-    on the way is refused (StorageFailed), never followed."""
+    """An fd of root/names..., each opened with O_NOFOLLOW; FileNotFoundError when one is missing. Anything but a
+    directory on the way (a file, a link, a FIFO) is Obstructed, never followed or opened."""
     fd = os.open(root, _OPEN_DIR)
     try:
         for name in names:
             try:
                 child = os.open(name, _OPEN_DIR, dir_fd=fd)
             except OSError as err:
-                if err.errno == errno.ENOENT or err.errno in STALE_ERRNOS:
+                if err.errno in _NOT_A_DIRECTORY:
+                    raise Obstructed(f"{name!r} on the way to {path!r} is not a plain directory") from err
+                if err.errno in (errno.ENOENT, errno.EACCES, errno.EPERM) or err.errno in STALE_ERRNOS:
                     raise
-                raise StorageFailed(f"{name!r} on the way to {path!r} is not a plain directory") from err
+                raise StorageFailed(f"{name!r} on the way to {path!r} cannot be opened: {err.strerror}") from err
             os.close(fd)
             fd = child
     except BaseException:
@@ -371,22 +457,56 @@ def _descend(root: str, names: Sequence[str], path: str) -> int:
     return fd
 
 
-def _ignore_missing(function: Any, path: str, excinfo: Any) -> None:
-    """rmtree: an entry already gone (a retry racing an earlier, timed-out removal) is fine."""
-    if not issubclass(excinfo[0], FileNotFoundError):
-        raise excinfo[1]
+def _empty(top: int) -> None:
+    """Remove everything below the directory open at top, links as links. Nothing but a directory is ever opened
+    (O_DIRECTORY | O_NOFOLLOW: a FIFO, a device or a link in a directory's place fails before it is opened), and
+    the walk keeps its own stack, so a tree of any depth is removed. What is already gone is fine; what changed
+    kind since it was listed is removed as what it is now."""
+    stack: list[tuple[int, str, list[str]]] = [(top, "", _names(top))]  # (fd, its name in its parent, names to do)
+    try:
+        while stack:
+            fd, emptied, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                if stack:  # a directory emptied: close it, then remove it from its parent
+                    os.close(fd)
+                    with suppress(FileNotFoundError):
+                        os.rmdir(emptied, dir_fd=stack[-1][0])
+                continue
+            name = pending.pop()
+            try:
+                with suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)  # a file, a link, a FIFO, a device: removed without being opened
+                continue
+            except IsADirectoryError:
+                pass
+            try:
+                child = os.open(name, _OPEN_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                if err.errno not in _NOT_A_DIRECTORY:
+                    raise
+                with suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)  # swapped for a non-directory since: removed as one
+                continue
+            stack.append((child, name, _names(child)))
+    finally:
+        for fd, _, _ in stack[1:]:
+            os.close(fd)
+
+
+def _names(fd: int) -> list[str]:
+    with os.scandir(fd) as found:
+        return [entry.name for entry in found]
 
 
 def _open_regular(dir_fd: int, name: str) -> int:
     """The one way a file on a share is opened for reading: never through a link, and anything but a regular
-    file refused (StorageFailed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
-    try:
+    file refused (Obstructed). O_NONBLOCK: a FIFO planted in the file's place must not block the open."""
+    with _refused(name, _NOT_A_FILE, "not a regular file (a link, a directory or a device)"):
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise StorageFailed(f"{name!r} is a symbolic link, not a regular file") from err
-        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise StorageFailed(f"{name!r} is not a regular file")
+        raise Obstructed(f"{name!r} is not a regular file")
     return fd

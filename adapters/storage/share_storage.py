@@ -20,12 +20,12 @@ from typing import BinaryIO, Callable, ContextManager, Iterator, TypeVar
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, checked, copy_tree, pack_tree
 from adapters.storage.archive import reading_source, source_entries, unpack_tree
 from adapters.storage.files import ShareFiles, ShareFileSystem
-from domain.errors import FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
+from domain.errors import FailedPrecondition, InvalidArgument, Obstructed, OperationInFlight, StorageFailed
 from domain.model import METADATA_DIR, ListedVolume, ListPosition, Owner, ShareRef, VolumeRecord
 from domain.paths import relative_subpath
 from domain.snapshot_model import FORMATS, SNAPSHOT_DIR, PackedSnapshot, SnapshotRecord, archive_name, is_leaf
 from domain.snapshot_model import record_file
-from ports.storage import ShareStorage
+from ports.storage import Obstacle, ShareStorage
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ DRIVER_DIR_MODE = 0o700  # .nfs-csi and every directory in it, whichever feature
 RECORD_MODE, SNAPSHOT_MODE = 0o644, 0o600  # records and index entries are readable, as volumes are; snapshots not
 INDEX_DIR = f"{METADATA_DIR}/volumes"  # an entry per volume, so listing never walks the share
 ENTRY_LIMIT, RECORD_LIMIT = 4096, 1 << 16  # the most of an index entry (a subdir: 1024 bytes) or a record read
+KIND_NAMES = {DIRECTORY: "directory", FILE: "regular file", SYMLINK: "symbolic link"}
+
+
+def kind_name(kind: str) -> str:
+    """What an entry of that kind is, in words (an Obstacle's kind)."""
+    return KIND_NAMES.get(kind, "FIFO, socket or device")
 
 
 def record_path(subdir: str) -> str:
@@ -81,7 +87,7 @@ class FileShareStorage(ShareStorage):
         def work(files: ShareFiles) -> None:
             _make_dirs(files, subdir)
             if not _is_dir(files, subdir):
-                raise StorageFailed(f"{subdir!r} exists and is not a plain directory")
+                raise Obstructed(f"{subdir!r} exists and is not a plain directory")
             if owner:
                 files.chown(subdir, owner.uid, owner.gid)  # before the mode: a chown clears set-id bits
             if mode is not None:
@@ -135,12 +141,43 @@ class FileShareStorage(ShareStorage):
     def exists(self, share: ShareRef, subdir: str) -> bool:
         return self._files.run(share, f"looking up {subdir!r}", lambda files: _is_dir(files, subdir))
 
+    def in_the_way(self, share: ShareRef, subdir: str) -> Obstacle | None:
+        def work(files: ShareFiles) -> Obstacle | None:
+            parts = subdir.split("/")
+            for depth in range(1, len(parts) + 1):
+                path = "/".join(parts[:depth])
+                try:
+                    kind = files.stat(path).kind
+                except FileNotFoundError:
+                    if depth < len(parts):
+                        return None  # from here down nothing is there: all of it is made fresh
+                    break
+                if kind != DIRECTORY or depth == len(parts):
+                    return Obstacle(path, kind_name(kind))
+            try:  # subdir is free: so must its record's place be (read_record saw no record there)
+                kind = files.stat(record_path(subdir)).kind
+            except FileNotFoundError:
+                return None
+            return None if kind == FILE else Obstacle(record_path(subdir), kind_name(kind))
+
+        return self._files.run(share, f"looking at where {subdir!r} would be made", work)
+
     def read_record(self, share: ShareRef, subdir: str) -> VolumeRecord | None:
         raw = self._read(share, record_path(subdir), f"the record of {subdir!r}")
         return _parsed(VolumeRecord.from_json, raw, f"the record of {subdir!r}")
 
     def _read(self, share: ShareRef, path: str, what: str, limit: int = RECORD_LIMIT) -> bytes | None:
-        return self._files.run(share, f"reading {what}", lambda files: files.read(path, limit))
+        """The bytes of a record or an index entry; None when there is none: nothing there, anything but a regular
+        file there (the driver writes no other kind), or a file, link or FIFO on the way (none can be below it)."""
+
+        def work(files: ShareFiles) -> bytes | None:
+            try:
+                return files.read(path, limit)
+            except Obstructed as err:
+                log.info("%s is not there: %s", what, err)
+                return None
+
+        return self._files.run(share, f"reading {what}", work)
 
     def write_record(self, share: ShareRef, subdir: str, record: VolumeRecord) -> None:
         def work(files: ShareFiles) -> None:
@@ -154,7 +191,8 @@ class FileShareStorage(ShareStorage):
     def remove_record(self, share: ShareRef, subdir: str) -> None:
         def work(files: ShareFiles) -> None:
             for path in (record_path(subdir), f"{record_path(subdir)}.tmp", f"{INDEX_DIR}/{index_entry(subdir)}"):
-                files.remove(path)
+                with contextlib.suppress(Obstructed):  # a directory there, or no directory on the way: not ours
+                    files.remove(path)
 
         self._files.run(share, f"removing the record of {subdir!r}", work)
 
@@ -229,7 +267,7 @@ class FileShareStorage(ShareStorage):
                     continue
                 try:
                     record = _parsed(SnapshotRecord.from_json, files.read(path, RECORD_LIMIT), f"snapshot {leaf!r}")
-                except StorageFailed as err:
+                except (StorageFailed, Obstructed) as err:
                     log.warning("skipping a record on %s: %s", share.source(), err)
                     continue
                 if record is not None:  # gone since it was listed
@@ -348,7 +386,7 @@ def _index(files: ShareFiles, subdir: str) -> None:
     try:
         if _indexed_subdir(entry, files.read(path, ENTRY_LIMIT)) is not None:
             return  # kept as it is, so the volume keeps its place in listings
-    except StorageFailed:
+    except Obstructed:
         if _is_dir(files, path):
             raise
     files.remove(path)  # half-written by a crash, or no regular file
@@ -375,10 +413,11 @@ def _exists(files: ShareFiles, path: str) -> bool:
 
 
 def _is_dir(files: ShareFiles, path: str) -> bool:
-    """Whether a directory, not a link to one, is at path; False when nothing is (nor a directory on the way)."""
+    """Whether a directory, not a link to one, is at path; False when nothing is, or something but a directory is
+    on the way (no directory can be below a file, a link or a FIFO)."""
     try:
         return files.stat(path).kind == DIRECTORY
-    except FileNotFoundError:
+    except (FileNotFoundError, Obstructed):
         return False
 
 
@@ -390,7 +429,7 @@ def tree_entries(files: ShareFiles, top: str) -> Iterator[Entry]:
     gone or swapped for a link while walking is skipped; devices, fifos and sockets are left out."""
     entry = files.stat(top)
     if entry.kind != DIRECTORY:
-        raise StorageFailed(f"{top!r} is not a plain directory")
+        raise Obstructed(f"{top!r} is a {kind_name(entry.kind)}, not a directory")
     yield dataclasses.replace(entry, path=".")
     yield from _below(files, top, "")
 
@@ -402,7 +441,7 @@ def _below(files: ShareFiles, directory: str, prefix: str) -> Iterator[Entry]:
             yield dataclasses.replace(entry, path=path)
             try:
                 yield from _below(files, remote, path + "/")
-            except StorageFailed:
+            except Obstructed:  # swapped for something else since it was listed
                 continue
         elif entry.kind == SYMLINK:
             yield dataclasses.replace(entry, path=path)
@@ -442,7 +481,7 @@ class TreeWriter:
             self._files.make_dir(self._path(path), 0o700)
         except FileExistsError:
             if not _is_dir(self._files, self._path(path)):
-                raise StorageFailed(f"{path!r} exists and is not a directory") from None
+                raise Obstructed(f"{path!r} exists and is not a directory") from None
 
     def file(self, path: str, data: BinaryIO) -> None:
         self._files.write(self._path(path), lambda out: shutil.copyfileobj(data, out, CHUNK), 0o600, durable=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import io
 import logging
 import os
@@ -13,24 +14,28 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Callable, Concatenate, Iterable, ParamSpec, Sequence, TypeVar
 
 import tenacity
 
+from adapters.clock import SystemClock
 from adapters.storage.archive import CHUNK, DIRECTORY, FILE, SYMLINK, Deadline, Entry, SourceFailed
 from adapters.storage.files import OTHER, ShareFiles, ShareFileSystem
+from adapters.storage.held import HeldShares
 from domain.errors import (
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Obstructed,
     ResourceExhausted,
     StorageFailed,
     Unavailable,
 )
 from domain.model import ShareRef
 from domain.paths import join_inside
+from ports.clock import Clock
 
 if TYPE_CHECKING:  # nfs-rs is an optional extra; it ships its own type stubs, which type this adapter
     from nfs_rs import Client as NfsClient
@@ -39,6 +44,7 @@ if TYPE_CHECKING:  # nfs-rs is an optional extra; it ships its own type stubs, w
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 NFS_VERSIONS = ("4.1", "4.0", "3")
 # Over NFS the server applies the mode it is sent, with no umask: send what a 022 umask leaves of 0777,
@@ -50,6 +56,16 @@ _STATE_LOST = frozenset(
 )
 _NO_SPACE = frozenset({"NFS4ERR_NOSPC", "NFS3ERR_NOSPC", "NFS4ERR_DQUOT", "NFS3ERR_DQUOT"})
 _KINDS = {"directory": DIRECTORY, "file": FILE, "symlink": SYMLINK}
+# How a server says a path is not of the kind a call needs: a link or a file on the way (LOOKUP never follows a
+# link), or an OPEN of what is no regular file (a link, a FIFO, a device: refused, never opened).
+_OBSTACLES = frozenset(
+    {"NFS4ERR_SYMLINK", "NFS4ERR_NOTDIR", "NFS3ERR_NOTDIR", "NFS4ERR_WRONG_TYPE", "NFS4ERR_ISDIR", "NFS3ERR_ISDIR"}
+)
+
+
+def _is_obstacle(err: Exception) -> bool:
+    code = str(getattr(err, "code_name", "") or "")
+    return code in _OBSTACLES or isinstance(err, (NotADirectoryError, IsADirectoryError))
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,9 @@ class NfsRsFileSystem(ShareFileSystem):
     """One NFS client per share, opened on first use and reused; nothing is mounted. LOOKUP never follows a link, so
     a link on the way fails the call (NFS4ERR_SYMLINK). Every NFS call is bounded by --nfs-timeout; long work runs
     on the caller's thread within its deadline. A call whose connection was lost is tried again on a new one (all
-    are idempotent); long work then starts over (a half archive is a temporary, a half fill is emptied first)."""
+    are idempotent); long work then starts over (a half archive is a temporary, a half fill is emptied first). A
+    client no call has used for ``share_idle_timeout`` is closed, with its threads (see HeldShares), and at most
+    ``max_shares_held`` idle ones stay open."""
 
     def __init__(
         self,
@@ -163,6 +181,9 @@ class NfsRsFileSystem(ShareFileSystem):
         connect: Connector = connect_with_nfs_rs,
         snapshot_timeout: float = 600.0,
         share_options: Iterable[tuple[ShareRef, tuple[str, ...]]] = (),
+        clock: Clock = SystemClock(),
+        share_idle_timeout: float = 300.0,
+        max_shares_held: int = 32,
     ) -> None:
         self._options = options
         self._share_options: dict[ShareRef, NfsClientOptions] = {}
@@ -176,8 +197,9 @@ class NfsRsFileSystem(ShareFileSystem):
         self._connect = connect
         self._snapshot_timeout = snapshot_timeout
         self._guard = threading.Lock()
-        self._share_locks: dict[ShareRef, threading.Lock] = {}
-        self._clients: dict[ShareRef, NfsClient] = {}
+        self._clients: HeldShares[NfsClient] = HeldShares(
+            clock, self._close_aside, share_idle_timeout, max_shares_held, "NFS client"
+        )
         self._closers: list[threading.Thread] = []
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(options.attempts),
@@ -192,21 +214,25 @@ class NfsRsFileSystem(ShareFileSystem):
         )
 
     def reach(self, share: ShareRef) -> None:
-        self._client(share)
+        with self._clients.using(share):
+            self._client(share)
 
     def held(self) -> int:
-        return len(self._clients)
+        return self._clients.held()
+
+    def release_idle(self) -> int:
+        """Close the clients idle for too long, or beyond the most held (the background thread does it too)."""
+        return self._clients.release_idle()
 
     def _client(self, share: ShareRef) -> NfsClient:
-        client = self._clients.get(share)
+        """The share's client, connected on first use, by a call using it (so never closed under that call)."""
+        client = self._clients.handle(share)
         if client is not None:
             return client
         if "?" in share.share or "#" in share.share:
             raise InvalidArgument(f"share {share.share!r}: the userspace NFS client cannot reach a path with '?' or '#'")
-        with self._guard:
-            lock = self._share_locks.setdefault(share, threading.Lock())
-        with lock:
-            client = self._clients.get(share)
+        with self._clients.lock(share):
+            client = self._clients.handle(share)
             if client is None:
                 try:
                     client = self._connect(share, self._share_options.get(share, self._options))
@@ -214,7 +240,7 @@ class NfsRsFileSystem(ShareFileSystem):
                     raise
                 except Exception as err:  # noqa: BLE001 - every nfs-rs failure becomes a domain error
                     raise self._connect_error(share, err) from err
-                self._clients[share] = client
+                self._clients.hold(share, client)
                 log.info("connected to share %s over NFS %s from user space", share.source(), self._options.versions)
             return client
 
@@ -235,16 +261,19 @@ class NfsRsFileSystem(ShareFileSystem):
         return StorageFailed(f"cannot connect to {where}: {err}")
 
     def _drop(self, share: ShareRef, client: NfsClient) -> None:
-        """Forget a broken client; close it aside, since closing waits up to a timeout on a dead server."""
-        with self._guard:
-            if self._clients.get(share) is client:
-                del self._clients[share]
+        """Forget a broken client, and close it aside."""
+        if self._clients.forget(share, client):
+            self._close_aside(share, client)
+
+    def _close_aside(self, share: ShareRef, client: NfsClient) -> None:
+        """Close a client no call uses (broken, or idle) on a thread of its own, since closing waits up to a timeout
+        on a dead server; the client's own threads end once nothing refers to it."""
 
         def close() -> None:
             try:
                 client.close()
             except Exception:  # noqa: BLE001 - the connection is already gone
-                log.debug("closing a broken client of %s failed", share.source(), exc_info=True)
+                log.debug("closing a client of %s failed", share.source(), exc_info=True)
 
         closer = threading.Thread(target=close, name="nfs-close", daemon=True)
         with self._guard:
@@ -252,7 +281,8 @@ class NfsRsFileSystem(ShareFileSystem):
         closer.start()
 
     def run(self, share: ShareRef, what: str, work: Callable[[ShareFiles], T]) -> T:
-        return self._retried(share, what, lambda client: work(NfsShareFiles(client, share)))
+        with self._clients.using(share):
+            return self._retried(share, what, lambda client: work(NfsShareFiles(client, share)))
 
     def run_long(
         self, share: ShareRef, what: str, work: Callable[[ShareFiles, ShareFiles, Deadline], T], source: ShareRef
@@ -266,7 +296,8 @@ class NfsRsFileSystem(ShareFileSystem):
             except SourceFailed as failed:
                 raise self._operation_error(source, reader, what, failed.error) from failed.error
 
-        return self._retried(share, what, attempt)
+        with self._clients.using(share, source):
+            return self._retried(share, what, attempt)
 
     def _retried(self, share: ShareRef, what: str, operation: Callable[[NfsClient], T]) -> T:
         """operation with the share's client, again on a new one when it was lost; NFS failures as domain errors."""
@@ -290,8 +321,8 @@ class NfsRsFileSystem(ShareFileSystem):
             return DeadlineExceeded(f"{where} took longer than {self._options.timeout} s")
         if code in _NO_SPACE or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
             return ResourceExhausted(f"{where}: no space left on the share ({err})")
-        if code in ("NFS4ERR_SYMLINK", "NFS3ERR_NOTDIR", "NFS4ERR_NOTDIR") or isinstance(err, NotADirectoryError):
-            return StorageFailed(f"{where}: a component on the way is not a plain directory ({err})")
+        if _is_obstacle(err):
+            return Obstructed(f"{where}: a path on the way is not a plain directory, or not a regular file ({err})")
         if isinstance(err, PermissionError):  # the server's answer to this AUTH_SYS identity, as EPERM is a mount's
             return FailedPrecondition(f"{where}: the NFS server refuses it to this client's identity ({err})")
         # The client's connection, session or state is gone (a server restart shows as a retryable protocol
@@ -307,19 +338,38 @@ class NfsRsFileSystem(ShareFileSystem):
         return StorageFailed(f"{where} failed: {err}")
 
     def close(self) -> None:
+        clients = self._clients.close()
         with self._guard:
-            clients, self._clients = dict(self._clients), {}
             closers, self._closers = self._closers, []
         # No thread may still be inside nfs-rs when the interpreter ends: a daemon thread unwound there at exit
         # crashes the process. Each closer is itself bounded by the client's timeout.
         for closer in closers:
             closer.join(self._options.timeout + 1.0)
-        for share, client in clients.items():
+        for share, client in clients:
             try:
                 client.close()
                 log.info("disconnected from share %s", share.source())
             except Exception:  # noqa: BLE001 - shutdown goes on for the other shares
                 log.exception("could not close the NFS client of share %s", share.source())
+
+
+def _obstacles_refused(
+    method: Callable[Concatenate[NfsShareFiles, str, P], T],
+) -> Callable[Concatenate[NfsShareFiles, str, P], T]:
+    """What the server refuses for a path's kind (a link or a file on the way, a FIFO opened), raised as Obstructed
+    from the method itself, so the storage core can tell "not here" from a failure inside its work."""
+
+    def refusing(self: NfsShareFiles, path: str, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, path, *args, **kwargs)
+        except Exception as err:
+            if isinstance(err, DomainError) or not _is_obstacle(err):
+                raise
+            raise Obstructed(f"{path!r} on {self._share.source()}: not a plain directory on the way, or not the kind "
+                             f"of file needed ({err})") from err
+
+    functools.update_wrapper(refusing, method)
+    return refusing
 
 
 class NfsShareFiles(ShareFiles):
@@ -340,12 +390,15 @@ class NfsShareFiles(ShareFiles):
         size, target = info.size if kind == FILE else 0, self._client.readlink(path) if kind == SYMLINK else ""
         return Entry(posixpath.basename(path), kind, info.mode & 0o7777, info.uid, info.gid, info.mtime, size, target)
 
+    @_obstacles_refused
     def make_dir(self, path: str, mode: int | None = None) -> None:
         self._client.mkdir(self._path(path), _NEW_DIR_MODE if mode is None else mode)
 
+    @_obstacles_refused
     def stat(self, path: str) -> Entry:
         return self._entry(path, self._client.stat(self._path(path)))
 
+    @_obstacles_refused
     def list(self, path: str) -> list[Entry]:
         try:
             found = list(self._client.scandir(self._path(path)))
@@ -353,9 +406,11 @@ class NfsShareFiles(ShareFiles):
             return []
         return [self._entry(posixpath.join(path, e.name), e.info) for e in found if e.name not in (".", "..")]
 
+    @_obstacles_refused
     def chmod(self, path: str, mode: int) -> None:
         self._client.chmod(self._path(path), mode)  # SETATTR on what LOOKUP found: a link is not followed
 
+    @_obstacles_refused
     def chown(self, path: str, uid: int | None, gid: int | None) -> None:
         remote = self._path(path)
         if uid is None or gid is None:  # SETATTR sets both: the part left alone is what is there now
@@ -363,6 +418,7 @@ class NfsShareFiles(ShareFiles):
             uid, gid = now.uid if uid is None else uid, now.gid if gid is None else gid
         self._client.chown(remote, uid, gid)  # on what LOOKUP found: a link is not followed
 
+    @_obstacles_refused
     def set_attributes(self, path: str, entry: Entry) -> None:
         remote = self._path(path)
         if self._may_chown:
@@ -379,24 +435,31 @@ class NfsShareFiles(ShareFiles):
             if entry.kind != SYMLINK:
                 raise
 
+    @_obstacles_refused
     def rename(self, path: str, name: str) -> None:
         self._client.rename(self._path(path), self._path(posixpath.join(posixpath.dirname(path), name)))
 
+    @_obstacles_refused
     def move(self, path: str, new_path: str) -> None:
         self._client.rename(self._path(path), self._path(new_path))
 
+    @_obstacles_refused
     def read(self, path: str, limit: int) -> bytes | None:
         try:  # LOOKUP never follows a link: a link (or a FIFO) is seen as one, and refused before any OPEN
             kind = self.stat(path).kind
         except FileNotFoundError:
             return None
         if kind != FILE:
-            raise StorageFailed(f"{path!r} is a {kind}, not a regular file")
+            raise Obstructed(f"{path!r} is a {kind}, not a regular file")
         with self._client.open(path, "rb") as handle:
             return handle.read(limit)
 
+    @_obstacles_refused
     def open(self, path: str) -> BinaryIO | None:
-        try:  # OPEN refuses what is no regular file (NFS4ERR_SYMLINK, ISDIR), as a FIFO cannot block over NFS
+        try:  # looked at first, as read does: what is no regular file is never opened (over NFSv3 too)
+            kind = self.stat(path).kind
+            if kind != FILE:
+                raise Obstructed(f"{path!r} is a {kind}, not a regular file")
             return io.BufferedReader(self._client.open(self._path(path), "rb"), CHUNK)
         except FileNotFoundError:
             return None
@@ -426,25 +489,28 @@ class NfsShareFiles(ShareFiles):
                     self._client.remove(temporary, missing_ok=True)
             raise
 
+    @_obstacles_refused
     def symlink(self, path: str, target: str) -> None:
         self._client.symlink(target, self._path(path))
 
+    @_obstacles_refused
     def remove(self, path: str) -> None:
         try:
             self._client.remove(self._path(path), missing_ok=True)
         except FileNotFoundError:
             pass
         except IsADirectoryError as err:
-            raise StorageFailed(f"{path!r} is a directory") from err
+            raise Obstructed(f"{path!r} is a directory; refusing to remove it") from err
 
+    @_obstacles_refused
     def remove_tree(self, path: str) -> None:
         try:
             kind = self.stat(path).kind
         except FileNotFoundError:
             return
         if kind != DIRECTORY:
-            raise StorageFailed(f"{path!r} is not a directory; refusing to remove it")
-        pending: list[tuple[str, bool]] = [(path, False)]  # depth first; a link inside goes as a link
+            raise Obstructed(f"{path!r} is a {kind}, not a directory; refusing to remove it")
+        pending: list[tuple[str, bool]] = [(path, False)]  # depth first; a link, a FIFO inside go by REMOVE, unopened
         while pending:
             directory, listed = pending.pop()
             if listed:
@@ -453,8 +519,15 @@ class NfsShareFiles(ShareFiles):
                 except FileNotFoundError:
                     pass
                 continue
+            try:
+                entries = self.list(directory)
+            except Obstructed:
+                if directory == path:
+                    raise
+                self._client.remove(directory, missing_ok=True)  # swapped for a non-directory since it was listed
+                continue
             pending.append((directory, True))
-            for entry in self.list(directory):
+            for entry in entries:
                 child = posixpath.join(directory, entry.path)
                 if entry.kind == DIRECTORY:
                     pending.append((child, False))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MountFailed, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MountFailed, NotFound, Obstructed
 from domain.events import Event
 from domain.locks import VolumeLocks
 from domain.model import (
@@ -129,8 +130,13 @@ class CreateVolume:
             if PENDING_KEY in record.parameters and source is not None:
                 record = self._complete_clone(checked.volume_id, record, source, resolved, mode, fresh=made is not None)
             owner = effective_owner(record.parameters, record.mutable_parameters)
-            # Only a directory this call made is removed again if its owner is refused; never an adopted one.
-            self._make_dir(share, subdir, mode, owner, created=made is Event.VOLUME_CREATED)
+            try:
+                # Only a directory this call made is removed again if its owner is refused; never an adopted one.
+                self._make_dir(share, subdir, mode, owner, created=made is Event.VOLUME_CREATED)
+            except Obstructed:
+                if made is not None:  # planted since the first look: the record this call wrote goes, the place stays free
+                    self._storage.remove_record(share, subdir)
+                raise
         if made is not None:
             self._events.emit(made)
         context = volume_context(share, subdir, checked.mount_permissions, record.capacity_bytes)
@@ -153,9 +159,7 @@ class CreateVolume:
         command, share, subdir = checked.command, checked.volume_id.share, checked.volume_id.subdir
         source = command.content_source
         resolved = resolve_source(self._storage, source) if source is not None else None
-        adopted = self._storage.exists(share, subdir)
-        if adopted:
-            self._adoptable(checked)
+        adopted = self._refuse_taken(checked)
         self._refuse_nesting(checked.volume_id)
         capacity = command.capacity.capacity_bytes
         if resolved is not None:
@@ -165,7 +169,11 @@ class CreateVolume:
         pending = {PENDING_KEY: "true"} if resolved is not None else {}
         parameters = {**checked.parameters, **pending}
         record = VolumeRecord(command.name, capacity, parameters, mutable_parameters=checked.mutable_parameters)
-        self._storage.write_record(share, subdir, record)
+        try:
+            self._storage.write_record(share, subdir, record)
+        except Obstructed:  # planted since the look above: its index entry, if made already, goes too
+            self._storage.remove_record(share, subdir)
+            raise
         if adopted:
             log.info("volume %s adopted the existing directory %s on %s", command.name, subdir, share.source())
         return record, resolved, Event.VOLUME_ADOPTED if adopted else Event.VOLUME_CREATED
@@ -197,8 +205,8 @@ class CreateVolume:
                 raise
         if not fresh:
             self._storage.remove_volume_dir(share, subdir)  # what an interrupted try left half copied
-        self._storage.create_volume_dir(share, subdir, mode)
         try:
+            self._storage.create_volume_dir(share, subdir, mode)
             populate(self._storage, resolved, share, subdir)
         except _REFUSALS:
             # A source refused (unsafe, unrestorable, gone) will be refused again: leave nothing behind.
@@ -227,9 +235,29 @@ class CreateVolume:
             raise
 
     def _discard(self, share: ShareRef, subdir: str) -> None:
-        """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it."""
-        self._storage.remove_volume_dir(share, subdir)
+        """Remove a pending clone, content and record: CreateVolume never returned it, so no one else knows it.
+        Anything but a directory in its place is not the driver's: left as it is."""
+        with contextlib.suppress(Obstructed):
+            self._storage.remove_volume_dir(share, subdir)
         self._storage.remove_record(share, subdir)
+
+    def _refuse_taken(self, checked: _Checked) -> bool:
+        """Before anything is written: the directory must be the driver's to make, or, with adoptExisting, to take
+        over (True: an existing directory to adopt, checked by ``_adoptable``). A directory already there is
+        otherwise another's (ALREADY_EXISTS, for good); anything else in the way (a file, a link, a FIFO at subDir,
+        on the way to it or in its record's place) is FAILED_PRECONDITION: never followed or replaced, and a retry
+        succeeds once it is moved."""
+        share, subdir = checked.volume_id.share, checked.volume_id.subdir
+        obstacle = self._storage.in_the_way(share, subdir)
+        if obstacle is None:
+            return False
+        if obstacle.path == subdir and obstacle.kind == "directory":
+            self._adoptable(checked)
+            return True
+        raise FailedPrecondition(
+            f"{obstacle.path!r} on {share.source()} is a {obstacle.kind}, in the way of the volume directory "
+            f"{subdir!r}; nothing was written: move it, or choose another subDir"
+        )
 
     def _refuse_nesting(self, volume_id: VolumeId) -> None:
         owner = enclosing_volume(self._storage, volume_id.share, volume_id.subdir)
@@ -364,8 +392,10 @@ class ValidateVolumeCapabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument as err:
             return ValidateVolumeCapabilitiesResult(False, str(err))
-        if command.mutable_parameters:
-            return ValidateVolumeCapabilitiesResult(False, "a volume this driver did not create has no mutable parameters")
+        if command.parameters or command.mutable_parameters:
+            return ValidateVolumeCapabilitiesResult(
+                False, "a volume this driver did not create has no parameters or mutable parameters"
+            )
         return ValidateVolumeCapabilitiesResult(True)
 
     @staticmethod
@@ -407,8 +437,9 @@ class DeleteVolumeCommand:
 
 
 class DeleteVolume:
-    """DeleteVolume: delete, archive or retain; only a directory this driver recorded is touched, or, when the
-    operator says so, a directory csi-driver-nfs provisioned, as csi-driver-nfs would."""
+    """DeleteVolume: delete, archive or retain, as the volume's record says; only a directory this driver recorded
+    is touched, or, when the operator says so, a directory csi-driver-nfs provisioned, as csi-driver-nfs would; and
+    nothing that is not a directory (a file, a link, a FIFO put in its place) is followed."""
 
     def __init__(
         self,
@@ -435,16 +466,27 @@ class DeleteVolume:
             return  # Else not a volume: it does not exist, and deleting nothing is OK.
         share, subdir = volume_id.share, volume_id.subdir
         with self._locks.hold(str(volume_id)):
-            if self._storage.read_record(share, subdir) is None:
+            record = self._storage.read_record(share, subdir)
+            if record is None:
                 if self._storage.exists(share, subdir):
                     log.warning("volume directory %s has no record of this driver; left untouched", subdir)
                 return
-            if volume_id.on_delete is OnDelete.DELETE:
-                self._storage.remove_volume_dir(share, subdir)
-            elif volume_id.on_delete is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
+            policy = _recorded_policy(volume_id, record)
+            if policy is OnDelete.DELETE:
+                self._remove(volume_id)
+            elif policy is OnDelete.ARCHIVE and self._storage.exists(share, subdir):
                 self._storage.rename_volume_dir(share, subdir, self._archive_name(share, subdir))
             self._storage.remove_record(share, subdir)
-        self._events.emit(_DELETE_EVENT[volume_id.on_delete])
+        self._events.emit(_DELETE_EVENT[policy])
+
+    def _remove(self, volume_id: VolumeId) -> None:
+        """Remove the volume's directory. A file, a link or a FIFO in its place is not what the driver made: it is
+        left as it is, never followed or opened, and the record goes all the same (the directory it describes is
+        gone; kept, it would fail every retry and the volume could never be deleted)."""
+        try:
+            self._storage.remove_volume_dir(volume_id.share, volume_id.subdir)
+        except Obstructed as err:
+            log.warning("volume %s: its directory was replaced (%s); left as it is, record removed", volume_id, err)
 
     def _delete_theirs(self, volume: CsiDriverNfsVolumeId) -> None:
         """A volume csi-driver-nfs provisioned: deleted, archived to ``archived-<subDir>`` at the share's root, or
@@ -509,11 +551,30 @@ class DeleteVolume:
             raise FailedPrecondition(f"{subdir!r} on {share.source()} lies inside volume {owner.name!r} of this driver")
 
     def _archive_name(self, share: ShareRef, subdir: str) -> str:
-        """Beside the volume, in its own parent; never onto an existing directory (a rename would replace it)."""
+        """Beside the volume, in its own parent; never onto anything already there (a rename would replace it)."""
         parent, leaf = posixpath.split(subdir)
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%SZ")
         name = posixpath.join(parent, f"archived-{leaf}-{stamp}")
         candidate, n = name, 1
-        while self._storage.exists(share, candidate):
+        while self._storage.in_the_way(share, candidate) is not None:
             candidate, n = f"{name}-{n}", n + 1
         return candidate
+
+
+def _recorded_policy(volume_id: VolumeId, record: VolumeRecord) -> OnDelete:
+    """The onDelete policy the record was written with, which decides. An id saying otherwise is not the one
+    CreateVolume returned for this directory (an id edited from retain to delete, or a handle made up for it), so
+    which volume's deletion it asks for cannot be known: refused, with nothing touched."""
+    try:
+        recorded = OnDelete(record.parameters.get("onDelete", ""))
+    except ValueError:
+        raise FailedPrecondition(
+            f"the record of {volume_id.subdir!r} names no valid onDelete policy; nothing was deleted"
+        ) from None
+    if recorded is not volume_id.on_delete:
+        log.warning("DeleteVolume %s refused: the volume was created with onDelete %s", volume_id, recorded.value)
+        raise FailedPrecondition(
+            f"volume {volume_id.subdir!r} was created with onDelete {recorded.value!r}, and this id says "
+            f"{volume_id.on_delete.value!r}: it is not the id CreateVolume returned; nothing was deleted"
+        )
+    return recorded

@@ -111,7 +111,12 @@ def single_writer(wanted: Publication, what: str) -> Admission:
 
 
 def mount_recorded(
-    mounter: Mounter, records: PublicationStore, wanted: Publication, mount: Callable[[], None], what: str
+    mounter: Mounter,
+    records: PublicationStore,
+    wanted: Publication,
+    mount: Callable[[], None],
+    what: str,
+    owns_path: bool = True,
 ) -> bool | None:
     """Mount ``wanted`` at its path once, recording it first; None when it is already there, else whether a
     stale mount was replaced.
@@ -120,6 +125,8 @@ def mount_recorded(
     for sure is forgotten, one that timed out is kept (it may still land) so a retry or an unmount cleans up.
     A single-writer volume held at another path is refused before a target is made, and again as the record is
     written, atomically with it (that second look decides; the first spares making a target for nothing).
+    A failed mount's path is removed too when the plugin owns it (``owns_path``: a publish target) or made it just
+    now; a staging path is the CO's, made before NodeStageVolume, and stays.
     """
     path = wanted.target
     existing = records.get(path)
@@ -144,28 +151,31 @@ def mount_recorded(
     admit(others)
     # The largest capacity the node knows of the volume: a NodeExpandVolume since its context was written counts.
     wanted = dataclasses.replace(wanted, capacity_bytes=max([wanted.capacity_bytes, *(o.capacity_bytes for o in others)]))
-    mounter.make_target(path)
+    made = mounter.make_target(path)
     try:
         records.put(wanted, admit)
     except FailedPrecondition:
-        _forget_failed(mounter, records, path, forget_record=existing is None)
+        _forget_failed(mounter, records, path, owns_path or made, forget_record=existing is None)
         raise
     try:
         mount()
     except DeadlineExceeded:
         raise
     except BaseException:
-        _forget_failed(mounter, records, path)
+        _forget_failed(mounter, records, path, owns_path or made)
         raise
     return recovered
 
 
-def _forget_failed(mounter: Mounter, records: PublicationStore, path: str, forget_record: bool = True) -> None:
+def _forget_failed(
+    mounter: Mounter, records: PublicationStore, path: str, owns_path: bool, forget_record: bool = True
+) -> None:
     try:
         if not mounter.is_mount_point(path):
             if forget_record:
                 records.remove(path)
-            mounter.remove_target(path)
+            if owns_path:
+                mounter.remove_target(path)
     except Exception:  # noqa: BLE001 - the mount's own error is the one to report
         log.warning("could not clean up %s after a failed mount", path, exc_info=True)
 

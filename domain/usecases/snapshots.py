@@ -310,6 +310,8 @@ def resolve_source(storage: ShareStorage, source: ContentSource) -> ResolvedSour
         volume = storage.read_record(volume_id.share, volume_id.subdir)
     if volume_id is None or volume is None or PENDING_KEY in volume.parameters:
         raise NotFound(f"source volume {source.source_id!r} does not exist")
+    if not storage.exists(volume_id.share, volume_id.subdir):  # gone, or replaced by a file, a link or a FIFO
+        raise NotFound(f"the directory of source volume {source.source_id!r} is missing")
     return ResolvedSource(source, volume.capacity_bytes, volume=volume_id)
 
 

@@ -86,6 +86,7 @@ class NodeStageVolume:
                 wanted,
                 lambda: self._mounter.mount(wanted.source, staging, wanted.options),
                 "staged",
+                owns_path=False,  # kubelet's: a failed stage leaves it, as NodeUnstage does
             )
         if recovered:
             self._events.emit(Event.STALE_HANDLE_RECOVERED)

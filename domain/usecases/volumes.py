@@ -49,7 +49,7 @@ from domain.usecases.controller import volume_context
 from domain.usecases.snapshots import CONTENT_SOURCE_KEY, PENDING_KEY
 from ports.storage import ShareStorage
 
-_TOKEN = re.compile(r"^(\d{1,4})\.(\d{1,20})\.([0-9A-Za-z_-]{1,255})$")
+_TOKEN = re.compile(r"([0-9]{1,4})\.([0-9]{1,20})\.([0-9A-Za-z_-]{1,255})")  # fullmatch; \d is any Unicode digit
 _UNREACHABLE = (Unavailable, DeadlineExceeded)
 
 
@@ -133,7 +133,7 @@ class ListVolumes:
     def _parse_token(self, token: str) -> tuple[int, ListPosition | None]:
         if not token:
             return 0, None
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)
         if match is None or int(match.group(1)) >= len(self._shares):
             raise InvalidToken(f"starting_token {token[:80]!r} is not one ListVolumes returned for these shares")
         return int(match.group(1)), ListPosition(int(match.group(2)), match.group(3))
@@ -248,14 +248,14 @@ class GetCapacity:
         self._mount_options = mount_options
 
     def __call__(self, command: GetCapacityCommand) -> int:
+        share = VolumeParameters.parse(command.parameters, self._defaults).share if command.parameters else None
         try:
             for capability in command.capabilities:
                 check_capability(capability, self._mount_options)
         except InvalidArgument:
             return 0  # the spec asks for capacity usable by volumes with ALL these capabilities: none can be made
-        if not command.parameters:
+        if share is None:
             return 0
-        share = VolumeParameters.parse(command.parameters, self._defaults).share
         return self._storage.available_bytes(share)
 
 

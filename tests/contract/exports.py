@@ -14,7 +14,7 @@ import pytest
 from domain.model import METADATA_DIR, ShareRef
 from tests.fakes import FakeShareStorage
 
-DIR, FILE, SYMLINK = "dir", "file", "symlink"
+DIR, FILE, SYMLINK, FIFO = "dir", "file", "symlink", "fifo"
 
 
 def record_path(subdir: str) -> str:
@@ -91,7 +91,8 @@ class DiskExport(ExportView):
             for name in dirs + files:
                 path = os.path.normpath(os.path.join(base, name))
                 mode = os.lstat(os.path.join(top, name)).st_mode
-                found[path] = SYMLINK if stat.S_ISLNK(mode) else DIR if stat.S_ISDIR(mode) else FILE
+                kinds = ((stat.S_ISLNK, SYMLINK), (stat.S_ISDIR, DIR), (stat.S_ISFIFO, FIFO))
+                found[path] = next((kind for test, kind in kinds if test(mode)), FILE)
         return found
 
     def read(self, path: str) -> bytes:
@@ -124,6 +125,11 @@ class DiskExport(ExportView):
     def plant_symlink(self, path: str) -> None:
         (self.root / path).parent.mkdir(parents=True, exist_ok=True)
         (self.root / path).symlink_to(self.outside)
+
+    def plant_fifo(self, path: str) -> None:
+        """A FIFO no one writes to: opening it to read without O_NONBLOCK would wait forever."""
+        (self.root / path).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(self.root / path)
 
     def outside_state(self) -> dict[str, bytes | str]:
         state: dict[str, bytes | str] = {}

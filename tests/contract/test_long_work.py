@@ -198,7 +198,8 @@ def test_userspace_a_broken_source_connection_is_the_one_dropped(ganesha: Ganesh
         (source_dir / "v" / "file").write_bytes(b"data")
         storage.create_volume_dir(destination, "w", None)
         writer = files._client(destination)
-        broken = files._clients[source] = _FailingReader(files._client(source))
+        broken = _FailingReader(files._client(source))
+        files._clients.hold(source, broken)  # type: ignore[arg-type]
         try:
             storage.copy_volume(source, "v", destination, "w")
         except DomainError as err:

@@ -11,11 +11,12 @@ from typing import Any, Callable
 import pytest
 
 from adapters.storage.archive import copy_tree
-from domain.errors import DomainError, FailedPrecondition, InvalidArgument, OperationInFlight, StorageFailed
+from domain.errors import DomainError, FailedPrecondition, InvalidArgument, Obstructed, OperationInFlight, StorageFailed
 from domain.model import Owner, ShareRef, VolumeRecord
 from domain.snapshot_model import SnapshotRecord
+from ports.storage import Obstacle
 from tests.contract.conftest import Subject
-from tests.contract.exports import DIR, FILE, SYMLINK, DiskExport, record_path
+from tests.contract.exports import DIR, FIFO, FILE, SYMLINK, DiskExport, record_path
 from tests.fakes import FakeShareStorage
 
 RECORD = VolumeRecord("pvc-1", 5 << 30, {"server": "127.0.0.1", "share": "/exports", "subDir": "ns/v"})
@@ -87,7 +88,7 @@ class TestCreateVolumeDir:
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(StorageFailed):
+        with pytest.raises(Obstructed):
             subject.storage.create_volume_dir(subject.share, "ns/victim/new", 0o700)
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -152,7 +153,7 @@ class TestRemoveVolumeDir:
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(StorageFailed):
+        with pytest.raises(Obstructed):
             subject.storage.remove_volume_dir(subject.share, "ns/victim")
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -200,6 +201,30 @@ class TestRemoveVolumeDir:
         storage.remove_volume_dir(share, "w")  # once the copy ended
         assert not storage.exists(share, "w")
 
+    @on_disk_only
+    @pytest.mark.parametrize("kind", ["file", "link", "fifo"])
+    def test_below_a_file_a_link_or_a_fifo_nothing_is_removed(self, subject: Subject, kind: str) -> None:
+        _plant(subject, "ns", kind)
+        with pytest.raises(Obstructed):
+            subject.storage.remove_volume_dir(subject.share, "ns/v")
+        assert subject.export.tree() == {"ns": _KIND[kind]}
+
+    @on_disk_only
+    def test_a_fifo_in_place_of_the_directory_is_refused_without_being_opened(self, subject: Subject) -> None:
+        """Opened to be walked, a FIFO no one writes to would hold the share's thread until the process ends."""
+        _disk(subject).plant_fifo("v")
+        with pytest.raises(Obstructed):
+            subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {"v": FIFO}
+
+    @on_disk_only
+    def test_fifos_inside_are_removed_without_being_opened(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "v", None)
+        for path in ("v/pipe", "v/a/b/pipe"):
+            _disk(subject).plant_fifo(path)
+        subject.storage.remove_volume_dir(subject.share, "v")
+        assert subject.export.tree() == {}
+
 
 def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
     """Make every implementation's copy wait, once started, until released: (started, release)."""
@@ -216,6 +241,38 @@ def _hold_the_next_fill(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Even
     monkeypatch.setattr("adapters.storage.share_storage.copy_tree", holding(copy_tree))
     monkeypatch.setattr(FakeShareStorage, "_fill_now", holding(FakeShareStorage._fill_now))
     return entered, release
+
+
+class TestInTheWay:
+    """Where a new volume directory would go, what stands there: looked at before anything is written."""
+
+    def test_a_free_place_has_nothing_in_the_way_and_nothing_is_made(self, subject: Subject) -> None:
+        assert subject.storage.in_the_way(subject.share, "v") is None
+        assert subject.storage.in_the_way(subject.share, "ns/team/v") is None
+        subject.storage.create_volume_dir(subject.share, "ns", None)
+        assert subject.storage.in_the_way(subject.share, "ns/v") is None
+        assert subject.export.tree() == {"ns": DIR}
+
+    def test_a_directory_there_is_in_the_way(self, subject: Subject) -> None:
+        subject.storage.create_volume_dir(subject.share, "ns/v", None)
+        assert subject.storage.in_the_way(subject.share, "ns/v") == Obstacle("ns/v", "directory")
+
+    @on_disk_only
+    @pytest.mark.parametrize("kind", ["file", "link", "fifo"])
+    def test_a_file_a_link_or_a_fifo_there_or_on_the_way_is_named(self, subject: Subject, kind: str) -> None:
+        _plant(subject, "ns", kind)
+        _plant(subject, "dir/v", kind)
+        expected = _OBSTACLE[kind]
+        assert subject.storage.in_the_way(subject.share, "ns") == Obstacle("ns", expected)
+        assert subject.storage.in_the_way(subject.share, "ns/v") == Obstacle("ns", expected)
+        assert subject.storage.in_the_way(subject.share, "ns/a/b/v") == Obstacle("ns", expected)
+        assert subject.storage.in_the_way(subject.share, "dir/v") == Obstacle("dir/v", expected)
+
+    @on_disk_only
+    @pytest.mark.parametrize("kind", ["link", "fifo"])
+    def test_anything_but_a_file_in_the_records_place_is_named(self, subject: Subject, kind: str) -> None:
+        _plant(subject, "ns/.v.nfs-csi.json", kind)
+        assert subject.storage.in_the_way(subject.share, "ns/v") == Obstacle("ns/.v.nfs-csi.json", _OBSTACLE[kind])
 
 
 class TestRenameVolumeDir:
@@ -257,7 +314,7 @@ class TestRenameVolumeDir:
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink("ns")
-        with pytest.raises(StorageFailed):
+        with pytest.raises(Obstructed):
             subject.storage.rename_volume_dir(subject.share, "ns/victim", "ns/archived-victim")
         assert subject.export.tree() == {"ns": SYMLINK}
 
@@ -357,15 +414,16 @@ class TestExists:
 
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
-        subject.export.plant_symlink("ns")
-        with pytest.raises(StorageFailed):
-            subject.storage.exists(subject.share, "ns/victim")
+        subject.export.plant_symlink("ns")  # victim exists behind the link: no directory of the share's is there
+        assert not subject.storage.exists(subject.share, "ns/victim")
 
     @on_disk_only
-    def test_a_file_on_the_way_is_refused(self, subject: Subject) -> None:
+    def test_below_a_file_or_a_fifo_there_is_no_directory(self, subject: Subject) -> None:
         subject.export.plant_file("ns")
-        with pytest.raises(StorageFailed):
-            subject.storage.exists(subject.share, "ns/v")
+        _disk(subject).plant_fifo("fifo")
+        assert not subject.storage.exists(subject.share, "ns/v")
+        assert not subject.storage.exists(subject.share, "fifo/v")
+        assert not subject.storage.exists(subject.share, "fifo")
 
 
 class TestRecords:
@@ -423,21 +481,22 @@ class TestRecords:
 
     @on_disk_only
     def test_a_symlink_on_the_way_is_not_followed(self, subject: Subject) -> None:
-        subject.export.plant_symlink("ns")
-        for operation in (
-            lambda: subject.storage.read_record(subject.share, "ns/victim"),
-            lambda: subject.storage.write_record(subject.share, "ns/victim", RECORD),
-            lambda: subject.storage.remove_record(subject.share, "ns/victim"),
-        ):
-            with pytest.raises(StorageFailed):
-                operation()
+        subject.export.plant_symlink("ns")  # the victim's record is behind the link: no record of the share's
+        assert subject.storage.read_record(subject.share, "ns/victim") is None
+        with pytest.raises(Obstructed):
+            subject.storage.write_record(subject.share, "ns/victim", RECORD)
+        subject.storage.remove_record(subject.share, "ns/victim")  # nothing of the driver's can be there
         assert subject.export.tree() == {"ns": SYMLINK}
 
     @on_disk_only
     def test_a_record_that_is_a_symlink_is_never_read_through(self, subject: Subject) -> None:
-        subject.export.plant_symlink(".v.nfs-csi.json")
-        with pytest.raises(REFUSED):
-            subject.storage.read_record(subject.share, "v")
+        subject.export.plant_symlink(".v.nfs-csi.json")  # the driver writes regular files only: this is no record
+        assert subject.storage.read_record(subject.share, "v") is None
+
+    @on_disk_only
+    def test_a_record_that_is_a_fifo_is_no_record_and_is_never_opened(self, subject: Subject) -> None:
+        _disk(subject).plant_fifo(".v.nfs-csi.json")
+        assert subject.storage.read_record(subject.share, "v") is None  # would block forever if it were opened
 
     @on_disk_only
     def test_writing_over_a_symlinked_record_replaces_the_link_itself(self, subject: Subject) -> None:
@@ -593,6 +652,45 @@ class TestSnapshots:
         assert not snapshots.is_dir() or not any(p.name.startswith("snap-1") for p in snapshots.iterdir())
 
 
+    @on_disk_only
+    @pytest.mark.parametrize("kind", ["file", "fifo"])
+    def test_a_volume_that_is_a_file_or_a_fifo_is_not_packed_nor_copied(self, subject: Subject, kind: str) -> None:
+        storage, share = subject.storage, subject.share
+        _plant(subject, "v", kind)
+        with pytest.raises(Obstructed):
+            storage.pack_snapshot(share, "v", share, "snap-1", "tar")
+        storage.create_volume_dir(share, "w", None)
+        with pytest.raises(Obstructed):
+            storage.copy_volume(share, "v", share, "w")
+        snapshots = _disk(subject).root / ".nfs-csi/snapshots"
+        assert not snapshots.is_dir() or list(snapshots.iterdir()) == []
+
+    @on_disk_only
+    def test_fifos_inside_a_volume_are_left_out_without_being_opened(self, subject: Subject) -> None:
+        storage, share = subject.storage, subject.share
+        storage.create_volume_dir(share, "v", None)
+        subject.export.plant_file("v/data", b"content")
+        _disk(subject).plant_fifo("v/pipe")
+        storage.create_volume_dir(share, "w", None)
+        storage.copy_volume(share, "v", share, "w")
+        assert storage.pack_snapshot(share, "v", share, "snap-1", "tar") > 0
+        assert {path: kind for path, kind in subject.export.tree().items() if path.startswith("w")} == {"w": DIR, "w/data": FILE}
+
+
+_KIND = {"file": FILE, "link": SYMLINK, "fifo": FIFO}
+_OBSTACLE = {"file": "regular file", "link": "symbolic link", "fifo": "FIFO, socket or device"}
+
+
+def _plant(subject: Subject, path: str, kind: str) -> None:
+    """A regular file, a link leading off the share, or a FIFO no one writes to, at path."""
+    if kind == "file":
+        subject.export.plant_file(path)
+    elif kind == "link":
+        subject.export.plant_symlink(path)
+    else:
+        _disk(subject).plant_fifo(path)
+
+
 def _record(name: str) -> VolumeRecord:
     return VolumeRecord(name, 1 << 30, {"subDir": name})
 
@@ -697,16 +795,16 @@ class TestVolumeIndex:
     def test_a_directory_in_place_of_an_entry_is_refused(self, subject: Subject) -> None:
         entry = hashlib.sha256(b"v").hexdigest()
         subject.export.plant_dir(f".nfs-csi/volumes/{entry}")
-        with pytest.raises(StorageFailed):
+        with pytest.raises(Obstructed):
             subject.storage.write_record(subject.share, "v", _record("v"))
         assert (_disk(subject).root / ".nfs-csi/volumes" / entry).is_dir()
 
     @on_disk_only
     def test_a_symlinked_index_is_never_followed(self, subject: Subject) -> None:
         subject.export.plant_symlink(".nfs-csi")
-        with pytest.raises(StorageFailed):
+        with pytest.raises(Obstructed):
             subject.storage.write_record(subject.share, "v", RECORD)
-        with pytest.raises(StorageFailed):
+        with pytest.raises(Obstructed):
             subject.storage.list_records(subject.share, None, 0)
         assert subject.storage.read_record(subject.share, "v") is None
 

@@ -22,10 +22,36 @@ HOSTILE = [
 _ALPHABET = "/.\\%#,:;$ {}-_\x00\n\t\u200b\uff0eaZ9é"
 _INTS = [0, 1, -1, 2, 1 << 20, 1 << 30, 1 << 62, (1 << 63) - 1, -(1 << 63)]
 
+# Characters a validator must not let through at either end of a value: Python's '$' matches before a final "\n"
+# (so it comes up most), and strip() quietly removes most of the others.
+EDGES = ["\n", "\n", "\n", "\r\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", " ", "\x85", "\u2028", "\ufeff", "\u200b"]
+# Just over the CSI spec's limits (128 bytes a string, 4 KiB a map), over the larger ones a driver may document
+# (ids, paths, contexts), and far over all of them. 1 MiB is rare: one is enough to show a value kept whole.
+SIZES = [129, 256, 4097, 4097, 16385, 65537, 1 << 20]
+
+
+def oversized(rng: random.Random, value: str, sizes: list[int] = SIZES) -> str:
+    """value repeated (or a filler) to one of sizes characters."""
+    size = rng.choice(sizes)
+    unit = value or rng.choice(["x", "é", "/a", "%2e"])
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def at_edges(rng: random.Random, value: str) -> str:
+    """value with a control or invisible character before it, after it, or both."""
+    roll = rng.random()
+    before = rng.choice(EDGES) if roll < 0.3 or roll >= 0.7 else ""
+    after = rng.choice(EDGES) if roll >= 0.3 else ""
+    return before + value + after
+
 
 def mutate_string(rng: random.Random, value: str) -> str:
     roll = rng.random()
-    if roll < 0.35 or not value:
+    if roll < 0.05:
+        return oversized(rng, value)
+    if roll < 0.17:
+        return at_edges(rng, value)
+    if roll < 0.40 or not value:
         return rng.choice(HOSTILE)
     if roll < 0.55:
         at = rng.randrange(len(value) + 1)
@@ -62,6 +88,20 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def oversize_map(rng: random.Random, entries: Any) -> None:
+    """Push a string map over the size limits: one huge value or key, or very many entries."""
+    roll = rng.random()
+    keys = list(entries.keys())
+    if keys and roll < 0.4:
+        key = rng.choice(keys)
+        entries[key] = oversized(rng, entries[key])
+    elif roll < 0.6:
+        entries[oversized(rng, rng.choice(keys) if keys else "k")] = "v"
+    else:
+        for n in range(rng.choice([64, 300, 2000])):
+            entries[f"csi.storage.k8s.io/fuzz-{n}"] = "v" * 16
+
+
 def mutate_message(rng: random.Random, message: Message, depth: int = 0) -> None:
     """Change one field somewhere in message: a scalar, a map entry, a repeated item, or a sub-message."""
     fields = list(message.DESCRIPTOR.fields)
@@ -81,8 +121,10 @@ def mutate_message(rng: random.Random, message: Message, depth: int = 0) -> None
             key = rng.choice(keys)
             item = value.pop(key)
             value[mutate_string(rng, key)] = item
-        else:
+        elif roll < 0.8:
             value[rng.choice(HOSTILE + ["server", "share", "subDir", "onDelete", "mountPermissions", "csi.storage.k8s.io/ephemeral"])] = rng.choice(HOSTILE)
+        else:
+            oversize_map(rng, value)
     elif field.is_repeated:
         if field.message_type is not None:
             roll = rng.random()
@@ -118,6 +160,53 @@ def mutate_message(rng: random.Random, message: Message, depth: int = 0) -> None
             setattr(message, field.name, _scalar(rng, field, value))
         except (ValueError, TypeError):
             pass  # protobuf refused the value itself (an enum or a string it cannot encode): nothing is sent
+
+
+def _text_fields(message: Message) -> list[tuple[Message, FieldDescriptor]]:
+    """Every string or string map set in message, at any depth, with the message that holds it."""
+    found: list[tuple[Message, FieldDescriptor]] = []
+    for field, value in message.ListFields():
+        if _is_map(field):
+            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING:
+                found.append((message, field))
+        elif field.message_type is not None:
+            for item in value if field.is_repeated else [value]:
+                found += _text_fields(item)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            found.append((message, field))
+    return found
+
+
+def _change_one(rng: random.Random, message: Message, change: Any) -> None:
+    fields = _text_fields(message)
+    if not fields:
+        return
+    top = [(holder, field) for holder, field in fields if holder is message and not field.is_repeated]
+    # half the time an id, a name or a path of the request itself: the fields every use case reads first
+    holder, field = rng.choice(top if top and rng.random() < 0.5 else fields)
+    value = getattr(holder, field.name)
+    if _is_map(field):
+        if value:
+            key = rng.choice(list(value.keys()))
+            value[key] = change(rng, value[key])
+    elif field.is_repeated:
+        if value:
+            at = rng.randrange(len(value))
+            value[at] = change(rng, value[at])
+    else:
+        setattr(holder, field.name, change(rng, value))
+
+
+def oversize_one(rng: random.Random, message: Message) -> None:
+    """Only one string of an otherwise valid request, or one value of a map, made far too long: what a size limit
+    must catch before anything is written (a record too large to read back, a log line of megabytes)."""
+    _change_one(rng, message, lambda g, value: oversized(g, value, [4097, 16385, 1 << 20, 1 << 20]))
+
+
+def edge_one(rng: random.Random, message: Message) -> None:
+    """Only one string of an otherwise valid request given a control character at an end: a validator using '$'
+    or strip() lets exactly this through."""
+    _change_one(rng, message, at_edges)
 
 
 def mutate_bytes(rng: random.Random, raw: bytes) -> bytes:

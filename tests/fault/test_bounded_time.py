@@ -20,6 +20,7 @@ from tests.fault.conftest import (
     fuse_pids,
     hang_pids,
     kill_all,
+    mount_capability,
     mounts_under,
     publish_request,
     release_hung_mounts,
@@ -72,6 +73,18 @@ class TestHungMount:
         assert len((lab.root / ".attempts" / "down").read_text().splitlines()) == 2
         assert not target.exists() and mounts_under(target) == []
         assert list((driver.workdir / "state" / "publications").iterdir()) == []
+        assert driver.stop() == 0
+
+    def test_a_stage_that_fails_leaves_no_record_and_kubelets_staging_directory(self, lab: Lab) -> None:
+        driver = lab.start("--mount-attempts", "1", "--node-stage", mount_command="mount.nfs-down", mode="node")
+        staging = lab.tmp / "globalmount"
+        staging.mkdir()  # kubelet makes it before NodeStageVolume, and removes it itself
+        request = csi.NodeStageVolumeRequest(
+            volume_id=volume_id_for("pvc-1"), staging_target_path=str(staging), volume_capability=mount_capability()
+        )
+        assert code_of(lambda: driver.node.NodeStageVolume(request, timeout=30)) == grpc.StatusCode.UNAVAILABLE
+        assert staging.is_dir() and mounts_under(staging) == []
+        assert list((driver.workdir / "state" / "stagings").iterdir()) == []
         assert driver.stop() == 0
 
 

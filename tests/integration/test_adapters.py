@@ -13,7 +13,7 @@ from adapters.mount.mountinfo import MountTable
 from adapters.mount.subprocess_mounter import RetryPolicy, SubprocessMounter, TransientMountError
 from adapters.storage.mounted import MountedFileSystem
 from adapters.storage.share_storage import FileShareStorage
-from domain.errors import DeadlineExceeded, MountFailed, NotFound, StorageFailed
+from domain.errors import DeadlineExceeded, MountFailed, NotFound, Obstructed
 from domain.model import ShareRef, VolumeRecord
 from tests.integration.conftest import SERVER, SHARE, STANDIN, mounts_under
 
@@ -124,9 +124,10 @@ class TestStorageOnMountedShares:
         outside = tmp_path / "outside"
         (outside / "victim").mkdir(parents=True)
         (export_dir / "ns").symlink_to(outside)
-        for operation in (storage.exists, storage.remove_volume_dir, storage.read_record):
-            with pytest.raises(StorageFailed, match="not a plain directory"):
-                operation(self.share, "ns/victim")
+        assert not storage.exists(self.share, "ns/victim")
+        assert storage.read_record(self.share, "ns/victim") is None
+        with pytest.raises(Obstructed, match="not a plain directory"):
+            storage.remove_volume_dir(self.share, "ns/victim")
         assert (outside / "victim").is_dir()
 
     def test_a_symlinked_volume_directory_is_not_removed_through(self, storage: FileShareStorage, export_dir: Path, tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ class TestStorageOnMountedShares:
         outside.mkdir()
         (outside / "data").write_text("keep")
         (export_dir / "v").symlink_to(outside)
-        with pytest.raises(OSError):
+        with pytest.raises(Obstructed):
             storage.remove_volume_dir(self.share, "v")
         assert (outside / "data").read_text() == "keep"
 

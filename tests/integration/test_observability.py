@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+import grpc
 import pytest
 
 from adapters.csi.v1 import csi_pb2 as csi
@@ -127,3 +128,38 @@ class TestStructuredLogs:
         refused = next(c for c in calls if c["code"] == "INVALID_ARGUMENT")
         assert refused["level"] == "warning" and "unknown parameter" in refused["error"]
         assert len({c["request_id"] for c in calls}) == len(calls)
+
+    def test_create_volume_logs_the_id_it_made(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
+        driver, _ = observed
+        volume = driver.controller.CreateVolume(create_request("pvc-traced")).volume
+        lines = [json.loads(line) for line in driver.log.read_text().splitlines() if line.startswith("{")]
+        created = next(line for line in lines if line.get("method") == "CreateVolume" and line.get("code") == "OK")
+        assert created["volume_id"] == volume.volume_id and created["volume_name"] == "pvc-traced"
+
+    def test_an_rpc_this_driver_does_not_offer_is_logged_without_a_traceback(self, observed: tuple[Driver, str]) -> None:
+        driver, _ = observed
+        for call in (
+            lambda: driver.controller.ControllerPublishVolume(csi.ControllerPublishVolumeRequest(volume_id="v", node_id="n")),
+            lambda: driver.node.NodeExpandVolume(csi.NodeExpandVolumeRequest(volume_id="v", volume_path="/p")),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED and "not offered" in (caught.value.details() or "")
+        text = driver.log.read_text()
+        assert "Traceback" not in text and '"level": "error"' not in text
+        calls = [json.loads(line) for line in text.splitlines() if '"code": "UNIMPLEMENTED"' in line]
+        assert [c["method"] for c in calls] == ["ControllerPublishVolume", "NodeExpandVolume"]
+
+    def test_a_hostile_value_is_logged_cut_to_a_bound_with_its_length(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
+        driver, _ = observed
+        huge = "v" * (1 << 20)
+        with pytest.raises(grpc.RpcError):
+            driver.node.NodePublishVolume(
+                csi.NodePublishVolumeRequest(
+                    volume_id=huge, target_path=str(tmp_path / "t"), volume_capability=mount_capability(), volume_context={"k": huge}
+                )
+            )
+        lines = driver.log.read_text().splitlines()
+        assert max(len(line) for line in lines) < 16 * 1024  # today's --log-level debug, request dump included
+        refused = next(json.loads(line) for line in lines if '"method": "NodePublishVolume"' in line and '"code"' in line)
+        assert refused["code"] == "INVALID_ARGUMENT" and refused["volume_id"].endswith(f"[truncated, {1 << 20} chars in all]")

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from domain.errors import AlreadyExists, InvalidArgument, NotFound, OperationInFlight, OutOfRange
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OperationInFlight, OutOfRange
 from domain.locks import VolumeLocks
 from domain.model import AccessMode, CapacityRange, OnDelete, ShareRef, VolumeCapability, VolumeId
 from domain.parameters import ProvisionDefaults
@@ -18,6 +18,7 @@ from domain.usecases.controller import (
     ValidateVolumeCapabilities,
     ValidateVolumeCapabilitiesCommand,
 )
+from ports.storage import Obstacle
 from tests.fakes import FakeClock, FakeShareStorage
 
 SHARE = ShareRef("nfs.example", "/exports")
@@ -77,6 +78,29 @@ class TestProvision:
         with pytest.raises(AlreadyExists, match="not a volume of this driver"):
             provision(create(subDir="data"))
         assert (SHARE, "data") not in storage.records
+
+    @pytest.mark.parametrize("planted", ["notes", "notes/a/pvc-1", "notes/a/.pvc-1.nfs-csi.json"])
+    def test_anything_but_a_directory_in_the_way_is_failed_precondition_and_nothing_is_written(
+        self, provision: CreateVolume, storage: FakeShareStorage, planted: str
+    ) -> None:
+        storage.planted[(SHARE, planted)] = "FIFO, socket or device"
+        with pytest.raises(FailedPrecondition, match=f"'{planted}' on nfs.example:/exports is a FIFO"):
+            provision(create(subDir="notes/a/pvc-1"))
+        assert (storage.dirs, storage.records, storage.index) == ({}, {}, {})
+        del storage.planted[(SHARE, planted)]  # moved away: the same request now succeeds
+        assert provision(create(subDir="notes/a/pvc-1")).context["subDir"] == "notes/a/pvc-1"
+
+    def test_something_planted_after_the_look_leaves_no_record_behind(self, locks: VolumeLocks) -> None:
+        class PlantedMeanwhile(FakeShareStorage):
+            def in_the_way(self, share: ShareRef, subdir: str) -> Obstacle | None:
+                found = super().in_the_way(share, subdir)
+                self.planted[(share, subdir)] = "symbolic link"
+                return found
+
+        storage = PlantedMeanwhile()
+        with pytest.raises(FailedPrecondition):
+            CreateVolume(storage, locks, ProvisionDefaults())(create())
+        assert (storage.dirs, storage.records, storage.index) == ({}, {}, {})
 
     def test_a_volume_inside_another_volume_is_refused(self, provision: CreateVolume, storage: FakeShareStorage) -> None:
         provision(create("outer", subDir="team"))
@@ -196,6 +220,37 @@ class TestDelete:
         delete(DeleteVolumeCommand(str(volume.volume_id)))
         assert (SHARE, "pvc-1") in storage.dirs and storage.records == {}
 
+    @pytest.mark.parametrize("policy", ["delete", "archive", "retain"])
+    def test_a_volume_whose_directory_was_replaced_is_forgotten_and_what_is_there_left_alone(
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage, policy: str
+    ) -> None:
+        volume = provision(create(onDelete=policy))
+        del storage.dirs[(SHARE, "pvc-1")]
+        storage.planted[(SHARE, "pvc-1")] = "symbolic link"
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        assert (storage.records, storage.index, storage.dirs) == ({}, {}, {})
+        assert storage.planted == {(SHARE, "pvc-1"): "symbolic link"}
+
+    @pytest.mark.parametrize("recorded, sent", [("retain", "delete"), ("archive", "delete"), ("delete", "archive")])
+    def test_an_id_with_another_policy_than_its_record_is_refused_and_touches_nothing(
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage, recorded: str, sent: str
+    ) -> None:
+        volume = provision(create(onDelete=recorded))
+        edited = VolumeId(SHARE, "pvc-1", OnDelete(sent))
+        with pytest.raises(FailedPrecondition, match=f"created with onDelete '{recorded}'"):
+            delete(DeleteVolumeCommand(str(edited)))
+        assert (SHARE, "pvc-1") in storage.dirs and (SHARE, "pvc-1") in storage.records
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        assert storage.records == {}
+
+    def test_archive_never_renames_onto_anything_already_there(
+        self, provision: CreateVolume, delete: DeleteVolume, storage: FakeShareStorage
+    ) -> None:
+        volume = provision(create(onDelete="archive"))
+        storage.planted[(SHARE, "archived-pvc-1-20261124T120000Z")] = "regular file"
+        delete(DeleteVolumeCommand(str(volume.volume_id)))
+        assert (SHARE, "archived-pvc-1-20261124T120000Z-1") in storage.dirs
+
     def test_empty_id_is_invalid_argument(self, delete: DeleteVolume) -> None:
         with pytest.raises(InvalidArgument):
             delete(DeleteVolumeCommand(""))
@@ -268,6 +323,14 @@ class TestValidateStaticVolumes:
     def test_a_reachable_share_and_subdir_are_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "legacy", None)
         assert validate(ValidateVolumeCapabilitiesCommand("admin-handle", RWX, context=self.CONTEXT)).confirmed
+
+    @pytest.mark.parametrize("given", [{"parameters": {"\u2025": "\x7f"}}, {"parameters": PARAMS}, {"mutable_parameters": {"mountPermissions": "0775"}}])
+    def test_parameters_it_never_saw_are_not_confirmed(
+        self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage, given: dict[str, dict[str, str]]
+    ) -> None:
+        storage.create_volume_dir(SHARE, "legacy", None)
+        result = validate(ValidateVolumeCapabilitiesCommand("admin-handle", RWX, context=self.CONTEXT, **given))  # type: ignore[arg-type]
+        assert not result.confirmed and "did not create has no parameters" in result.message
 
     def test_block_is_still_not_confirmed(self, validate: ValidateVolumeCapabilities, storage: FakeShareStorage) -> None:
         storage.create_volume_dir(SHARE, "legacy", None)

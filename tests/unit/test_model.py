@@ -21,8 +21,10 @@ from domain.model import (
     parse_share_list,
     source_named_by,
 )
-from domain.parameters import PVC_NAME, ProvisionDefaults, VolumeParameters
+from domain.parameters import PVC_NAME, ProvisionDefaults, VolumeParameters, parse_mode, parse_mutable
 from domain.paths import absolute_path, join_inside, relative_subpath
+from domain.snapshot_model import SnapshotParameters
+from domain.static import ContextVolume
 
 
 class TestVolumeId:
@@ -255,6 +257,80 @@ class TestMountOptions:
     def test_a_malformed_allowlist_is_refused(self) -> None:
         with pytest.raises(InvalidArgument):
             mount_option_allowlist("hard,bad name")
+
+
+CONTROL_EDGES = ["\n", "\r\n", "\r", "\t", "\x0b", "\x00", "\x1b"]
+
+
+def edged(value: str, edge: str) -> list[str]:
+    return [value + edge, edge + value]
+
+
+class TestNoValueIsTrimmedIntoValidity:
+    """Python's '$' matches before a final newline and strip() hides the rest: a value is valid as sent, or refused."""
+
+    @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
+    def test_a_mount_option(self, edge: str) -> None:
+        for option in (*edged("vers=4.1", edge), *edged("hard", edge)):
+            with pytest.raises(InvalidArgument, match="malformed"):
+                check_mount_option(option)
+
+    @pytest.mark.parametrize("edge", CONTROL_EDGES)
+    def test_a_mount_option_in_a_volume_context(self, edge: str) -> None:
+        for options in edged("hard", edge):
+            with pytest.raises(InvalidArgument, match="malformed"):
+                ContextVolume.from_context({"server": "h", "share": "/e", "mountOptions": f"{options},nfsvers=4.1"})
+
+    @pytest.mark.parametrize("edge", CONTROL_EDGES)
+    def test_an_option_name_of_the_allowlist(self, edge: str) -> None:
+        for name in edged("hard", edge):
+            with pytest.raises(InvalidArgument, match="letters, digits"):
+                mount_option_allowlist(f"{name},ro")
+
+    def test_spaces_around_the_entries_of_a_list_are_still_fine(self) -> None:
+        assert mount_option_allowlist(" hard , ro").names == {"hard", "ro"}
+        assert ContextVolume.from_context({"server": "h", "share": "/e", "mountOptions": "hard, nfsvers=4.1"}) is not None
+
+    @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
+    def test_a_server(self, edge: str) -> None:
+        for server in (*edged("127.0.0.1", edge), *edged("nfs.example.com", edge), *edged("[fd00::1]", edge)):
+            with pytest.raises(InvalidArgument, match="host name or IP address"):
+                ShareRef.parse(server, "/exports")
+
+    @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
+    def test_an_on_delete_policy(self, edge: str) -> None:
+        for policy in edged("retain", edge):
+            with pytest.raises(InvalidArgument, match="onDelete"):
+                OnDelete.parse(policy)
+
+    @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
+    def test_a_mode(self, edge: str) -> None:
+        for mode in edged("0770", edge):
+            with pytest.raises(InvalidArgument, match="octal mode"):
+                parse_mode(mode, "mountPermissions")
+            with pytest.raises(InvalidArgument, match="octal mode"):
+                VolumeParameters.parse({"server": "h", "share": "/e", "mountPermissions": mode}, ProvisionDefaults())
+            with pytest.raises(InvalidArgument, match="octal mode"):
+                parse_mutable({"mountPermissions": mode})
+
+    @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
+    def test_a_snapshot_format(self, edge: str) -> None:
+        for fmt in edged("tar", edge):
+            with pytest.raises(InvalidArgument, match="format"):
+                SnapshotParameters.parse({"format": fmt})
+
+    @pytest.mark.parametrize("edge", CONTROL_EDGES)
+    def test_a_listed_share(self, edge: str) -> None:
+        with pytest.raises(InvalidArgument):
+            parse_share_list(f"127.0.0.1{edge}:/exports")
+        with pytest.raises(InvalidArgument):
+            parse_share_list(f"127.0.0.1:/exports{edge}")
+
+    def test_what_was_accepted_before_still_is(self) -> None:
+        assert OnDelete.parse("Retain") is OnDelete.RETAIN
+        assert parse_mode("0770", "mode") == 0o770
+        assert SnapshotParameters.parse({"format": "TAR"}).format == "tar"
+        assert ShareRef.parse("[fd00::1]", "/e").server == "[fd00::1]"
 
 
 class TestNames:

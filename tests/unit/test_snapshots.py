@@ -304,6 +304,18 @@ class TestClones:
             provision(clone("copy", kind, source))
         assert storage.dirs == {} and storage.records == {}
 
+    def test_a_source_whose_directory_was_replaced_is_not_found_and_nothing_is_made(
+        self, provision: CreateVolume, storage: FakeShareStorage, snap: CreateSnapshot
+    ) -> None:
+        source = volume(provision, storage, data=b"hello")
+        del storage.dirs[(SHARE, "pvc-1")]
+        storage.planted[(SHARE, "pvc-1")] = "FIFO, socket or device"
+        with pytest.raises(NotFound):
+            provision(clone("copy", "volume", source))
+        with pytest.raises(NotFound):
+            snap(CreateSnapshotCommand("snap-1", source))
+        assert (SHARE, "copy") not in storage.records and storage.dirs == {} and storage.snapshot_records == {}
+
     def test_a_retry_with_the_same_source_converges_and_another_source_is_already_exists(
         self, provision: CreateVolume, storage: FakeShareStorage
     ) -> None:

@@ -107,11 +107,19 @@ class TestStage:
         node.stage(stage_request())
         assert node.mounter.mounts[STAGING][0] == SOURCE
 
-    def test_a_failed_mount_leaves_no_record(self, node: Node) -> None:
+    def test_a_failed_mount_leaves_no_record_and_kubelets_staging_directory(self, node: Node) -> None:
+        node.mounter.make_target(STAGING)  # the CO makes the staging path before it calls NodeStageVolume
         node.mounter.fail_next_mount = NotFound("no such export")
         with pytest.raises(NotFound):
             node.stage(stage_request())
         assert node.stagings.publications == {} and node.mounter.mounts == {}
+        assert STAGING in node.mounter.targets
+
+    def test_a_failed_mount_at_a_staging_path_it_had_to_make_leaves_nothing(self, node: Node) -> None:
+        node.mounter.fail_next_mount = NotFound("no such export")
+        with pytest.raises(NotFound):
+            node.stage(stage_request())
+        assert node.stagings.publications == {} and node.mounter.targets == set()
 
     def test_a_timed_out_mount_keeps_its_record_for_the_retry(self, node: Node) -> None:
         node.mounter.fail_next_mount = DeadlineExceeded("mount.nfs did not finish")

@@ -120,7 +120,11 @@ class TestListVolumes:
         rest = listing(ListVolumesCommand(max_entries=2, starting_token=first.next_token))
         assert listed_ids(rest.volumes) == [ids[2], added]
 
-    @pytest.mark.parametrize("token", ["invalid-token", "9.1.abc", "0.x.abc", "0.1.", "0.1.a/b", "0.1.a.b"])
+    @pytest.mark.parametrize(
+        "token",
+        # "$" matched before a final newline, and \d matched any Unicode digit (int() reads "\u0660" as 0)
+        ["invalid-token", "9.1.abc", "0.x.abc", "0.1.", "0.1.a/b", "0.1.a.b", "0.1.abc\n", "\u0660.1.abc", "0.\u0661.abc"],
+    )
     def test_a_token_it_did_not_hand_out_is_invalid(self, storage: FakeShareStorage, token: str) -> None:
         with pytest.raises(InvalidToken):
             ListVolumes(storage, (SHARE,))(ListVolumesCommand(starting_token=token))
@@ -212,6 +216,8 @@ class TestGetCapacity:
     ) -> None:
         with pytest.raises(InvalidArgument):
             GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand(RWX, params))
+        with pytest.raises(InvalidArgument):  # even with a capability no volume can have: every field is checked
+            GetCapacity(storage, ProvisionDefaults())(GetCapacityCommand((BLOCK,), params))
 
     def test_no_capacity_for_a_block_capability(self, storage: FakeShareStorage) -> None:
         """The spec asks for capacity usable by volumes with ALL the capabilities given: none can be block here."""
