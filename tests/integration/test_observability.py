@@ -140,7 +140,9 @@ class TestStructuredLogs:
         driver, _ = observed
         for call in (
             lambda: driver.controller.ControllerPublishVolume(csi.ControllerPublishVolumeRequest(volume_id="v", node_id="n")),
-            lambda: driver.node.NodeExpandVolume(csi.NodeExpandVolumeRequest(volume_id="v", volume_path="/p")),
+            lambda: driver.node.NodeStageVolume(  # offered only with --node-stage
+                csi.NodeStageVolumeRequest(volume_id="v", staging_target_path="/s", volume_capability=mount_capability())
+            ),
         ):
             with pytest.raises(grpc.RpcError) as caught:
                 call()
@@ -148,7 +150,7 @@ class TestStructuredLogs:
         text = driver.log.read_text()
         assert "Traceback" not in text and '"level": "error"' not in text
         calls = [json.loads(line) for line in text.splitlines() if '"code": "UNIMPLEMENTED"' in line]
-        assert [c["method"] for c in calls] == ["ControllerPublishVolume", "NodeExpandVolume"]
+        assert [c["method"] for c in calls] == ["ControllerPublishVolume", "NodeStageVolume"]
 
     def test_a_hostile_value_is_logged_cut_to_a_bound_with_its_length(self, observed: tuple[Driver, str], tmp_path: Path) -> None:
         driver, _ = observed
