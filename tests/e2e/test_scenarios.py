@@ -237,6 +237,48 @@ class TestControllerKilledDuringBurst:
         Kube(NAMESPACE).kubectl("rollout", "status", "deployment/nfs-csi-controller", "--timeout=180s", timeout=200)
 
 
+class TestCsiDriverNfsVolume:
+    """Issue 16: a volume csi-driver-nfs provisioned, its PV recreated as docs/migration.md's side-by-side steps do
+    (csi-driver-nfs's handle and volumeAttributes, this driver's name), mounted by a pod through our node plugin."""
+
+    PV = "pvc-3f6c2a1e-5d0b-4a57-9c43-6b1f0e8a2d11"
+
+    def test_a_pod_reads_and_writes_their_volume_and_it_outlives_its_pv(self, kube: Kube, tmp_path: Path) -> None:
+        # The directory as csi-driver-nfs's CreateVolume left it: <share>/<pv name>, no record of this driver.
+        theirs = export_dir() / self.PV
+        theirs.mkdir(mode=0o777, exist_ok=True)
+        (theirs / "written-by-csi-driver-nfs").write_text("from csi-driver-nfs\n")
+        overlay = tmp_path / "takeover"
+        overlay.mkdir()
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [os.path.relpath(ROOT / "deploy" / "examples" / "csi-driver-nfs", overlay)],
+            "patches": [{"target": {"kind": "PersistentVolume", "name": self.PV}, "patch": yaml.safe_dump([
+                {"op": "replace", "path": "/spec/csi/volumeHandle", "value": f"{SERVER}#{SHARE.strip('/')}#{self.PV}##"},
+                {"op": "replace", "path": "/spec/csi/volumeAttributes/server", "value": SERVER},
+                {"op": "replace", "path": "/spec/csi/volumeAttributes/share", "value": SHARE},
+            ])}],
+        }))
+        namespace = Kube("csi-driver-nfs-takeover")
+        try:
+            kube.kubectl("apply", "-k", str(overlay), namespaced=False)
+            namespace.bound("data")
+            namespace.running("reader")
+            assert namespace.exec("reader", "cat", "/data/written-by-csi-driver-nfs") == "from csi-driver-nfs\n"
+            assert (theirs / "written-through-this-driver").read_text() == "ok\n"
+            pod = namespace.get("pod", "reader")
+            target = f"/var/lib/kubelet/pods/{pod['metadata']['uid']}/volumes/kubernetes.io~csi/{self.PV}/mount"
+            assert mounts_under(target) == [target], "their volume is not mounted where kubelet put the pod's volume"
+            namespace.delete("pod", "reader")  # NodeUnpublishVolume of their handle
+            assert mounts_under(target) == []
+        finally:
+            kube.kubectl("delete", "namespace", "csi-driver-nfs-takeover", "--ignore-not-found", "--wait=true",
+                         "--timeout=240s", namespaced=False, timeout=270)
+            kube.delete("pv", self.PV, namespaced=False)
+        # Retain, and a volume this driver did not make: its data stays.
+        assert (theirs / "written-by-csi-driver-nfs").read_text() == "from csi-driver-nfs\n"
+
+
 class TestNodeOnlyOverlay:
     """Last: it replaces the e2e deployment with the node-only one, then puts the e2e deployment back."""
 

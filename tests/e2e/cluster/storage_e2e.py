@@ -35,7 +35,7 @@ CAPABILITIES = {
     "onlineExpansion": True,  # VolumeExpansion ONLINE
     "offlineExpansion": True,  # expansion only records the size: a pod or none makes no difference
     "multiplePVsSameID": True,  # the driver never reads PersistentVolumes: two PVs of one handle are two publishes
-    "nodeExpansion": False,  # no node EXPAND_VOLUME: nothing to grow on a node
+    "nodeExpansion": True,  # node EXPAND_VOLUME: nothing grows, the node learns the capacity its usage counts against
     # Every volume of a share reports the share's size (no quota), so a restore or clone "to a larger size" shows no
     # larger filesystem; the specs that check that must not run.
     "FSResizeFromSourceNotSupported": True,
@@ -61,7 +61,7 @@ TESTDRIVER = {
     },
 }
 
-# A class the volume-modify specs move a volume to: mountPermissions is the one mutable parameter.
+# A class the volume-modify specs move a volume to (mutable parameters: mountPermissions, uid, gid).
 VOLUME_ATTRIBUTES_CLASS = {
     "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttributesClass",
     "metadata": {"name": "nfs-e2e-modify"}, "driverName": DRIVER, "parameters": {"mountPermissions": "0775"},
