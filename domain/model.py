@@ -12,7 +12,7 @@ from typing import Mapping
 from urllib.parse import quote, unquote
 
 from domain.errors import InvalidArgument, OutOfRange
-from domain.paths import MAX_NAME_BYTES, absolute_path, check_characters, relative_subpath
+from domain.paths import absolute_path, check_characters, relative_subpath
 
 # Patterns are applied with fullmatch: "$" would also match before a final "\n".
 _SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]+\]")
@@ -403,12 +403,16 @@ def parse_share_mount_options(
     return found
 
 
+CSI_STRING_BYTES = 128
+"""The CSI spec's limit for a string ("Size Limits"), a volume's or a snapshot's name among them."""
+
+
 def check_volume_name(name: str) -> str:
-    """A CreateVolume name: required, printable, at most MAX_NAME_BYTES bytes."""
+    """A CreateVolume or CreateSnapshot name: required, printable, at most CSI_STRING_BYTES bytes."""
     if not name:
         raise InvalidArgument("name is required")
-    if len(name.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES:
-        raise InvalidArgument(f"name is longer than {MAX_NAME_BYTES} bytes")
+    if len(name.encode("utf-8", errors="surrogatepass")) > CSI_STRING_BYTES:
+        raise InvalidArgument(f"name is longer than {CSI_STRING_BYTES} bytes")
     check_characters(name, "name")
     return name
 

@@ -64,11 +64,10 @@ def parse_mode(value: str, what: str) -> int:
 
 
 def parse_id(value: str, what: str) -> int:
-    """A uid or gid: a decimal number from 0 to MAX_ID."""
-    text = value.strip()
-    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_ID:
+    """A uid or gid: a decimal number from 0 to MAX_ID, exactly as written (no sign, no spaces)."""
+    if not re.fullmatch(r"[0-9]{1,10}", value) or int(value) > MAX_ID:
         raise InvalidArgument(f"{what} {value[:40]!r} must be a number from 0 to {MAX_ID}")
-    return int(text)
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -86,13 +85,15 @@ class VolumeParameters:
     @classmethod
     def parse(cls, raw: Mapping[str, str], defaults: ProvisionDefaults) -> VolumeParameters:
         own: dict[str, str] = {}
+        seen: set[str] = set()  # every spelling, an empty one too: two spellings of one key are one too many
         for key, value in raw.items():
             if key.startswith(RESERVED_PREFIX):
                 continue  # Kubernetes' own keys (--extra-create-metadata); read by templates only.
             if key.lower() not in _KNOWN:
                 raise InvalidArgument(f"unknown parameter {key!r}; known: {_KNOWN_NAMES}")
-            if key.lower() in own:
+            if key.lower() in seen:
                 raise InvalidArgument(f"parameter {key!r} is given twice")
+            seen.add(key.lower())
             if value != "":  # csi-driver-nfs's StorageClasses leave some empty: not given
                 own[key.lower()] = value
         return cls(

@@ -131,14 +131,17 @@ class SnapshotParameters:
     @classmethod
     def parse(cls, raw: Mapping[str, str]) -> SnapshotParameters:
         own: dict[str, str] = {}
+        seen: set[str] = set()
         for key, value in raw.items():
             if key.startswith(RESERVED_PREFIX):
                 continue  # Kubernetes' own keys (the snapshotter's --extra-create-metadata); not ours to judge.
             if key.lower() not in _KNOWN:
                 raise InvalidArgument(f"unknown snapshot parameter {key!r}; known: server, share, format")
-            if key.lower() in own:
+            if key.lower() in seen:
                 raise InvalidArgument(f"snapshot parameter {key!r} is given twice")
-            own[key.lower()] = value
+            seen.add(key.lower())
+            if value != "":  # as in a StorageClass: an empty value is not given
+                own[key.lower()] = value
         fmt = own.get("format", "tar.gz").lower()
         if fmt not in FORMATS:
             raise InvalidArgument(f"snapshot parameter format {own['format']!r} is not one of {', '.join(FORMATS)}")

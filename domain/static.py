@@ -71,7 +71,7 @@ def context_capacity(context: Mapping[str, str]) -> int:
 
 
 def is_ephemeral(context: Mapping[str, str]) -> bool:
-    return context.get(EPHEMERAL, "").strip().lower() == "true"
+    return context.get(EPHEMERAL) == "true"  # exactly what kubelet writes; anything else is not its word
 
 
 def describes_volume(volume_id: str, context: Mapping[str, str]) -> bool:

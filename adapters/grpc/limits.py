@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from domain.model import CSI_STRING_BYTES
 from domain.paths import MAX_PATH_BYTES
 
 
@@ -25,7 +26,7 @@ class Limit:
     rule: str
 
 
-SPEC_STRING = Limit(128, "the CSI spec's limit for a string")
+SPEC_STRING = Limit(CSI_STRING_BYTES, "the CSI spec's limit for a string")
 SPEC_MAP = Limit(4 * 1024, "the CSI spec's limit for a map, keys and values together")
 
 MAX_ID_BYTES = 16 * 1024

@@ -21,7 +21,7 @@ from domain.model import (
     parse_share_list,
     source_named_by,
 )
-from domain.parameters import PVC_NAME, ProvisionDefaults, VolumeParameters, parse_mode, parse_mutable
+from domain.parameters import PVC_NAME, Owner, ProvisionDefaults, VolumeParameters, parse_id, parse_mode, parse_mutable
 from domain.paths import absolute_path, join_inside, relative_subpath
 from domain.snapshot_model import SnapshotParameters
 from domain.static import ContextVolume
@@ -314,6 +314,17 @@ class TestNoValueIsTrimmedIntoValidity:
                 parse_mutable({"mountPermissions": mode})
 
     @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
+    def test_a_uid_or_gid(self, edge: str) -> None:
+        for value in [*edged("1000", edge), "+1000", "-0"]:
+            with pytest.raises(InvalidArgument, match="must be a number"):
+                parse_id(value, "uid")
+            for key in ("uid", "gid"):
+                with pytest.raises(InvalidArgument, match="must be a number"):
+                    VolumeParameters.parse({"server": "h", "share": "/e", key: value}, ProvisionDefaults())
+                with pytest.raises(InvalidArgument, match="must be a number"):
+                    parse_mutable({key: value})
+
+    @pytest.mark.parametrize("edge", [*CONTROL_EDGES, " "])
     def test_a_snapshot_format(self, edge: str) -> None:
         for fmt in edged("tar", edge):
             with pytest.raises(InvalidArgument, match="format"):
@@ -329,18 +340,45 @@ class TestNoValueIsTrimmedIntoValidity:
     def test_what_was_accepted_before_still_is(self) -> None:
         assert OnDelete.parse("Retain") is OnDelete.RETAIN
         assert parse_mode("0770", "mode") == 0o770
+        assert parse_id("0", "uid") == 0 and parse_id("1000", "uid") == 1000
         assert SnapshotParameters.parse({"format": "TAR"}).format == "tar"
         assert ShareRef.parse("[fd00::1]", "/e").server == "[fd00::1]"
 
 
+class TestEmptyAndRepeatedParameters:
+    """An empty value is "not given" (csi-driver-nfs's StorageClasses leave some empty), in a StorageClass and a
+    VolumeSnapshotClass alike; two spellings of one key are refused whichever of them is empty."""
+
+    @pytest.mark.parametrize("first, second", [("uid", "UID"), ("subDir", "subdir"), ("onDelete", "ONDELETE")])
+    @pytest.mark.parametrize("empty", ["first", "second"])
+    def test_a_key_given_twice_is_refused_even_when_one_spelling_is_empty(self, first: str, second: str, empty: str) -> None:
+        values = {"uid": "7", "UID": "7", "subDir": "d", "subdir": "d", "onDelete": "retain", "ONDELETE": "retain"}
+        raw = {"server": "h", "share": "/e", first: values[first], second: values[second]}
+        raw[first if empty == "first" else second] = ""
+        with pytest.raises(InvalidArgument, match="given twice"):
+            VolumeParameters.parse(raw, ProvisionDefaults())
+
+    def test_empty_storage_class_values_are_not_given(self) -> None:
+        params = VolumeParameters.parse({"server": "h", "share": "/e", "uid": "", "gid": "", "onDelete": ""}, ProvisionDefaults())
+        assert params.owner == Owner() and params.on_delete is ProvisionDefaults().on_delete
+
+    def test_empty_snapshot_class_values_are_not_given(self) -> None:
+        assert SnapshotParameters.parse({"server": "", "share": "", "format": ""}) == SnapshotParameters()
+        with pytest.raises(InvalidArgument, match="together"):
+            SnapshotParameters.parse({"server": "", "share": "/e"})
+        with pytest.raises(InvalidArgument, match="given twice"):
+            SnapshotParameters.parse({"format": "", "FORMAT": "tar"})
+
+
 class TestNames:
-    @pytest.mark.parametrize("name", ["", "a\x00b", "a\nb", "x" * 256, "a,b", "a\u200bb"])
+    @pytest.mark.parametrize("name", ["", "a\x00b", "a\nb", "x" * 129, "é" * 65, "a,b", "a\u200bb"])
     def test_bad_names_are_refused(self, name: str) -> None:
         with pytest.raises(InvalidArgument):
             check_volume_name(name)
 
-    def test_names_up_to_128_bytes_and_beyond_are_accepted(self) -> None:
-        assert check_volume_name("p" * 128) == "p" * 128 and check_volume_name("pvc-é" * 40)
+    def test_names_up_to_the_spec_s_128_bytes_are_accepted(self) -> None:
+        """One limit, the one the gRPC layer also holds: a name the wire lets through is never refused here."""
+        assert check_volume_name("p" * 128) == "p" * 128 and check_volume_name("é" * 64) == "é" * 64
 
 
 class TestTemplates:

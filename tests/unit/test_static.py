@@ -60,6 +60,11 @@ def test_ephemeral_is_read_from_the_kubernetes_key() -> None:
     assert not is_ephemeral({"csi.storage.k8s.io/ephemeral": "false"}) and not is_ephemeral({})
 
 
+@pytest.mark.parametrize("value", ["TRUE", "True", " true", "true\n", "1", ""])
+def test_only_kubelets_exact_word_makes_a_volume_ephemeral(value: str) -> None:
+    assert not is_ephemeral({"csi.storage.k8s.io/ephemeral": value})
+
+
 def test_an_id_of_ours_or_a_context_naming_a_share_describes_a_volume() -> None:
     assert describes_volume("nfs1#h#/e#v#delete", {})
     assert describes_volume("any-handle-the-admin-chose", {"server": "h", "share": "/e"})
