@@ -71,7 +71,12 @@ def context_capacity(context: Mapping[str, str]) -> int:
 
 
 def is_ephemeral(context: Mapping[str, str]) -> bool:
-    return context.get(EPHEMERAL) == "true"  # exactly what kubelet writes; anything else is not its word
+    """kubelet writes "true" or "false" (Go's FormatBool), nothing else: any other value is refused, never read as
+    either (as one kind it would slip past the rule for the other)."""
+    value = context.get(EPHEMERAL, "false")
+    if value not in ("true", "false"):
+        raise InvalidArgument(f"volume_context {EPHEMERAL} {value[:40]!r} must be \"true\" or \"false\"")
+    return value == "true"
 
 
 def describes_volume(volume_id: str, context: Mapping[str, str]) -> bool:

@@ -171,9 +171,15 @@ class TestPublish:
         publish(request())
         assert events.events == [Event.VOLUME_PUBLISHED, Event.STALE_HANDLE_RECOVERED]
 
-    @pytest.mark.parametrize("value", ["true", "True", " TRUE "])
-    def test_inline_ephemeral_volumes_are_refused(self, publish: NodePublishVolume, mounter: FakeMounter, value: str) -> None:
-        with pytest.raises(InvalidArgument, match="inline ephemeral volumes are disabled"):
+    @pytest.mark.parametrize(
+        "value, refusal", [("true", "inline ephemeral volumes are disabled"), ("True", "must be"), (" TRUE ", "must be")]
+    )
+    def test_inline_ephemeral_volumes_are_refused(
+        self, publish: NodePublishVolume, mounter: FakeMounter, value: str, refusal: str
+    ) -> None:
+        """Disabled, kubelet's "true" is refused as an inline volume; any other spelling is refused as a value,
+        never served as a persistent volume."""
+        with pytest.raises(InvalidArgument, match=refusal):
             publish(request(context={"csi.storage.k8s.io/ephemeral": value}))
         assert mounter.mounts == {} and mounter.targets == set()
 

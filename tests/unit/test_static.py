@@ -60,9 +60,10 @@ def test_ephemeral_is_read_from_the_kubernetes_key() -> None:
     assert not is_ephemeral({"csi.storage.k8s.io/ephemeral": "false"}) and not is_ephemeral({})
 
 
-@pytest.mark.parametrize("value", ["TRUE", "True", " true", "true\n", "1", ""])
-def test_only_kubelets_exact_word_makes_a_volume_ephemeral(value: str) -> None:
-    assert not is_ephemeral({"csi.storage.k8s.io/ephemeral": value})
+@pytest.mark.parametrize("value", ["TRUE", "True", " true", "true\n", "False", "1", ""])
+def test_only_kubelets_exact_words_are_read_anything_else_is_refused(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="must be"):
+        is_ephemeral({"csi.storage.k8s.io/ephemeral": value})
 
 
 def test_an_id_of_ours_or_a_context_naming_a_share_describes_a_volume() -> None:
