@@ -54,7 +54,8 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         observer = self._observer
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
-            request_id = _request_id(context)
+            # Only a logged call needs its request id: a call that logs nothing (OK, below the log level) makes none.
+            request_id = ""
             observer.call_started(method)
             started = time.perf_counter()
             code = "OK"
@@ -62,6 +63,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
             response = None
             try:
                 if log.isEnabledFor(logging.DEBUG):
+                    request_id = _request_id(context)
                     log.debug("%s request", method, extra={"method": method, "request_id": request_id, "request": redacted(request)})
                 response = inner(request, context)
                 return response
@@ -85,7 +87,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
                         "volume_id": _volume_id(request, response),
                         "duration_seconds": round(seconds, 6),
                         "code": code,
-                        "request_id": request_id,
+                        "request_id": request_id or _request_id(context),
                     }
                     name = getattr(request, "name", "")
                     if isinstance(name, str) and name:

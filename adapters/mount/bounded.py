@@ -41,7 +41,9 @@ class BoundedCalls:
         self._name = name
         self._workers = max(1, workers)
         self._timeout = timeout
-        self._slots = threading.BoundedSemaphore(self._workers)
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(self._workers):
+            self._slots.put(None)
         self._jobs: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._guard = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -68,10 +70,12 @@ class BoundedCalls:
                 f"{what}: {self._name} does not answer; {stuck} earlier calls have not returned "
                 f"after {self._timeout:g} s (the NFS server may be down)"
             )
-        if not self._slots.acquire(timeout=self._timeout):
+        try:
+            self._slots.get(timeout=self._timeout)
+        except queue.Empty:
             raise DeadlineExceeded(
                 f"{what}: {self._name} is busy; no call finished within {self._timeout:g} s (the NFS server may be slow or down)"
-            )
+            ) from None
         with self._guard:
             job = _Call(fn, next(self._numbers))
             self._running[job.number] = time.monotonic()
@@ -104,7 +108,7 @@ class BoundedCalls:
             finally:
                 with self._guard:
                     self._running.pop(job.number, None)
-                self._slots.release()
+                self._slots.put(None)
                 job.done.release()
 
     def close(self) -> None:

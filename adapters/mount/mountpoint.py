@@ -87,6 +87,11 @@ class RememberedMounts:
         with self._guard:
             return self._current()
 
+    def has(self, path: str) -> bool:
+        """Whether path may be remembered: a cheap first look, no poll of the table (a poll only forgets)."""
+        with self._guard:
+            return path in self._paths
+
     def holds(self, path: str, parent: Directory) -> bool:
         with self._guard:
             self._current()
@@ -167,8 +172,8 @@ class MountPoints:
         return self._table.count(self.resolved(path)) > 0
 
     def quick_answer(self, path: str) -> tuple[bool | None, Directory | None]:
-        """(answer, None) or (answer, parent) when the kernel's caches and what is remembered tell; else (None,
-        the parent directory path resolves to, for ``remember``, when the caches hold the way to it).
+        """(False, None), or (True, parent), when the kernel's caches and what is remembered tell; else (None, the
+        parent directory path resolves to, for ``remember``, when the caches hold the way to it).
 
         Never blocks, whatever is mounted on the way: RESOLVE_CACHED makes the kernel refuse any walk that
         would need I/O or a revalidation, and the directory's identity comes from /proc/self/fdinfo, never from
@@ -186,16 +191,18 @@ class MountPoints:
                 self._cached = False
             return (False, None) if code in _NOT_THERE else (None, None)
         try:
-            directory = _directory(parent_fd)
+            # The parent's identity (three system calls on procfs) only when it is needed: to check a remembered
+            # mount point, or to remember one the bounded lookup finds. A plain "no" needs none.
+            directory = _directory(parent_fd) if self._remembered.has(path) else None
             if directory is not None and self._remembered.holds(path, directory):
                 return True, directory
             code = self._exists(parent_fd, name, _LOOKUP | RESOLVE_CACHED)
+            if code == 0 or code in _NOT_THERE:
+                self._remembered.forget(path)
+                return False, None
+            return None, directory or _directory(parent_fd)
         finally:
             os.close(parent_fd)
-        if code == 0 or code in _NOT_THERE:
-            self._remembered.forget(path)
-            return False, directory
-        return None, directory
 
     def generation(self) -> int:
         """Take before a bounded ``is_mount_point``; hand to ``remember`` with a yes."""

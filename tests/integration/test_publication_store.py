@@ -55,3 +55,18 @@ class TestJsonFilePublicationStore:
             store.put(huge)
         assert store.get(huge.target) is None and store.count() == 0
         assert not (tmp_path / "state" / "publications").exists() or os.listdir(tmp_path / "state" / "publications") == []
+
+    def test_a_put_makes_the_directory_when_it_is_missing_first_or_removed_since(self, tmp_path: Path) -> None:
+        store = JsonFilePublicationStore(str(tmp_path / "state"))
+        records = tmp_path / "state" / "publications"
+        first = Publication("vol-1", "/var/lib/kubelet/pods/a/volumes/v/mount", "h:/e/1", ())
+        store.put(first)
+        assert (records.stat().st_mode & 0o777) == 0o700 and store.get(first.target) == first
+        for name in os.listdir(records):
+            os.unlink(records / name)
+        records.rmdir()
+        second = Publication("vol-2", "/var/lib/kubelet/pods/b/volumes/v/mount", "h:/e/2", ("ro",))
+        store.put(second)
+        assert store.get(second.target) == second and store.count() == 1
+        names = os.listdir(records)
+        assert len(names) == 1 and names[0].endswith(".json")  # no temporary file left behind
