@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from app import logs
+from app.memory import limit_arenas
 from app.settings import VERSION, parse
 
 log = logging.getLogger("app")
@@ -15,6 +16,7 @@ log = logging.getLogger("app")
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse(argv)
     logs.configure(settings.log_level)
+    limit_arenas()  # before the first thread
 
     import prometheus_client
 
