@@ -153,6 +153,7 @@ class Seeds:
             ("NodeUnpublishVolume", lambda g, n: csi.NodeUnpublishVolumeRequest(volume_id=self.volume(g, n), target_path=self.target(g, n))),
             ("NodeUnpublishVolume", lambda g, n: csi.NodeUnpublishVolumeRequest(volume_id=self.volume(g, n), target_path=self.target(g, n))),
             ("NodeGetVolumeStats", lambda g, n: csi.NodeGetVolumeStatsRequest(volume_id=self.volume(g, n), volume_path=g.choice([self.target(g, n), self.staging(g, n)]))),
+            ("NodeExpandVolume", lambda g, n: csi.NodeExpandVolumeRequest(volume_id=self.volume(g, n), volume_path=g.choice([self.target(g, n), self.staging(g, n)]), capacity_range=csi.CapacityRange(required_bytes=(n % 4 + 1) << 30), volume_capability=self.capability(g))),
             ("NodeStageVolume", self.stage_request),
             ("NodeUnstageVolume", self.unstage_request),
             ("NodeGetInfo", lambda g, n: csi.NodeGetInfoRequest()),
@@ -174,7 +175,6 @@ class Seeds:
         return g.choice([
             csi.ControllerPublishVolumeRequest(volume_id=volume, node_id="node-1", volume_capability=self.capability(g)),
             csi.ControllerUnpublishVolumeRequest(volume_id=volume, node_id="node-1"),
-            csi.NodeExpandVolumeRequest(volume_id=volume, volume_path=self.target(g, n), capacity_range=csi.CapacityRange(required_bytes=1 << 30)),
             csi.GroupControllerGetCapabilitiesRequest(),
             csi.CreateVolumeGroupSnapshotRequest(name=f"group-{n % 3}", source_volume_ids=[volume]),
             csi.DeleteVolumeGroupSnapshotRequest(group_snapshot_id=f"group-{n % 3}", snapshot_ids=[snapshot_id_for("seed-snap")]),
